@@ -1,0 +1,237 @@
+"""The checkpoint contract: ``config.json`` + ``generator.safetensors`` + ``samples.png``.
+
+``load_generator`` is the one reader (service, ``python -m training sample``, scripts).
+It reads safetensors only, checks the sha256 recorded in config.json against the very
+bytes it parses, validates config.json, and rebuilds the generator from the config
+alone. Every write is atomic: a temp file in the same folder, fsync, then rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+from training.models import build_generator
+
+FORMAT_VERSION = 1
+CONFIG = "config.json"
+WEIGHTS = "generator.safetensors"
+SAMPLES = "samples.png"
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message says which file and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GeneratorSpec(_Strict):
+    class_name: str = Field(alias="class")
+    kwargs: dict[str, Any]
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ImageSpec(_Strict):
+    channels: Literal[1, 3]
+    height: int = Field(ge=1, le=1024)
+    width: int = Field(ge=1, le=1024)
+
+
+class DatasetInfo(_Strict):
+    name: str
+    num_images: int = Field(ge=0)
+    class_names: list[str]
+
+
+class TrainingInfo(_Strict):
+    command: str
+    epochs: int = Field(ge=0)
+    seconds: float = Field(ge=0)
+    seed: int
+    git_commit: str | None = None
+    images_seen: int = Field(ge=0, default=0)
+    world_size: int = Field(ge=1, default=1)
+    options: dict[str, Any] = {}
+
+
+class CheckpointConfig(_Strict):
+    format_version: Literal[1] = FORMAT_VERSION
+    name: str = Field(pattern=NAME_PATTERN)
+    family: str
+    description: str = ""
+    generator: GeneratorSpec
+    z_dim: int = Field(ge=1, le=4096)
+    num_classes: int = Field(ge=0, le=1000)
+    class_names: list[str]
+    image: ImageSpec
+    value_range: tuple[float, float] = (-1.0, 1.0)
+    sampleable: bool = True
+    dataset: DatasetInfo
+    training: TrainingInfo
+    metrics: dict[str, Any] = {}
+    evaluator_sha256: str | None = None
+    generator_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    weights_dtype: Literal["float32", "float16"] = "float32"
+
+    @field_validator("class_names")
+    @classmethod
+    def _unique_names(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v) or any(not n or n.isdigit() for n in v):
+            raise ValueError("class_names must be unique, non-empty and not plain numbers")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CheckpointConfig:
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class_names for num_classes={self.num_classes}")
+        kw = self.generator.kwargs
+        expect = {"z_dim": self.z_dim, "num_classes": self.num_classes, "channels": self.image.channels,
+                  "resolution": self.image.height}
+        for key, value in expect.items():
+            if key in kw and kw[key] != value:
+                raise ValueError(f"generator.kwargs.{key}={kw[key]} but config says {value}")
+        if self.image.height != self.image.width:
+            raise ValueError("only square images are supported")
+        return self
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; checkpoints are read by other users (containers)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def weights_bytes(generator: nn.Module, dtype: str = "float32") -> bytes:
+    """The generator's state dict as safetensors bytes (float tensors cast to ``dtype``)."""
+    cast = {"float32": torch.float32, "float16": torch.float16}[dtype]
+    state = {
+        k: (v.detach().to("cpu", cast) if v.is_floating_point() else v.detach().cpu()).contiguous()
+        for k, v in generator.state_dict().items()
+    }
+    return st_save(state, metadata={"format": "pt", "ganserve_format_version": str(FORMAT_VERSION)})
+
+
+def save_checkpoint(
+    out_dir: str | Path, generator: nn.Module, config: dict[str, Any], samples_png: bytes | None = None,
+    dtype: str = "float32",
+) -> CheckpointConfig:
+    """Write a checkpoint folder. ``config`` is everything but the weights' sha256 and dtype.
+
+    Order matters for readers that watch the folder: weights and samples first, then
+    config.json, whose sha256 names the weights; a reader that sees a new config with
+    old weights (or the reverse) refuses the pair until both have landed.
+    """
+    out = Path(out_dir)
+    data = weights_bytes(generator, dtype)
+    cfg = CheckpointConfig.model_validate(
+        {**config, "generator_sha256": sha256_bytes(data), "weights_dtype": dtype}
+    )
+    atomic_write_bytes(out / WEIGHTS, data)
+    if samples_png is not None:
+        atomic_write_bytes(out / SAMPLES, samples_png)
+    atomic_write_json(out / CONFIG, cfg.model_dump(mode="json", by_alias=True))
+    return cfg
+
+
+def read_config(path: str | Path) -> CheckpointConfig:
+    """Parse and validate ``config.json`` of a checkpoint folder."""
+    p = Path(path) / CONFIG
+    try:
+        if p.stat().st_size > MAX_CONFIG_BYTES:
+            raise CheckpointError(f"{p}: larger than {MAX_CONFIG_BYTES} bytes")
+        raw = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{p}: missing (a checkpoint needs {CONFIG} and {WEIGHTS})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{p}: not valid JSON ({e})") from None
+    try:
+        return CheckpointConfig.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+        raise CheckpointError(f"{p}: invalid at {where}: {first['msg']} ({e.error_count()} error(s))") from None
+
+
+def update_metrics(path: str | Path, metrics: dict[str, Any], evaluator_sha256: str | None) -> CheckpointConfig:
+    """Rewrite config.json with new metrics (atomically), leaving the weights alone."""
+    cfg = read_config(path)
+    new = cfg.model_copy(update={"metrics": {**cfg.metrics, **metrics}, "evaluator_sha256": evaluator_sha256})
+    atomic_write_json(Path(path) / CONFIG, new.model_dump(mode="json", by_alias=True))
+    return new
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointConfig]:
+    """Load a checkpoint folder → (generator in eval mode on ``device``, validated config).
+
+    Raises CheckpointError naming the file and the reason: missing or invalid config,
+    missing weights, sha256 mismatch (truncated, corrupt, swapped or half-written),
+    unparsable safetensors, or weights that do not match the architecture in config.json.
+    Pickle files are never read, whatever the folder holds.
+    """
+    folder = Path(path)
+    cfg = read_config(folder)
+    wpath = folder / WEIGHTS
+    try:
+        data = wpath.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{wpath}: missing (only safetensors weights are loaded, never pickles)") from None
+    digest = sha256_bytes(data)
+    if digest != cfg.generator_sha256:
+        raise CheckpointError(
+            f"{wpath}: sha256 {digest[:12]}… does not match config.json's {cfg.generator_sha256[:12]}… "
+            "(truncated, corrupt, swapped or still being written)"
+        )
+    try:
+        state = st_load(data)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{wpath}: not a valid safetensors file ({e})") from None
+    try:
+        generator = build_generator(cfg.generator.class_name, dict(cfg.generator.kwargs))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{folder / CONFIG}: cannot build {cfg.generator.class_name}: {e}") from None
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    try:
+        generator.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        msg = str(e).splitlines()[0] if str(e) else "mismatch"
+        raise CheckpointError(f"{wpath}: weights do not match config.json's architecture ({msg})") from None
+    generator.eval().requires_grad_(False)
+    return generator.to(device), cfg

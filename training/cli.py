@@ -1,0 +1,264 @@
+"""``python -m training {train,sample,evaluate,…}``: thin commands over the package.
+
+Bad options are argparse errors that name the flag (exit 2); dataset and checkpoint
+problems are one-line errors (exit 2), never tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from training.config import TrainConfig
+from training.models.common import RESOLUTIONS
+
+log = logging.getLogger("training")
+
+
+def _int_range(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi if hi is not None else '∞'}], got {v}")
+        return v
+
+    return parse
+
+
+def _float_range(lo: float, hi: float, lo_open: bool = False) -> Callable[[str], float]:
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+        if not (lo < v if lo_open else lo <= v) or not v <= hi:
+            raise argparse.ArgumentTypeError(f"must be in {'(' if lo_open else '['}{lo}, {hi}], got {v}")
+        return v
+
+    return parse
+
+
+def _classes(s: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in s.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated class indices like 0,1,2, got {s!r}") from None
+
+
+def _family(s: str) -> str:
+    from training.models import family_names
+
+    if s not in family_names():
+        raise argparse.ArgumentTypeError(f"unknown family {s!r}; choose one of {', '.join(family_names())}")
+    return s
+
+
+def _dataset(s: str) -> str:
+    from training.data import DATASETS
+
+    if s in ("fashion-mnist", "mnist", "synthetic") or (s.startswith("folder:") and len(s) > 7):
+        return s
+    raise argparse.ArgumentTypeError(f"unknown dataset {s!r}; choose one of {', '.join(DATASETS)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a generator and write a checkpoint folder",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = TrainConfig.__dataclass_fields__
+    t.add_argument("--family", type=_family, required=True, help="model family (see `python -m training families`)")
+    t.add_argument("--dataset", type=_dataset, required=True, help="fashion-mnist | mnist | synthetic | folder:PATH")
+    t.add_argument("--out", required=True, help="checkpoint folder to write, e.g. checkpoints/my-model")
+    t.add_argument("--epochs", type=_int_range(1, 100_000), default=d["epochs"].default)
+    t.add_argument("--name", default="", help="model name (default: the --out folder's name)")
+    t.add_argument("--run-dir", default="", help="where resume state, grids and TensorBoard logs go "
+                                                "(default: runs/NAME)")
+    t.add_argument("--resume", action="store_true", help="continue from the run folder's resume state")
+    t.add_argument("--data-dir", default=None, help="folder with IDX files (mnist, fashion-mnist)")
+    t.add_argument("--classes", type=_classes, default=None, help="train on a subset of class indices, e.g. 0,1,2,3,4")
+    t.add_argument("--synthetic-size", type=_int_range(6, 1_000_000), default=d["synthetic_size"].default)
+    t.add_argument("--resolution", type=int, choices=RESOLUTIONS, default=d["resolution"].default)
+    t.add_argument("--channels", type=int, choices=(1, 3), default=d["channels"].default)
+    t.add_argument("--z-dim", type=_int_range(1, 4096), default=d["z_dim"].default)
+    t.add_argument("--width", type=_int_range(1, 1024), default=d["width"].default, help="ngf = ndf")
+    t.add_argument("--upsample", choices=("convT", "nearest-conv"), default=d["upsample"].default)
+    t.add_argument("--bn", choices=("before-act", "after-act"), default=d["bn"].default)
+    t.add_argument("--batch-size", type=_int_range(2, 65_536), default=d["batch_size"].default)
+    t.add_argument("--lr-g", type=_float_range(0, 1, lo_open=True), default=d["lr_g"].default)
+    t.add_argument("--lr-d", type=_float_range(0, 1, lo_open=True), default=d["lr_d"].default)
+    t.add_argument("--beta1", type=_float_range(0, 1), default=d["beta1"].default)
+    t.add_argument("--beta2", type=_float_range(0, 1), default=d["beta2"].default)
+    t.add_argument("--loss", choices=("bce", "hinge"), default=d["loss"].default,
+                   help="adversarial loss of the gan objective (dcgan, cgan, mlp-gan, acgan)")
+    t.add_argument("--label-smoothing", type=_float_range(0, 0.5), default=d["label_smoothing"].default,
+                   help="one-sided: D's real targets become 1 − s")
+    t.add_argument("--noisy-labels", type=_float_range(0, 0.5), default=d["noisy_labels"].default,
+                   help="probability of flipping each real/fake target of D")
+    t.add_argument("--pretrain-d-epochs", type=_int_range(0, 1000), default=d["pretrain_d_epochs"].default,
+                   help="ACGAN: epochs of D-classifier pretraining on real images")
+    t.add_argument("--n-critic", type=_int_range(1, 100), default=d["n_critic"].default)
+    t.add_argument("--gp-weight", type=_float_range(0, 1e6), default=d["gp_weight"].default)
+    t.add_argument("--kl-weight", type=_float_range(0, 1e6), default=d["kl_weight"].default)
+    t.add_argument("--ema-decay", type=_float_range(0, 1), default=d["ema_decay"].default)
+    t.add_argument("--seed", type=_int_range(0, 2**32 - 1), default=d["seed"].default)
+    t.add_argument("--device", default=d["device"].default, help="auto | cpu | cuda | cuda:N | mps")
+    t.add_argument("--threads", type=_int_range(0, 1024), default=d["threads"].default)
+    t.add_argument("--channels-last", action="store_true")
+    t.add_argument("--save-dtype", choices=("float16", "float32"), default=d["save_dtype"].default)
+    t.add_argument("--log-every", type=_int_range(1), default=d["log_every"].default)
+    t.add_argument("--max-steps", type=_int_range(0), default=d["max_steps"].default,
+                   help="stop after this many optimisation steps (0: no limit)")
+    t.add_argument("--grid-cols", type=_int_range(1, 64), default=d["grid_cols"].default)
+    t.add_argument("--no-tensorboard", action="store_true")
+    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+
+    s = sub.add_parser("sample", help="render images from a checkpoint through load_generator")
+    s.add_argument("checkpoint", help="checkpoint folder")
+    s.add_argument("--seed", type=_int_range(0, 2**32 - 1), default=0)
+    s.add_argument("--label", default=None, help="class index or name (conditional models)")
+    s.add_argument("--n", type=_int_range(1, 1024), default=1)
+    s.add_argument("--nrow", type=_int_range(1, 1024), default=8)
+    s.add_argument("--truncation", type=_float_range(0, 1, lo_open=True), default=1.0)
+    s.add_argument("--scale", type=_int_range(1, 8), default=1)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--out", required=True, help="PNG file to write")
+
+    sub.add_parser("families", help="list the registered model families")
+    return p
+
+
+def _command_line(argv: Sequence[str]) -> str:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    launcher = f"torchrun --nproc_per_node={world} -m training" if world > 1 else "python -m training"
+    return f"{launcher} {shlex.join(argv)}"
+
+
+def cmd_train(args: argparse.Namespace, argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+    opts: dict[str, Any] = {k: v for k, v in vars(args).items()
+                            if k in TrainConfig.__dataclass_fields__ and k not in ("command", "extra")}
+    if args.dataset in ("mnist", "fashion-mnist") and args.channels == 3:
+        log.info("grey dataset with --channels 3: images are repeated over RGB")
+    if args.family in ("wgan-gp",) and args.loss != "bce":
+        parser.error("--loss applies to the gan objective, not to --family wgan-gp")
+    if args.pretrain_d_epochs and args.family != "acgan":
+        parser.error("--pretrain-d-epochs needs --family acgan (a discriminator with a class head)")
+    if args.device != "auto" and not _device_ok(args.device):
+        parser.error(f"--device {args.device!r} is not available here (auto, cpu, cuda[:N], mps)")
+    cfg = TrainConfig(**opts, tensorboard=not args.no_tensorboard, progress=not args.no_progress,
+                      command=_command_line(argv), extra={"resume": args.resume}).resolved()
+    if args.dry_run:
+        print(json.dumps(cfg.to_json(), indent=2))
+        return 0
+    from training.data import DatasetError
+    from training.loop import train
+
+    try:
+        train(cfg)
+    except DatasetError as e:
+        print(f"error: --dataset: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _device_ok(device: str) -> bool:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        return False
+    if dev.type == "cpu":
+        return True
+    if dev.type == "cuda":
+        return torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()
+    if dev.type == "mps":
+        return torch.backends.mps.is_available()
+    return False
+
+
+def parse_label(value: str | None, class_names: list[str]) -> int | None:
+    """A label given as an index or a class name → index (None when not given)."""
+    if value is None:
+        return None
+    if value.isdigit() and int(value) < len(class_names):
+        return int(value)
+    if value in class_names:
+        return class_names.index(value)
+    raise ValueError(f"unknown label {value!r}; use 0..{len(class_names) - 1} or one of {', '.join(class_names)}")
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from training.checkpoint import CheckpointError, load_generator
+    from training.images import make_grid, png_bytes, to_uint8, upscale
+    from training.latent import grid_seeds, latents
+
+    if not _device_ok(args.device):
+        print(f"error: --device {args.device!r} is not available here", file=sys.stderr)
+        return 2
+    try:
+        g, cfg = load_generator(args.checkpoint, args.device)
+    except CheckpointError as e:
+        print(f"error: checkpoint: {e}", file=sys.stderr)
+        return 2
+    if not cfg.sampleable:
+        print(f"error: {cfg.name} is a {cfg.family} (reconstruction only): it cannot be sampled", file=sys.stderr)
+        return 2
+    try:
+        label = parse_label(args.label, cfg.class_names) if cfg.conditional else None
+        if args.label is not None and not cfg.conditional:
+            raise ValueError(f"{cfg.name} is unconditional: drop --label")
+        seeds = grid_seeds(args.seed, args.n)
+    except ValueError as e:
+        print(f"error: {'--label' if 'label' in str(e) else '--seed/--n'}: {e}", file=sys.stderr)
+        return 2
+    if cfg.conditional and label is None:
+        label = 0
+    z = latents(seeds, cfg.z_dim, args.truncation).to(args.device)
+    y = torch.full((len(seeds),), label, dtype=torch.long, device=args.device) if label is not None else None
+    with torch.inference_mode():
+        imgs = to_uint8(g(z, y))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(png_bytes(upscale(make_grid(imgs, args.nrow) if len(seeds) > 1 else imgs[0], args.scale)))
+    print(f"wrote {out} ({len(seeds)} image(s), seeds {seeds[0]}..{seeds[-1]}"
+          + (f", label {label} = {cfg.class_names[label]}" if label is not None else "") + ")")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        if int(os.environ.get("RANK", "0")) != 0:
+            logging.getLogger().setLevel(logging.WARNING)
+        return cmd_train(args, argv, parser)
+    if args.command == "sample":
+        return cmd_sample(args)
+    if args.command == "families":
+        from training.models import get_family, family_names
+
+        for name in family_names():
+            f = get_family(name)
+            print(f"{name:10s} {f.description}")
+        return 0
+    parser.error(f"unknown command {args.command}")
+    return 2

@@ -1,0 +1,62 @@
+"""The resolved options of one training run: a frozen dataclass, written into config.json."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    family: str
+    dataset: str
+    out: str
+    epochs: int = 20
+    name: str = ""  # default: the --out folder's name
+    run_dir: str = ""  # default: runs/<name>
+    data_dir: str | None = None
+    classes: tuple[int, ...] | None = None  # a subset of class indices (e.g. the 5-class ACGAN runs)
+    synthetic_size: int = 3000
+    resolution: int = 28
+    channels: int = 1
+    z_dim: int = 100
+    width: int = 64  # ngf = ndf
+    upsample: str = "convT"
+    bn: str = "before-act"
+    batch_size: int = 128
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    loss: str = "bce"  # "bce" (non-saturating) | "hinge" for the gan objective
+    label_smoothing: float = 0.0  # one-sided: real targets become 1 − s
+    noisy_labels: float = 0.0  # probability of flipping each real/fake target for D
+    pretrain_d_epochs: int = 0  # ACGAN: train D's class head on real images first
+    n_critic: int = 5  # WGAN-GP critic steps per generator step
+    gp_weight: float = 10.0
+    kl_weight: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # 0: torch's default
+    channels_last: bool = False
+    save_dtype: str = "float16"
+    log_every: int = 50
+    max_steps: int = 0  # stop after this many steps in total (0: no limit); for smoke tests
+    grid_cols: int = 10
+    tensorboard: bool = True
+    progress: bool = True
+    command: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def resolved(self) -> TrainConfig:
+        from pathlib import Path
+
+        name = self.name or Path(self.out).resolve().name
+        return dataclasses.replace(self, name=name, run_dir=self.run_dir or str(Path("runs") / name))
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["classes"] = list(self.classes) if self.classes is not None else None
+        return d

