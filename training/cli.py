@@ -137,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="PNG file to write")
 
     sub.add_parser("families", help="list the registered model families")
+
+    from training.evaluation import cli as evaluation_cli
+
+    evaluation_cli.add_commands(sub)
     return p
 
 
@@ -260,5 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f = get_family(name)
             print(f"{name:10s} {f.description}")
         return 0
+    from training.evaluation import cli as evaluation_cli
+
+    if args.command in evaluation_cli.COMMANDS:
+        return evaluation_cli.run(args, parser)
     parser.error(f"unknown command {args.command}")
     return 2

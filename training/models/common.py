@@ -37,13 +37,17 @@ def dcgan_init(module: nn.Module) -> None:
 def one_hot(labels: torch.Tensor | None, num_classes: int, batch: int) -> torch.Tensor | None:
     """One-hot labels (B, K) as float, or None for an unconditional network.
 
-    A conditional network called without labels, or with labels out of range, raises
-    ValueError rather than producing garbage.
+    ``labels`` is (B,) class indices, or (B, K) float class weights ("soft" labels, used
+    by the service's class morphs), passed through as they are. A conditional network
+    called without labels, or with labels out of range, raises ValueError rather than
+    producing garbage.
     """
     if num_classes == 0:
         return None
     if labels is None:
         raise ValueError(f"this network is conditional on {num_classes} classes: pass labels")
+    if labels.is_floating_point() and labels.shape == (batch, num_classes):
+        return labels.float()
     if labels.shape != (batch,):
         raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
     return F.one_hot(labels.long(), num_classes).float()

@@ -46,9 +46,9 @@ class DCGenerator(nn.Module):
             last = stage == stages - 1
             out = channels if last else ch // 2
             if upsample == "convT":
-                layers.append(nn.ConvTranspose2d(ch, out, 4, 2, 1, bias=last))
+                layers.append(nn.ConvTranspose2d(ch, out, 4, 2, 1, bias=False))
             else:
-                layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, out, 3, 1, 1, bias=last)]
+                layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, out, 3, 1, 1, bias=False)]
             layers += [nn.Tanh()] if last else act_block(out, bn, nn.ReLU(True))
             ch = out
         self.net = nn.Sequential(*layers)
