@@ -340,7 +340,7 @@ class _AutoEncoder(nn.Module):
 
 
 def checkpoint_config(cfg: TrainConfig, trainer: Trainer, data: ImageData, epochs_done: int, seconds: float,
-                      images_seen: int, world: int) -> dict[str, Any]:
+                      images_seen: int, world: int, commit: str | None) -> dict[str, Any]:
     fam = trainer.fam
     conditional = fam.conditional
     return {
@@ -356,7 +356,7 @@ def checkpoint_config(cfg: TrainConfig, trainer: Trainer, data: ImageData, epoch
         "dataset": {"name": cfg.dataset, "num_images": len(data) * world, "class_names": data.class_names},
         "training": {
             "command": cfg.command, "epochs": epochs_done, "seconds": round(seconds, 1), "seed": cfg.seed,
-            "git_commit": git_commit(), "images_seen": images_seen, "world_size": world,
+            "git_commit": commit, "images_seen": images_seen, "world_size": world,
             "options": {k: v for k, v in cfg.to_json().items() if k not in ("command", "extra")},
         },
     }
@@ -375,6 +375,7 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
         raise ValueError(f"--batch-size {cfg.batch_size} × {d.world} process(es) is larger than the dataset "
                          f"({len(data)} images)")
     trainer = Trainer(cfg, fam, data, d, device)
+    commit = git_commit()  # the code this run started from, even if HEAD moves while it trains
     run_dir, out_dir = Path(cfg.run_dir), Path(cfg.out)
     start_epoch, seconds, images_seen = 0, 0.0, 0
     state_path = run_dir / STATE
@@ -423,7 +424,7 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
         if writer is not None:
             arr = np.asarray(Image.open(io.BytesIO(grid)).convert("RGB"))
             writer.add_image("samples_ema", arr, epochs_done, dataformats="HWC")
-        config = checkpoint_config(cfg, trainer, data, epochs_done, seconds, images_seen, d.world)
+        config = checkpoint_config(cfg, trainer, data, epochs_done, seconds, images_seen, d.world, commit)
         return save_checkpoint(out_dir, trainer.ema.model, config, grid, cfg.save_dtype)
 
     if cfg.pretrain_d_epochs and start_epoch == 0 and trainer.step_count == 0:
