@@ -24,7 +24,7 @@ from torch import nn
 
 from training.models import build_generator
 
-FORMAT_VERSION = 1
+FORMAT_VERSION: Literal[1] = 1
 CONFIG = "config.json"
 WEIGHTS = "generator.safetensors"
 SAMPLES = "samples.png"

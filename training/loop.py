@@ -30,7 +30,7 @@ from torch.utils.data import DistributedSampler
 
 from training import losses
 from training.checkpoint import CheckpointConfig, atomic_write_bytes, save_checkpoint
-from training.config import TrainConfig
+from training.config import ConfigError, TrainConfig
 from training.data import ImageData, load_dataset, to_float
 from training.images import make_grid, png_bytes, to_uint8
 from training.latent import latents
@@ -103,7 +103,7 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))
-        ema_p = list(self.model.parameters())
+        ema_p: list[torch.Tensor] = list(self.model.parameters())
         torch._foreach_lerp_(ema_p, [p.detach() for p in model.parameters()], 1 - d)
         for b_ema, b in zip(self.model.buffers(), model.buffers(), strict=True):
             b_ema.copy_(b)
@@ -127,7 +127,8 @@ class _Indices(torch.utils.data.Dataset[int]):
         return i
 
 
-def fixed_grid_inputs(cfg: TrainConfig, num_classes: int, conditional: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def fixed_grid_inputs(cfg: TrainConfig, num_classes: int, conditional: bool,
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The fixed noise of the per-epoch grids: seeds 0…cols−1 in every row, one row per class."""
     cols = cfg.grid_cols
     rows = num_classes if conditional else cols
@@ -161,8 +162,8 @@ class Trainer:
         self.g_raw = build_generator(self.g_class, self.g_kwargs).to(device)
         self.d_raw = aux.to(device)
         if cfg.channels_last:
-            self.g_raw, self.d_raw = self.g_raw.to(memory_format=torch.channels_last), self.d_raw.to(
-                memory_format=torch.channels_last)
+            self.g_raw = self.g_raw.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.d_raw = self.d_raw.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.ema = EMA(self.g_raw, cfg.ema_decay)
         betas = (cfg.beta1, cfg.beta2)
         if fam.objective in ("vae", "ae"):
@@ -325,10 +326,11 @@ class _AutoEncoder(nn.Module):
     def __init__(self, encoder: nn.Module, decoder: nn.Module) -> None:
         super().__init__()
         self.encoder, self.decoder = encoder, decoder
+        self.z_dim: int = decoder.z_dim  # type: ignore[assignment]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h = self.encoder(x)
-        z_dim = self.decoder.z_dim
+        z_dim = self.z_dim
         if h.shape[1] == 2 * z_dim:  # VAE: (mu, log σ²), reparameterised sample
             mu, logvar = h[:, :z_dim], h[:, z_dim:].clamp(-10, 10)
             z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
@@ -353,7 +355,7 @@ def checkpoint_config(cfg: TrainConfig, trainer: Trainer, data: ImageData, epoch
         "class_names": data.class_names if conditional else [],
         "image": {"channels": cfg.channels, "height": cfg.resolution, "width": cfg.resolution},
         "sampleable": fam.sampleable,
-        "dataset": {"name": cfg.dataset, "num_images": len(data) * world, "class_names": data.class_names},
+        "dataset": {"name": cfg.dataset, "num_images": len(data), "class_names": data.class_names},
         "training": {
             "command": cfg.command, "epochs": epochs_done, "seconds": round(seconds, 1), "seed": cfg.seed,
             "git_commit": commit, "images_seen": images_seen, "world_size": world,
@@ -372,7 +374,7 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
     data = load_dataset(cfg.dataset, "train", cfg.resolution, cfg.channels, cfg.data_dir, cfg.synthetic_size,
                         list(cfg.classes) if cfg.classes is not None else None)
     if len(data) < cfg.batch_size * d.world:
-        raise ValueError(f"--batch-size {cfg.batch_size} × {d.world} process(es) is larger than the dataset "
+        raise ConfigError(f"--batch-size {cfg.batch_size} × {d.world} process(es) is larger than the dataset "
                          f"({len(data)} images)")
     trainer = Trainer(cfg, fam, data, d, device)
     commit = git_commit()  # the code this run started from, even if HEAD moves while it trains
@@ -384,7 +386,7 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
         saved = json.loads(st["config"])
         for key in ("family", "dataset", "resolution", "channels", "z_dim", "width", "upsample", "bn", "classes"):
             if saved.get(key) != cfg.to_json().get(key):
-                raise ValueError(f"--resume: run folder {run_dir} was trained with {key}={saved.get(key)!r}, "
+                raise ConfigError(f"--resume: run folder {run_dir} was trained with {key}={saved.get(key)!r}, "
                                  f"not {cfg.to_json().get(key)!r}")
         trainer.load_state(st)
         start_epoch, seconds, images_seen = int(st["epoch"]), float(st["seconds"]), int(st["images_seen"])
@@ -403,8 +405,8 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
 
             writer = SummaryWriter(str(run_dir / "tb"))
     grid_z, grid_y = fixed_grid_inputs(cfg, len(data.class_names), fam.conditional)
-    sampler = DistributedSampler(_Indices(len(data)), num_replicas=d.world, rank=d.rank, shuffle=True,
-                                 seed=cfg.seed)
+    sampler: DistributedSampler[int] = DistributedSampler(
+        _Indices(len(data)), num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed)
     images = data.images.to(device)
     labels = data.labels.to(device)
     steps_per_epoch = len(sampler) // cfg.batch_size
@@ -429,7 +431,7 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
 
     if cfg.pretrain_d_epochs and start_epoch == 0 and trainer.step_count == 0:
         if fam.objective != "acgan":
-            raise ValueError("--pretrain-d-epochs needs a discriminator with a class head (--family acgan)")
+            raise ConfigError("--pretrain-d-epochs needs a discriminator with a class head (--family acgan)")
         for epoch in range(cfg.pretrain_d_epochs):
             sampler.set_epoch(10_000 + epoch)
             for idx in batches(data, sampler, cfg.batch_size):

@@ -28,4 +28,5 @@ def _build_conv_ae(o: ArchOptions) -> tuple[str, dict[str, Any], nn.Module]:
 
 
 register_family(Family("ae", "ae", False, False, _build_ae, "fully connected autoencoder (reconstruction only)"))
-register_family(Family("conv-ae", "ae", False, False, _build_conv_ae, "convolutional autoencoder (reconstruction only)"))
+register_family(Family("conv-ae", "ae", False, False, _build_conv_ae,
+                       "convolutional autoencoder (reconstruction only)"))

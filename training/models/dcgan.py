@@ -134,4 +134,5 @@ def _family(name: str, objective: Any, conditional: bool, cond: str, norm: str, 
 _family("dcgan", "gan", False, "none", "batch", "unconditional DCGAN (BCE or hinge loss)")
 _family("cgan", "gan", True, "concat", "batch", "conditional GAN: the label joins z in G and the image in D")
 _family("acgan", "acgan", True, "class-head", "batch", "auxiliary-classifier GAN: D has a real/fake and a class head")
-_family("wgan-gp", "wgan-gp", False, "none", "layer", "Wasserstein GAN with gradient penalty; critic without batch-norm")
+_family("wgan-gp", "wgan-gp", False, "none", "layer",
+        "Wasserstein GAN with gradient penalty; critic without batch-norm")

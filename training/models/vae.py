@@ -20,4 +20,5 @@ def _build(o: ArchOptions) -> tuple[str, dict[str, Any], nn.Module]:
     return "DCGenerator", kwargs, ConvEncoder(o.channels, o.resolution, o.width, 2 * o.z_dim)
 
 
-register_family(Family("vae", "vae", False, True, _build, "variational autoencoder; the decoder samples like a generator"))
+register_family(Family("vae", "vae", False, True, _build,
+                       "variational autoencoder; the decoder samples like a generator"))

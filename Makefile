@@ -1,0 +1,29 @@
+# ganserve: the two commands of the README, and the pieces they are made of.
+PYTHON ?= python3
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: serve test setup-serve setup-test lint typecheck pytest bench screenshots experiments
+
+serve: setup-serve  ## set up and start the service on the shipped checkpoints
+	$(PYTHON) -m uvicorn app.main:app --host $(HOST) --port $(PORT)
+
+test: setup-test lint typecheck pytest  ## set up and run the whole test suite
+
+setup-serve:
+	PYTHON=$(PYTHON) scripts/setup.sh serve
+
+setup-test:
+	PYTHON=$(PYTHON) scripts/setup.sh test
+
+lint:
+	$(PYTHON) -m ruff check .
+
+typecheck:
+	$(PYTHON) -m mypy
+
+pytest:
+	$(PYTHON) -m pytest -q -p no:cacheprovider --durations=15
+
+screenshots:
+	$(PYTHON) scripts/screenshots.py

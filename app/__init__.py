@@ -1,0 +1,1 @@
+"""ganserve's HTTP service: loads generator checkpoints and serves images over FastAPI."""

@@ -1,0 +1,144 @@
+"""What /generate, the permalinks and /interpolate share: model and label lookup, limits,
+the batcher call, ETags, the image cache and the response headers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+import torch
+from fastapi import Request, Response
+
+from app.batcher import BatcherClosed, GenerationFailed, QueueFull
+from app.registry import LoadedModel, UnknownModel
+from app.service import ApiError, Service
+from training.latent import SEED_MAX
+
+ENCODING_VERSION = "1"  # part of every ETag: bump when the encoded bytes change for the same request
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+def lookup_model(service: Service, request: Request, name: str | None) -> LoadedModel:
+    """The sampleable model a request names (or the default one), else a clear 4xx / 503."""
+    registry = service.require_registry()
+    if not registry.initial_load_done:
+        raise ApiError(503, "not ready: checkpoints are still loading", headers={"Retry-After": "1"})
+    if name is None:
+        name = registry.default_name
+        if name is None:
+            raise ApiError(503, f"no sampleable model is loaded from {registry.root.name}/",
+                           headers={"Retry-After": "5"})
+    try:
+        model = registry.get(name)
+    except UnknownModel:
+        known = registry.names()
+        refusal = registry.refused.get(name)
+        if refusal is not None:
+            raise ApiError(404, f"model {name!r} was refused: {refusal.reason}", allowed=known) from None
+        raise ApiError(404, f"unknown model {name!r}; known models: {', '.join(known) or 'none'}",
+                       allowed=known) from None
+    request.state.metrics_model = name
+    if model.batcher is None:
+        sampleable = [n for n in registry.names() if registry.models[n].batcher is not None]
+        raise ApiError(422, f"model {name!r} ({model.config.family}) is not sampleable: it reconstructs images "
+                            "but has no distribution to draw from", allowed=sampleable)
+    return model
+
+
+def resolve_label(model: LoadedModel, raw: str | None, param: str = "label") -> int | None:
+    """A class index from an index or a class name; None when not given. 422 when it is not a class."""
+    cfg = model.config
+    if raw is None:
+        return None
+    if not cfg.conditional:
+        raise ApiError(422, f"{param}: model {model.name!r} is unconditional and takes no label")
+    names = cfg.class_names
+    text = raw.strip()
+    if text.isdecimal() and text.isascii():
+        index = int(text)
+        if 0 <= index < cfg.num_classes:
+            return index
+    else:
+        lowered = [n.lower() for n in names]
+        if text in names:
+            return names.index(text)
+        if text.lower() in lowered:
+            return lowered.index(text.lower())
+    shown = raw if len(raw) <= 40 else raw[:40] + "…"
+    raise ApiError(422, f"{param}: {shown!r} is not a class of {model.name!r}: use 0–{cfg.num_classes - 1} "
+                        f"or one of: {', '.join(names)}", allowed=names)
+
+
+def draw_label(model: LoadedModel) -> int:
+    return secrets.randbelow(model.config.num_classes)
+
+
+def draw_seed(count: int = 1) -> int:
+    """A random first seed such that seed + count − 1 is still a valid seed."""
+    return secrets.randbelow(SEED_MAX + 2 - count)
+
+
+def check_budget(pixels: int, limit: int, what: str) -> None:
+    if pixels > limit:
+        raise ApiError(422, f"{what} would have {pixels:,} pixels; at most {limit:,} per request: "
+                            "lower n, frames or scale")
+
+
+async def run(service: Service, model: LoadedModel, z: torch.Tensor, labels: torch.Tensor | None) -> np.ndarray:
+    """Queue a block of latents on the model's batcher → (k, H, W, C) uint8, or a 503."""
+    assert model.batcher is not None
+    timeout = service.settings.request_timeout_s
+    try:
+        return await model.batcher.generate(z, labels, timeout)
+    except QueueFull:
+        raise ApiError(503, f"model {model.name!r} is busy (queue full); retry shortly",
+                       headers={"Retry-After": "1"}) from None
+    except TimeoutError:
+        raise ApiError(503, f"generation did not finish within {timeout:g} s; retry shortly",
+                       headers={"Retry-After": "2"}) from None
+    except BatcherClosed:
+        raise ApiError(503, f"model {model.name!r} was just reloaded or removed; retry",
+                       headers={"Retry-After": "1"}) from None
+    except GenerationFailed:
+        raise ApiError(503, "generation failed", headers={"Retry-After": "1"}) from None
+
+
+def make_etag(model: LoadedModel, kind: str, params: dict[str, Any]) -> str:
+    """A strong ETag from the weights' sha256 and the canonical request values."""
+    canonical = json.dumps([ENCODING_VERSION, model.config.generator_sha256, kind, params],
+                           sort_keys=True, separators=(",", ":"))
+    return '"' + hashlib.sha256(canonical.encode()).hexdigest()[:32] + '"'
+
+
+def etag_matches(request: Request, etag: str) -> bool:
+    header = request.headers.get("if-none-match")
+    if not header:
+        return False
+    for tag in header.split(","):
+        tag = tag.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+def image_headers(model: LoadedModel, etag: str, fixed: bool, seed: str, label: str | None,
+                  label_name: str | None) -> dict[str, str]:
+    headers = {
+        "ETag": etag,
+        "Cache-Control": IMMUTABLE if fixed else "no-store",
+        "X-Model": model.name,
+        "X-Seed": seed,
+    }
+    if label is not None:
+        headers["X-Label"] = label
+    if label_name is not None:
+        headers["X-Label-Name"] = quote(label_name, safe="")
+    return headers
+
+
+def not_modified(headers: dict[str, str]) -> Response:
+    return Response(status_code=304, headers=headers)

@@ -1,0 +1,50 @@
+"""Frame latents and labels of an interpolation: key seeds, slerp or lerp, open or looping paths."""
+
+from __future__ import annotations
+
+import torch
+
+from training.latent import lerp, slerp
+
+
+def path_positions(frames: int, loop: bool) -> torch.Tensor:
+    """(T,) fractions of the whole path: 0…1 inclusive when open; 0…1 exclusive when looping.
+
+    A looping path ends one step before its start, so the GIF repeats without a stutter.
+    """
+    if loop:
+        return torch.arange(frames, dtype=torch.float64) / frames
+    return torch.linspace(0.0, 1.0, frames, dtype=torch.float64)
+
+
+def frame_latents(keys: torch.Tensor, frames: int, loop: bool, method: str) -> torch.Tensor:
+    """Key latents (K, z_dim) → (T, z_dim) frame latents along the path through them.
+
+    The path visits the keys in order (and comes back to the first when ``loop``); frames
+    are spread evenly over its segments, each segment interpolated with slerp or lerp.
+    """
+    if keys.shape[0] == 1:
+        keys = keys.repeat(2, 1)
+    if loop:
+        keys = torch.cat([keys, keys[:1]])
+    segments = keys.shape[0] - 1
+    u = path_positions(frames, loop) * segments  # (T,) in [0, segments]
+    seg = u.floor().long().clamp(max=segments - 1)
+    t = (u - seg).float()
+    fn = slerp if method == "slerp" else lerp
+    out = torch.empty(frames, keys.shape[1], dtype=keys.dtype)
+    for s in range(segments):
+        mask = seg == s
+        if mask.any():
+            out[mask] = fn(keys[s], keys[s + 1], t[mask]).to(keys.dtype)
+    return out
+
+
+def morph_labels(from_label: int, to_label: int, num_classes: int, frames: int, loop: bool) -> torch.Tensor:
+    """(T, K) soft labels going from one class to another (and back when ``loop``)."""
+    g = path_positions(frames, loop)
+    if loop:
+        g = 1.0 - (2.0 * g - 1.0).abs()  # 0 → 1 → 0
+    g = g.float()[:, None]
+    eye = torch.eye(num_classes)
+    return (1.0 - g) * eye[from_label] + g * eye[to_label]

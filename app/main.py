@@ -1,0 +1,159 @@
+"""The FastAPI app: ``create_app(settings)`` builds it; ``uvicorn app.main:app`` serves it.
+
+Nothing is loaded at import time. The lifespan resolves the device and starts loading the
+checkpoints in the background, so ``/healthz`` answers at once while ``/readyz`` says 503
+until every checkpoint is loaded and warmed up; then a watcher rescans the folder for hot
+reloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.metrics import Metrics, MetricsMiddleware
+from app.registry import Registry, resolve_device
+from app.routes import frontend, health, images, interpolate, models
+from app.service import ApiError, ErrorOut, FieldError, ImageCache, Service
+from app.settings import Settings
+
+log = logging.getLogger("app")
+
+
+def configure_logging(level: str) -> None:
+    """Give the service's loggers a handler when nobody configured logging (plain ``uvicorn app.main:app``)."""
+    logger = logging.getLogger("app")
+    logger.setLevel(level.upper())
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    service: Service = app.state.service
+    settings = service.settings
+    configure_logging(settings.log_level)
+    service.device = resolve_device(settings.device)
+    service.cache = ImageCache(settings.cache_size, service.metrics)
+    registry = Registry(settings, service.device, service.metrics)
+    service.registry = registry
+    log.info("ganserve: device %s, checkpoints %s", service.device, settings.checkpoints)
+
+    async def load_then_watch() -> None:
+        await registry.run_initial_load()
+        if settings.reload_interval_s > 0:
+            await registry.watch()
+
+    task = asyncio.create_task(load_then_watch(), name="registry")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await registry.close()
+        service.registry = None
+
+
+class CatchAllMiddleware:
+    """Any exception a route lets through becomes a JSON 503 "generation failed" (logged with its
+    traceback here, never sent to the client): the service answers no 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            response = JSONResponse({"detail": "generation failed"}, status_code=503, headers={"Retry-After": "1"})
+            await response(scope, receive, send)
+
+
+def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 with one readable sentence naming each bad value and what is allowed."""
+    assert isinstance(exc, RequestValidationError)
+    errors: list[FieldError] = []
+    parts: list[str] = []
+    for err in exc.errors():
+        loc = [x for x in err.get("loc", ()) if isinstance(x, str | int)]
+        where = ".".join(str(x) for x in loc[1:]) or ".".join(str(x) for x in loc) or "request"
+        msg = str(err.get("msg", "invalid value"))
+        given = err.get("input")
+        if isinstance(given, str | int | float) and not isinstance(given, bool):
+            shown = str(given) if len(str(given)) <= 40 else str(given)[:40] + "…"
+            msg = f"{msg} (got {shown!r})"
+        errors.append(FieldError(loc=loc, msg=msg))
+        parts.append(f"{where}: {msg}")
+    body = ErrorOut(detail="; ".join(parts) or "invalid request", errors=errors)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=422)
+
+
+def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    status = 503 if exc.status_code >= 500 else exc.status_code
+    return JSONResponse({"detail": str(exc.detail)}, status_code=status, headers=exc.headers)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    service = Service(settings=settings, metrics=Metrics())
+    app = FastAPI(
+        title="ganserve",
+        version="0.1.0",
+        summary="Class-conditional samples, seed permalinks and latent-interpolation GIFs from GAN checkpoints",
+        lifespan=lifespan,
+        docs_url="/docs" if settings.enable_docs else None,
+        redoc_url="/redoc" if settings.enable_docs else None,
+        openapi_url="/openapi.json" if settings.enable_docs else None,
+    )
+    app.state.service = service
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    for router in (images.router, interpolate.router, models.router, health.router, frontend.router):
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=frontend.STATIC), name="static")
+    app.add_middleware(CatchAllMiddleware)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET"],
+                           allow_headers=["If-None-Match"],
+                           expose_headers=["ETag", "X-Seed", "X-Label", "X-Label-Name", "X-Model",
+                                           "Content-Disposition", "Retry-After"])
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,83 @@
+"""Prometheus metrics, in a CollectorRegistry of each app's own (tests build many apps)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class Metrics:
+    """The service's metrics; ``model`` labels hold registry names only (bounded)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("ganserve_requests_total", "HTTP requests answered",
+                                ["route", "method", "status", "model"], registry=r)
+        self.latency = Histogram("ganserve_request_seconds", "HTTP request latency",
+                                 ["route", "model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("ganserve_batch_size", "latents per forward pass",
+                                    ["model"], buckets=BATCH_BUCKETS, registry=r)
+        self.batch_requests = Histogram("ganserve_batch_requests", "requests coalesced into one forward pass",
+                                        ["model"], buckets=BATCH_BUCKETS, registry=r)
+        self.forward_seconds = Histogram("ganserve_forward_seconds", "time of one batched forward pass",
+                                         ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_depth = Gauge("ganserve_queue_depth", "requests waiting for a forward pass",
+                                 ["model"], registry=r)
+        self.rejected = Counter("ganserve_rejected_total", "generation requests refused (queue full, deadline)",
+                                ["model", "reason"], registry=r)
+        self.cache = Counter("ganserve_cache_total", "encoded-image cache lookups", ["result"], registry=r)
+        self.models_loaded = Gauge("ganserve_models_loaded", "checkpoints being served", registry=r)
+        self.models_refused = Gauge("ganserve_models_refused", "checkpoint entries refused", registry=r)
+        self.reloads = Counter("ganserve_reloads_total", "checkpoint (re)loads by outcome", ["outcome"], registry=r)
+
+    def forget_model(self, model: str) -> None:
+        """Drop the per-model gauges of a model that left the registry."""
+        with contextlib.suppress(KeyError):
+            self.queue_depth.remove(model)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request by route template, status and model (pure ASGI, no body buffering)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 0
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = _route_template(scope)
+            state: dict[str, Any] = scope.get("state") or {}
+            model = str(state.get("metrics_model", ""))
+            self.metrics.requests.labels(route, scope.get("method", ""), str(status or 500), model).inc()
+            self.metrics.latency.labels(route, model).observe(time.perf_counter() - start)
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"

@@ -1,0 +1,303 @@
+"""The model registry: which checkpoints are served, which were refused and why.
+
+Every sub-folder ``<name>/`` of the checkpoints folder holding ``config.json`` and
+``generator.safetensors`` is loaded with ``training.checkpoint.load_generator`` (safetensors
+only, sha256 checked, config validated), placed on the device and run once on a warm-up
+batch. Anything else — a pickle, a loose weights file, a corrupt or mismatched checkpoint,
+a folder whose name is not a model name — is refused with a log line and listed with its
+reason, while the other models go on serving. ``refresh()`` rescans the folder by
+(inode, size, mtime) so that checkpoints added, replaced or removed are picked up without
+a restart; a replacement that fails to load leaves the previous version serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from app.batcher import Batcher
+from app.metrics import Metrics
+from app.settings import Settings
+from training.checkpoint import CONFIG, NAME_PATTERN, SAMPLES, WEIGHTS, CheckpointConfig, CheckpointError
+from training.checkpoint import load_generator as _load_generator
+from training.latent import latents
+
+log = logging.getLogger(__name__)
+
+NAME_RE = re.compile(NAME_PATTERN)
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".tar")
+RESERVED = {"evaluators"}  # checkpoints/evaluators/ holds the evaluator CNNs, not generators
+MAX_SAMPLES_BYTES = 8 << 20
+
+Fingerprint = tuple[tuple[str, int, int, int], ...]
+
+# Indirection so tests can slow down or break loading.
+load_generator = _load_generator
+
+
+class UnknownModel(LookupError):
+    pass
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto``: CUDA, else MPS, else CPU; explicit devices must exist."""
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"GANSERVE_DEVICE={spec} but CUDA is not available")
+        index = int(spec.split(":")[1]) if ":" in spec else 0
+        if index >= torch.cuda.device_count():
+            raise RuntimeError(f"GANSERVE_DEVICE={spec} but only {torch.cuda.device_count()} CUDA device(s)")
+    if spec == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError("GANSERVE_DEVICE=mps but MPS is not available")
+    return torch.device(spec)
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    config: CheckpointConfig
+    generator: nn.Module
+    device: torch.device
+    fingerprint: Fingerprint
+    loaded_at: float  # unix time
+    load_seconds: float
+    samples_png: bytes | None
+    batcher: Batcher | None  # None when the checkpoint is not sampleable
+
+
+@dataclass(frozen=True)
+class Refusal:
+    name: str  # the entry's name in the checkpoints folder
+    reason: str
+    since: float  # unix time
+    fingerprint: Fingerprint
+    still_serving: bool = False  # an update was refused; the previous version goes on serving
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    is_dir: bool
+    fingerprint: Fingerprint
+    pickles: tuple[str, ...] = ()
+
+
+def _fingerprint(paths: list[Path]) -> Fingerprint:
+    out = []
+    for p in paths:
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        out.append((p.name, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+class Registry:
+    def __init__(self, settings: Settings, device: torch.device, metrics: Metrics) -> None:
+        self.settings = settings
+        self.root = Path(settings.checkpoints)
+        self.device = device
+        self.metrics = metrics
+        self.models: dict[str, LoadedModel] = {}
+        self.refused: dict[str, Refusal] = {}
+        self.initial_load_done = False
+        self._lock = asyncio.Lock()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    # ----------------------------------------------------------------- lookups
+
+    @property
+    def ready(self) -> bool:
+        return self.initial_load_done and any(m.batcher is not None for m in self.models.values())
+
+    @property
+    def default_name(self) -> str | None:
+        wanted = self.settings.default_model
+        model = self.models.get(wanted)
+        if model is not None and model.batcher is not None:
+            return wanted
+        sampleable = sorted(n for n, m in self.models.items() if m.batcher is not None)
+        return sampleable[0] if sampleable else None
+
+    def get(self, name: str) -> LoadedModel:
+        try:
+            return self.models[name]
+        except KeyError:
+            raise UnknownModel(name) from None
+
+    def names(self) -> list[str]:
+        return sorted(self.models)
+
+    # ----------------------------------------------------------------- scanning
+
+    def _scan(self) -> dict[str, _Entry]:
+        entries: dict[str, _Entry] = {}
+        try:
+            children = sorted(self.root.iterdir())
+        except OSError as e:
+            log.error("checkpoints folder %s cannot be read: %s", self.root, e)
+            return entries
+        for child in children:
+            name = child.name
+            if name.startswith((".", "_")) or name in RESERVED:
+                continue
+            try:
+                if child.is_dir():
+                    files = [child / CONFIG, child / WEIGHTS, child / SAMPLES]
+                    pickles = tuple(sorted(p.name for p in child.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES))
+                    entries[name] = _Entry(name, True, _fingerprint(files), pickles)
+                elif child.suffix.lower() in (*PICKLE_SUFFIXES, ".safetensors"):
+                    entries[name] = _Entry(name, False, _fingerprint([child]))
+            except OSError as e:  # unreadable entry: skip it this round, keep scanning the others
+                log.warning("checkpoints: cannot read %s: %s", child, e)
+        return entries
+
+    def _relative(self, message: str) -> str:
+        """Error messages name files relative to the checkpoints folder (no server paths in /models)."""
+        return message.replace(f"{self.root}/", "").replace(f"{self.root.resolve()}/", "")
+
+    def _load(self, entry: _Entry) -> LoadedModel:
+        """Load, check and warm up one checkpoint folder (runs in a worker thread)."""
+        if not entry.is_dir:
+            kind = "pickle file" if not entry.name.endswith(".safetensors") else "loose weights file"
+            raise CheckpointError(
+                f"{entry.name}: {kind} refused: a checkpoint is a folder <name>/ holding {CONFIG} and {WEIGHTS}"
+                + ("; pickles are never loaded" if kind == "pickle file" else "")
+            )
+        if not NAME_RE.match(entry.name):
+            raise CheckpointError(f"{entry.name}/: folder name is not a model name (pattern {NAME_PATTERN})")
+        if entry.pickles:
+            log.warning("checkpoint %s: ignoring pickle file(s) %s: never loaded", entry.name, ", ".join(entry.pickles))
+        folder = self.root / entry.name
+        start = time.perf_counter()
+        generator, config = load_generator(folder, self.device)
+        if config.name != entry.name:
+            raise CheckpointError(f"{entry.name}/{CONFIG}: name {config.name!r} differs from its folder name")
+        self._warm_up(generator, config)
+        samples: bytes | None = None
+        spath = folder / SAMPLES
+        try:
+            if spath.stat().st_size <= MAX_SAMPLES_BYTES:
+                samples = spath.read_bytes()
+        except OSError:
+            samples = None
+        return LoadedModel(
+            name=entry.name, config=config, generator=generator, device=self.device,
+            fingerprint=entry.fingerprint, loaded_at=time.time(), load_seconds=time.perf_counter() - start,
+            samples_png=samples, batcher=None,
+        )
+
+    def _warm_up(self, generator: nn.Module, config: CheckpointConfig) -> None:
+        """One forward pass: compiles kernels, allocates memory, and checks the output shape."""
+        k = self.settings.warmup_batch
+        z = latents(list(range(k)), config.z_dim).to(self.device)
+        labels = torch.arange(k, device=self.device) % config.num_classes if config.conditional else None
+        try:
+            with torch.inference_mode():
+                out = generator(z, labels)
+        except Exception as e:  # any failure here means config.json does not describe these weights
+            raise CheckpointError(f"{config.name}: warm-up forward pass failed: {type(e).__name__}: {e}") from None
+        want = (k, config.image.channels, config.image.height, config.image.width)
+        if tuple(out.shape) != want:
+            raise CheckpointError(f"{config.name}: generator makes {tuple(out.shape)} images, config.json says {want}")
+        if not bool(torch.isfinite(out).all()):
+            raise CheckpointError(f"{config.name}: warm-up produced NaN or infinite pixels")
+
+    def _start_batcher(self, model: LoadedModel) -> None:
+        if not model.config.sampleable:
+            return
+        s = self.settings
+        model.batcher = Batcher(
+            model.name, model.generator, model.device, model.config.num_classes,
+            max_batch=s.max_batch, max_wait_ms=s.max_wait_ms, queue_size=s.queue_size, metrics=self.metrics,
+        )
+        model.batcher.start()
+
+    def _retire(self, model: LoadedModel) -> None:
+        if model.batcher is None:
+            return
+        task = asyncio.get_running_loop().create_task(model.batcher.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def refresh(self) -> None:
+        """Bring the registry in line with the folder: load new or changed entries, drop removed ones."""
+        async with self._lock:
+            entries = await asyncio.to_thread(self._scan)
+            for name, entry in entries.items():
+                current = self.models.get(name)
+                if current is not None and current.fingerprint == entry.fingerprint:
+                    continue
+                refusal = self.refused.get(name)
+                if refusal is not None and refusal.fingerprint == entry.fingerprint:
+                    continue
+                await self._load_entry(entry, current)
+            for name in [n for n in self.models if n not in entries]:
+                log.info("model %s: checkpoint removed, unloading", name)
+                self._retire(self.models.pop(name))
+                self.metrics.reloads.labels("removed").inc()
+            for name in [n for n in self.refused if n not in entries]:
+                del self.refused[name]
+            self.metrics.models_loaded.set(len(self.models))
+            self.metrics.models_refused.set(len(self.refused))
+
+    async def _load_entry(self, entry: _Entry, current: LoadedModel | None) -> None:
+        verb = "reloading" if current is not None else "loading"
+        log.info("model %s: %s from %s", entry.name, verb, self.root / entry.name)
+        try:
+            model = await asyncio.to_thread(self._load, entry)
+        except Exception as e:  # CheckpointError, or anything torch raises while building or loading
+            reason = self._relative(str(e) if isinstance(e, CheckpointError) else f"{type(e).__name__}: {e}")
+            keep = current is not None
+            log.error("checkpoint %s refused: %s%s", entry.name, reason,
+                      " (the previous version goes on serving)" if keep else "")
+            self.refused[entry.name] = Refusal(entry.name, reason, time.time(), entry.fingerprint, keep)
+            self.metrics.reloads.labels("refused").inc()
+            return
+        self._start_batcher(model)
+        self.models[entry.name] = model
+        self.refused.pop(entry.name, None)
+        if current is not None:
+            self._retire(current)
+        self.metrics.reloads.labels("loaded").inc()
+        c = model.config
+        log.info("model %s: ready on %s (%s, %d classes, %dx%dx%d, sha256 %s…, %.2fs)", c.name, self.device,
+                 c.family, c.num_classes, c.image.channels, c.image.height, c.image.width,
+                 c.generator_sha256[:12], model.load_seconds)
+
+    async def run_initial_load(self) -> None:
+        await self.refresh()
+        self.initial_load_done = True
+        log.info("registry: %d model(s) loaded, %d refused, default %s; ready=%s",
+                 len(self.models), len(self.refused), self.default_name, self.ready)
+
+    async def watch(self) -> None:
+        """Rescan the folder every ``reload_interval_s`` seconds (hot reload)."""
+        interval = self.settings.reload_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.refresh()
+            except Exception:  # a rescan must never kill the watcher
+                log.exception("checkpoint rescan failed")
+
+    async def close(self) -> None:
+        for model in list(self.models.values()):
+            self._retire(model)
+        self.models = {}
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)

@@ -1,0 +1,118 @@
+"""``GET /generate`` and the permalinks ``GET /models/{model}/seeds/{seed}.png``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import torch
+from fastapi import APIRouter, Path, Query, Request, Response
+
+from app import generation as gen
+from app.imaging import encode_grid, grid_shape
+from app.service import ERROR_RESPONSES, ServiceDep
+from training.checkpoint import NAME_PATTERN
+from training.latent import SEED_MAX, grid_seeds, latents
+
+router = APIRouter(tags=["images"])
+
+MAX_N = 64
+MAX_SCALE = 8
+
+ModelQuery = Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=64,
+                                         description="model name (default: the service's default model)")]
+ModelPath = Annotated[str, Path(pattern=NAME_PATTERN, max_length=64, description="model name")]
+LabelQuery = Annotated[str | None, Query(max_length=200, description=(
+    "class index (0…K−1) or class name of a conditional model; drawn at random when omitted; "
+    "not allowed on unconditional models"))]
+SeedQuery = Annotated[int | None, Query(ge=0, le=SEED_MAX, description=(
+    f"latent seed 0…{SEED_MAX}; drawn at random when omitted (then the response is not cacheable)"))]
+TruncationQuery = Annotated[float, Query(gt=0.0, le=1.0, allow_inf_nan=False,
+                                         description="truncation ψ in (0, 1]: z is scaled by ψ")]
+ScaleQuery = Annotated[int, Query(ge=1, le=MAX_SCALE, description="nearest-neighbour upscaling factor")]
+
+_IMAGE_HEADERS = {
+    "ETag": {"schema": {"type": "string"}, "description": "hash of the model's weights and the request"},
+    "Cache-Control": {"schema": {"type": "string"}, "description": "immutable when seed (and label) were given"},
+    "X-Seed": {"schema": {"type": "string"}, "description": "the (first) seed used"},
+    "X-Model": {"schema": {"type": "string"}, "description": "the model used"},
+    "X-Label": {"schema": {"type": "string"}, "description": "the class index used (conditional models)"},
+}
+PNG_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+          "description": "a PNG image (grey or RGB)", "headers": _IMAGE_HEADERS},
+    304: {"description": "not modified (If-None-Match matched the ETag)"},
+    **ERROR_RESPONSES,
+}
+
+
+async def render_png(
+    service: gen.Service, request: Request, model_name: str | None, label_raw: str | None, seed: int | None,
+    n: int, truncation: float, scale: int,
+) -> Response:
+    model = gen.lookup_model(service, request, model_name)
+    cfg = model.config
+    label = gen.resolve_label(model, label_raw)
+    if seed is not None and seed + n - 1 > SEED_MAX:
+        raise gen.ApiError(422, f"seed + n − 1 must be ≤ {SEED_MAX}: with n={n}, seed ≤ {SEED_MAX - n + 1}")
+    h, w = grid_shape(n, cfg.image.height, cfg.image.width, scale)
+    gen.check_budget(h * w, service.settings.max_image_pixels, f"a {n}-image grid at scale {scale}")
+
+    fixed = seed is not None and (label is not None or not cfg.conditional)
+    if seed is None:
+        seed = gen.draw_seed(n)
+    if label is None and cfg.conditional:
+        label = gen.draw_label(model)
+    params = {"seed": seed, "n": n, "label": label, "truncation": float(truncation), "scale": scale}
+    etag = gen.make_etag(model, "png", params)
+    headers = gen.image_headers(model, etag, fixed, str(seed), None if label is None else str(label),
+                                None if label is None else cfg.class_names[label])
+    if fixed and gen.etag_matches(request, etag):
+        return gen.not_modified(headers)
+    cache = service.cache
+    if fixed and cache is not None and (body := cache.get(etag)) is not None:
+        return Response(body, media_type="image/png", headers=headers)
+
+    seeds = grid_seeds(seed, n)
+    z = latents(seeds, cfg.z_dim, truncation)  # (n, z_dim) on the CPU
+    labels = None if label is None else torch.full((n,), label, dtype=torch.long)
+    images = await gen.run(service, model, z, labels)
+    body = await asyncio.to_thread(encode_grid, images, scale)
+    if fixed and cache is not None:
+        cache.put(etag, body)
+    return Response(body, media_type="image/png", headers=headers)
+
+
+@router.get("/generate", response_class=Response, responses=PNG_RESPONSES,
+            summary="Generate an image or an n-image grid")
+async def generate(
+    request: Request,
+    service: ServiceDep,
+    model: ModelQuery = None,
+    label: LabelQuery = None,
+    seed: SeedQuery = None,
+    n: Annotated[int, Query(ge=1, le=MAX_N, description="images in the grid: seeds seed…seed+n−1")] = 1,
+    truncation: TruncationQuery = 1.0,
+    scale: ScaleQuery = 1,
+) -> Response:
+    """One PNG: the image of ``seed`` (and ``label``), or a grid of ``n`` images of seeds seed…seed+n−1.
+
+    The same values give the same bytes; responses whose seed (and label, for conditional models)
+    were given are immutable and carry an ETag (``If-None-Match`` → 304).
+    """
+    return await render_png(service, request, model, label, seed, n, truncation, scale)
+
+
+@router.get("/models/{model}/seeds/{seed}.png", response_class=Response, responses=PNG_RESPONSES,
+            summary="Permalink of one seed's image")
+async def seed_png(
+    request: Request,
+    service: ServiceDep,
+    model: ModelPath,
+    seed: Annotated[int, Path(ge=0, le=SEED_MAX, description=f"latent seed 0…{SEED_MAX}")],
+    label: LabelQuery = None,
+    truncation: TruncationQuery = 1.0,
+    scale: ScaleQuery = 1,
+) -> Response:
+    """The same bytes as ``/generate?model=…&seed=…`` with the same label, truncation and scale."""
+    return await render_png(service, request, model, label, seed, 1, truncation, scale)

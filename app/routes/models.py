@@ -1,0 +1,129 @@
+"""``GET /models`` and ``GET /models/{model}``: the model cards, and the refused checkpoints with why."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel
+
+from app.generation import lookup_model
+from app.registry import LoadedModel, Refusal, UnknownModel
+from app.routes.images import ModelPath
+from app.service import ERROR_RESPONSES, ApiError, ServiceDep
+
+router = APIRouter(tags=["models"])
+
+
+class ImageInfo(BaseModel):
+    channels: int
+    height: int
+    width: int
+
+
+class ModelCard(BaseModel):
+    name: str
+    family: str
+    description: str
+    conditional: bool
+    sampleable: bool
+    num_classes: int
+    class_names: list[str]
+    z_dim: int
+    image: ImageInfo
+    dataset: dict[str, Any]
+    training: dict[str, Any]
+    metrics: dict[str, Any]
+    evaluator_sha256: str | None
+    generator_sha256: str
+    weights_dtype: str
+    device: str
+    loaded_at: str
+    default: bool
+    links: dict[str, str]
+
+
+class RefusedEntry(BaseModel):
+    name: str
+    reason: str
+    since: str
+    still_serving: bool
+
+
+class ModelList(BaseModel):
+    default: str | None
+    ready: bool
+    models: list[ModelCard]
+    refused: list[RefusedEntry]
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+
+
+def card(model: LoadedModel, default: str | None) -> ModelCard:
+    c = model.config
+    links = {"self": f"/models/{model.name}"}
+    if c.sampleable:
+        links["generate"] = f"/generate?model={model.name}"
+        links["seed_0"] = f"/models/{model.name}/seeds/0.png"
+    if model.samples_png is not None:
+        links["samples"] = f"/models/{model.name}/samples.png"
+    return ModelCard(
+        name=model.name, family=c.family, description=c.description, conditional=c.conditional,
+        sampleable=c.sampleable, num_classes=c.num_classes, class_names=list(c.class_names), z_dim=c.z_dim,
+        image=ImageInfo(channels=c.image.channels, height=c.image.height, width=c.image.width),
+        dataset=c.dataset.model_dump(mode="json"), training=c.training.model_dump(mode="json"),
+        metrics=dict(c.metrics), evaluator_sha256=c.evaluator_sha256, generator_sha256=c.generator_sha256,
+        weights_dtype=c.weights_dtype, device=str(model.device), loaded_at=_iso(model.loaded_at),
+        default=model.name == default, links=links,
+    )
+
+
+def refused_entry(r: Refusal) -> RefusedEntry:
+    return RefusedEntry(name=r.name, reason=r.reason, since=_iso(r.since), still_serving=r.still_serving)
+
+
+@router.get("/models", response_model=ModelList, summary="Model cards of every served model, and refused ones")
+async def list_models(service: ServiceDep) -> ModelList:
+    registry = service.require_registry()
+    default = registry.default_name
+    return ModelList(
+        default=default, ready=registry.ready,
+        models=[card(registry.models[n], default) for n in registry.names()],
+        refused=[refused_entry(r) for _, r in sorted(registry.refused.items())],
+    )
+
+
+@router.get("/models/{model}", response_model=ModelCard, responses={404: ERROR_RESPONSES[404],
+            422: ERROR_RESPONSES[422], 503: ERROR_RESPONSES[503]}, summary="One model's card")
+async def get_model(request: Request, service: ServiceDep, model: ModelPath) -> ModelCard:
+    registry = service.require_registry()
+    try:
+        loaded = registry.get(model)
+    except UnknownModel:
+        if not registry.initial_load_done:
+            raise ApiError(503, "not ready: checkpoints are still loading", headers={"Retry-After": "1"}) from None
+        refusal = registry.refused.get(model)
+        known = registry.names()
+        if refusal is not None:
+            raise ApiError(404, f"model {model!r} was refused: {refusal.reason}", allowed=known) from None
+        raise ApiError(404, f"unknown model {model!r}; known models: {', '.join(known) or 'none'}",
+                       allowed=known) from None
+    request.state.metrics_model = model
+    return card(loaded, registry.default_name)
+
+
+@router.get("/models/{model}/samples.png", response_class=Response, summary="The checkpoint's samples.png",
+            responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+                             "description": "the sample grid written at training time (one row per class)"},
+                       **{k: ERROR_RESPONSES[k] for k in (404, 422, 503)}})
+async def samples_png(request: Request, service: ServiceDep, model: ModelPath) -> Response:
+    registry = service.require_registry()
+    loaded = registry.models.get(model)
+    if loaded is None:
+        lookup_model(service, request, model)  # raises the right 404 / 503
+    if loaded is None or loaded.samples_png is None:
+        raise ApiError(404, f"model {model!r} has no samples.png")
+    return Response(loaded.samples_png, media_type="image/png", headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,667 @@
+// ganserve front end: a framework-free ES module that talks only to the service that served it.
+//
+// Flow: poll /readyz until the models are warm → list /models → show the chosen model's card
+// (/models/{model}) → draw images with /generate (or the /models/{m}/seeds/{s}.png permalink
+// for one image) and animations with /interpolate. Everything on screen is mirrored in the
+// page's #hash (reload = same view) and in a permalink + curl command for the image itself.
+
+const SEED_MAX = 4294967295;
+const READY_POLL_MS = 1000;
+const $ = (id) => document.getElementById(id);
+
+const el = {
+  status: $("status"),
+  error: $("error"), errorTitle: $("error-title"), errorText: $("error-text"), errorClose: $("error-close"),
+  model: $("model"), card: $("card"),
+  genForm: $("generate-form"), label: $("label"), labelField: $("label-field"), n: $("n"), seed: $("seed"),
+  truncation: $("truncation"), generate: $("generate"), newSeed: $("new-seed"),
+  image: $("image"), imagePlaceholder: $("image-placeholder"), imageCaption: $("image-caption"),
+  permalink: $("permalink"), curl: $("curl"),
+  interpForm: $("interp-form"), modeMorph: $("mode-morph"), seedsRow: $("seeds-row"), morphRow: $("morph-row"),
+  fromSeed: $("from-seed"), toSeed: $("to-seed"), interpLabel: $("interp-label"),
+  interpLabelField: $("interp-label-field"), fromLabel: $("from-label"), toLabel: $("to-label"),
+  morphSeed: $("morph-seed"), frames: $("frames"), fps: $("fps"), method: $("method"), loop: $("loop"),
+  interpolate: $("interpolate"), download: $("download"),
+  animation: $("animation"), animationPlaceholder: $("animation-placeholder"),
+  animationCaption: $("animation-caption"), interpLink: $("interp-link"), interpCurl: $("interp-curl"),
+};
+
+const state = {
+  ready: false,
+  models: [],       // summaries from /models
+  card: null,       // /models/{model} of the selected model
+  imageUrl: null,   // object URLs we own (revoked when replaced)
+  gifUrl: null,
+  genToken: 0,      // newest request wins; stale answers are dropped
+  interpToken: 0,
+};
+
+// ------------------------------------------------------------------ messages
+
+function setStatus(text, kind = "ok") {
+  el.status.textContent = text;
+  el.status.dataset.state = kind;
+}
+
+function showError(title, text) {
+  el.errorTitle.textContent = title;
+  el.errorText.textContent = text;
+  el.error.hidden = false;
+}
+
+function clearError() {
+  el.error.hidden = true;
+  el.errorText.textContent = "";
+}
+
+el.errorClose.addEventListener("click", clearError);
+
+class ApiError extends Error {
+  constructor(status, detail, retryAfter) {
+    super(detail);
+    this.status = status;
+    this.retryAfter = retryAfter;
+  }
+}
+
+/** The `detail` of a JSON error body as one readable sentence. */
+function describeDetail(body, status) {
+  const detail = body && body.detail;
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) {  // FastAPI's default validation error shape
+    return detail.map((d) => `${(d.loc || []).filter((p) => p !== "query").join(".")}: ${d.msg}`).join("; ");
+  }
+  return `the service answered HTTP ${status}`;
+}
+
+/** fetch() that turns HTTP errors into ApiError(status, detail) and network failures into status 0. */
+async function api(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (e) {
+    throw new ApiError(0, "cannot reach the service (is it running?)");
+  }
+  if (!response.ok) {
+    let body = null;
+    try { body = await response.json(); } catch (e) { body = null; }
+    throw new ApiError(response.status, describeDetail(body, response.status), response.headers.get("Retry-After"));
+  }
+  return response;
+}
+
+function reportError(err, what) {
+  if (!(err instanceof ApiError)) {
+    console.error(err);
+    showError(`${what} failed:`, String(err));
+    return;
+  }
+  const title = err.status === 0 ? `${what} failed:` : `${what} failed (HTTP ${err.status}):`;
+  showError(title, err.message);
+  if (err.status === 503 || err.status === 0) waitUntilReady();  // not ready / busy: watch /readyz again
+}
+
+// ------------------------------------------------------------------ readiness
+
+let readyTimer = null;
+
+/** /readyz's 503 body ({status: starting|loading|no models, models, refused}) as a sentence. */
+function readinessText(body, status) {
+  if (!body) return `HTTP ${status}`;
+  if (typeof body.detail === "string") return body.detail;
+  const loaded = typeof body.models === "number" ? ` (${body.models} loaded${body.refused ? `, ${body.refused} refused` : ""})` : "";
+  switch (body.status) {
+    case "starting": return "the service is starting…";
+    case "loading": return `loading and warming up the models${loaded}…`;
+    case "no models": return `no model can be served yet${loaded}; add a checkpoint to the checkpoints folder`;
+    default: return `${body.status || `HTTP ${status}`}${loaded}`;
+  }
+}
+
+async function checkReady() {
+  try {
+    const response = await fetch("/readyz", { cache: "no-store" });
+    if (response.ok) return { ready: true };
+    let body = null;
+    try { body = await response.json(); } catch (e) { body = null; }
+    return { ready: false, detail: readinessText(body, response.status) };
+  } catch (e) {
+    return { ready: false, detail: "cannot reach the service", offline: true };
+  }
+}
+
+function setBusy(disabled) {
+  for (const b of [el.generate, el.newSeed, el.interpolate]) b.disabled = disabled;
+}
+
+/** Poll /readyz every second, showing "warming up", until the service is ready; then load the models. */
+function waitUntilReady() {
+  if (readyTimer !== null) return;
+  state.ready = false;
+  setBusy(true);
+  const tick = async () => {
+    const r = await checkReady();
+    if (r.ready) {
+      readyTimer = null;
+      state.ready = true;
+      setBusy(false);
+      setStatus("Ready", "ok");
+      await onReady();
+      return;
+    }
+    setStatus(r.offline ? "Offline: cannot reach the service, retrying…" : `Warming up: ${r.detail}`, "wait");
+    readyTimer = setTimeout(tick, READY_POLL_MS);
+  };
+  readyTimer = setTimeout(tick, 0);
+}
+
+// ------------------------------------------------------------------ models and cards
+
+/** /models may answer a list or {models: [...]}; each entry a name or an object with `name`. */
+function modelList(body) {
+  const list = Array.isArray(body) ? body : (body && (body.models || body.data)) || [];
+  return list.map((m) => (typeof m === "string" ? { name: m } : m)).filter((m) => m && m.name);
+}
+
+function classNames(card) {
+  if (!card) return [];
+  if (Array.isArray(card.class_names)) return card.class_names;
+  if (Array.isArray(card.classes)) return card.classes.map((c) => (typeof c === "string" ? c : c.name));
+  return [];
+}
+
+function isConditional(card) {
+  return classNames(card).length > 0;
+}
+
+function isSampleable(m) {
+  return m.sampleable !== false;
+}
+
+let onReadyDone = false;
+
+async function onReady() {
+  if (onReadyDone) return;
+  let body;
+  try {
+    body = await (await api("/models")).json();
+  } catch (err) {
+    reportError(err, "Listing the models");
+    return;
+  }
+  onReadyDone = true;
+  state.models = modelList(body);
+  renderRefused(body && Array.isArray(body.refused) ? body.refused : []);
+  el.model.replaceChildren(...state.models.map((m) => {
+    const o = new Option(isSampleable(m) ? m.name : `${m.name} (not sampleable)`, m.name);
+    o.disabled = !isSampleable(m);
+    return o;
+  }));
+  el.model.disabled = state.models.length === 0;
+  if (state.models.length === 0) {
+    showError("No models:", "the service has no model loaded.");
+    return;
+  }
+  const fromHash = readHash();
+  const wanted = fromHash.model
+    || (body && typeof body.default === "string" ? body.default : null)
+    || (state.models.find(isSampleable) || state.models[0]).name;
+  await selectModel(wanted, fromHash);
+}
+
+/** Checkpoints the service refused to load, with its reason (so a missing model is explained). */
+function renderRefused(refused) {
+  const box = $("refused");
+  if (!refused.length) {
+    box.hidden = true;
+    return;
+  }
+  const h = document.createElement("h3");
+  h.textContent = `Refused checkpoints (${refused.length})`;
+  const ul = document.createElement("ul");
+  for (const r of refused) {
+    const li = document.createElement("li");
+    const b = document.createElement("strong");
+    b.textContent = r.name;
+    li.append(b, `: ${r.reason}${r.still_serving ? " (the previous version is still served)" : ""}`);
+    ul.append(li);
+  }
+  box.replaceChildren(h, ul);
+  box.hidden = false;
+}
+
+function fmtNumber(v, digits = 3) {
+  if (typeof v !== "number" || !Number.isFinite(v)) return String(v);
+  if (Number.isInteger(v)) return v.toLocaleString("en");
+  return Math.abs(v) >= 100 ? v.toFixed(1) : v.toPrecision(digits);
+}
+
+function fmtSeconds(s) {
+  if (typeof s !== "number") return "";
+  if (s < 120) return `${s.toFixed(0)} s`;
+  if (s < 7200) return `${(s / 60).toFixed(0)} min`;
+  return `${(s / 3600).toFixed(1)} h`;
+}
+
+/** A <dt>/<dd> pair; `value` may be a string or a Node. */
+function pair(dl, term, value) {
+  const dt = document.createElement("dt");
+  dt.textContent = term;
+  const dd = document.createElement("dd");
+  if (value instanceof Node) dd.append(value); else dd.textContent = value;
+  dl.append(dt, dd);
+}
+
+const METRICS = [
+  ["accuracy", "Class accuracy", (v) => `${(v * 100).toFixed(1)} %`],
+  ["fid", "FID", fmtNumber],
+  ["fid_floor", "FID floor (real vs real)", fmtNumber],
+  ["kid", "KID", fmtNumber],
+  ["precision", "Precision", fmtNumber],
+  ["recall", "Recall", fmtNumber],
+  ["density", "Density", fmtNumber],
+  ["coverage", "Coverage", fmtNumber],
+];
+
+function renderCard(card) {
+  const frag = document.createDocumentFragment();
+  const title = document.createElement("h3");
+  title.textContent = card.name;
+  frag.append(title);
+  if (card.description) {
+    const p = document.createElement("p");
+    p.textContent = card.description;
+    frag.append(p);
+  }
+  const dl = document.createElement("dl");
+  if (card.family) pair(dl, "Family", card.family);
+  const ds = card.dataset;
+  if (ds) {
+    const name = typeof ds === "string" ? ds : ds.name;
+    const count = typeof ds === "object" && typeof ds.num_images === "number" ? `, ${fmtNumber(ds.num_images)} images` : "";
+    pair(dl, "Trained on", `${name}${count}`);
+  }
+  const img = card.image;
+  if (img && img.height) pair(dl, "Image", `${img.width} × ${img.height}, ${img.channels === 3 ? "RGB" : "grey"}`);
+  const names = classNames(card);
+  if (names.length) {
+    const ul = document.createElement("ul");
+    ul.className = "classes";
+    for (const n of names) {
+      const li = document.createElement("li");
+      li.textContent = n;
+      ul.append(li);
+    }
+    pair(dl, `Classes (${names.length})`, ul);
+  } else {
+    pair(dl, "Classes", "none (unconditional)");
+  }
+  const tr = card.training;
+  if (tr && typeof tr === "object") {
+    const bits = [];
+    if (typeof tr.epochs === "number") bits.push(`${tr.epochs} epochs`);
+    if (typeof tr.seconds === "number") bits.push(fmtSeconds(tr.seconds));
+    if (typeof tr.world_size === "number" && tr.world_size > 1) bits.push(`${tr.world_size} processes`);
+    if (bits.length) pair(dl, "Training", bits.join(", "));
+  }
+  if (card.device) pair(dl, "Device", String(card.device));
+  frag.append(dl);
+
+  const h4 = document.createElement("h4");
+  h4.textContent = "Measured quality";
+  frag.append(h4);
+  const metrics = (card.metrics && typeof card.metrics === "object") ? card.metrics : {};
+  const has = (k) => metrics[k] !== undefined && metrics[k] !== null;
+  if (METRICS.some(([key]) => has(key))) {
+    const mdl = document.createElement("dl");
+    mdl.className = "metrics";
+    for (const [key, label, fmt] of METRICS) {
+      pair(mdl, label, has(key) ? fmt(metrics[key]) : "not measured");
+      if (!has(key)) mdl.lastElementChild.classList.add("muted");
+    }
+    frag.append(mdl);
+  } else {
+    const p = document.createElement("p");
+    p.className = "muted not-measured";
+    p.textContent = "Not measured: no evaluator has scored this checkpoint yet (accuracy, FID, coverage…).";
+    frag.append(p);
+  }
+  if (metrics.num_samples || metrics.samples) {
+    const p = document.createElement("p");
+    p.className = "muted small";
+    p.textContent = `Measured on ${fmtNumber(metrics.num_samples || metrics.samples)} samples with the project's evaluator.`;
+    frag.append(p);
+  }
+  if (card.links && card.links.samples) {
+    const fig = document.createElement("figure");
+    fig.className = "samples";
+    const img = document.createElement("img");
+    img.src = card.links.samples;
+    img.alt = `Sample grid saved when ${card.name} was trained${names.length ? " (one row per class)" : ""}`;
+    img.loading = "lazy";
+    const cap = document.createElement("figcaption");
+    cap.className = "muted";
+    cap.textContent = `Samples from training${names.length ? ", one row per class" : ""}`;
+    fig.append(img, cap);
+    frag.append(fig);
+  }
+  if (tr && tr.command) {
+    const details = document.createElement("details");
+    const summary = document.createElement("summary");
+    summary.textContent = "How it was trained";
+    const code = document.createElement("code");
+    code.textContent = tr.command;
+    details.append(summary, code);
+    frag.append(details);
+  }
+  el.card.replaceChildren(frag);
+}
+
+function fillClassSelect(select, names, withRandom) {
+  const options = names.map((n, i) => new Option(`${n} (${i})`, n));
+  if (withRandom) options.unshift(new Option("any (random)", ""));
+  select.replaceChildren(...options);
+}
+
+async function selectModel(name, restore = {}) {
+  clearError();
+  let card;
+  try {
+    card = await (await api(`/models/${encodeURIComponent(name)}`)).json();
+  } catch (err) {
+    reportError(err, `Loading model “${name}”`);
+    return;
+  }
+  state.card = card;
+  if ([...el.model.options].some((o) => o.value === card.name)) el.model.value = card.name;
+  renderCard(card);
+  const names = classNames(card);
+  const conditional = names.length > 0;
+  fillClassSelect(el.label, names, true);
+  fillClassSelect(el.interpLabel, names, false);
+  fillClassSelect(el.fromLabel, names, false);
+  fillClassSelect(el.toLabel, names, false);
+  if (names.length > 1) el.toLabel.selectedIndex = 1;
+  el.labelField.hidden = !conditional;
+  el.interpLabelField.hidden = !conditional;
+  el.modeMorph.disabled = !conditional;
+  if (!conditional) {
+    el.interpForm.querySelector('input[name="mode"][value="seeds"]').checked = true;
+    syncMode();
+  }
+  if (restore.label !== undefined && names.includes(restore.label)) el.label.value = restore.label;
+  else if (conditional) el.label.value = names[0];
+  if (restore.n && [...el.n.options].some((o) => o.value === restore.n)) el.n.value = restore.n;
+  if (restore.seed !== undefined && restore.seed !== "") el.seed.value = restore.seed;
+  if (restore.truncation) el.truncation.value = restore.truncation;
+  await generate();
+}
+
+el.model.addEventListener("change", () => selectModel(el.model.value));
+
+// ------------------------------------------------------------------ generate
+
+function randomSeed(count = 1) {
+  const buf = new Uint32Array(1);
+  crypto.getRandomValues(buf);
+  return buf[0] % (SEED_MAX - count + 2);
+}
+
+/** Upscaling factor so that the PNG is about 512 px wide (the service upscales with nearest neighbour). */
+function pickScale(card, n, target = 512) {
+  const w = (card.image && card.image.width) || 28;
+  const side = Math.ceil(Math.sqrt(n));
+  const px = n === 1 ? w : side * (w + 2) + 2;
+  return Math.max(1, Math.min(8, Math.floor(target / px)));
+}
+
+/** The request for what the controls say: {path, query} (a permalink for one image, /generate for a grid). */
+function generateRequest() {
+  const card = state.card;
+  const n = Number(el.n.value);
+  const seed = el.seed.value.trim();
+  const q = new URLSearchParams();
+  const label = isConditional(card) ? el.label.value : "";
+  const truncation = el.truncation.value.trim();
+  const scale = pickScale(card, n);
+  if (n === 1 && /^\d+$/.test(seed)) {
+    if (label) q.set("label", label);
+    if (truncation && Number(truncation) !== 1) q.set("truncation", truncation);
+    q.set("scale", String(scale));
+    return `/models/${encodeURIComponent(card.name)}/seeds/${seed}.png?${q}`;
+  }
+  q.set("model", card.name);
+  if (label) q.set("label", label);
+  if (seed !== "") q.set("seed", seed);  // empty: the service draws one (and says which in X-Seed)
+  q.set("n", String(n));
+  if (truncation && Number(truncation) !== 1) q.set("truncation", truncation);
+  q.set("scale", String(scale));
+  return `/generate?${q}`;
+}
+
+function absolute(path) {
+  return new URL(path, location.href).href;
+}
+
+function shellQuote(s) {
+  return `'${s.replaceAll("'", "'\\''")}'`;
+}
+
+function writeHash() {
+  const q = new URLSearchParams();
+  if (state.card) q.set("model", state.card.name);
+  if (state.card && isConditional(state.card) && el.label.value) q.set("label", el.label.value);
+  q.set("seed", el.seed.value.trim());
+  q.set("n", el.n.value);
+  if (Number(el.truncation.value) !== 1) q.set("truncation", el.truncation.value);
+  history.replaceState(null, "", `#${q}`);
+}
+
+function readHash() {
+  const q = new URLSearchParams(location.hash.slice(1));
+  const out = {};
+  for (const k of ["model", "label", "seed", "n", "truncation"]) if (q.has(k)) out[k] = q.get(k);
+  return out;
+}
+
+function setImage(blob) {
+  if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
+  state.imageUrl = URL.createObjectURL(blob);
+  el.image.src = state.imageUrl;
+  el.image.hidden = false;
+  el.imagePlaceholder.hidden = true;
+}
+
+async function generate() {
+  if (!state.card) return;
+  if (!state.ready) {
+    setStatus("Warming up: images will appear when the service is ready", "wait");
+    return;
+  }
+  clearError();
+  const path = generateRequest();
+  const token = ++state.genToken;
+  el.generate.setAttribute("aria-busy", "true");
+  setStatus("Generating…", "busy");
+  try {
+    const response = await api(path);
+    const blob = await response.blob();
+    if (token !== state.genToken) return;
+    const seed = response.headers.get("X-Seed");
+    const labelName = response.headers.get("X-Label-Name");
+    const label = labelName ? decodeURIComponent(labelName) : response.headers.get("X-Label");
+    // When the class was drawn at random, pin it so the permalink reproduces this exact image.
+    let shownPath = path;
+    if (label && isConditional(state.card) && !el.label.value) {
+      const u = new URL(path, location.href);
+      u.searchParams.set("label", label);
+      shownPath = u.pathname + u.search;
+    }
+    // A drawn seed (empty field) is pinned too, for the same reason.
+    if (seed && el.seed.value.trim() === "") {
+      el.seed.value = seed;
+      const u = new URL(shownPath, location.href);
+      u.searchParams.set("seed", seed);
+      shownPath = u.pathname + u.search;
+    }
+    setImage(blob);
+    el.image.dataset.src = path;
+    const n = Number(el.n.value);
+    const what = n === 1 ? `seed ${seed}` : `seeds ${seed}–${Number(seed) + n - 1}`;
+    const cls = label ? `, class ${label}` : "";
+    el.image.alt = `${n === 1 ? "Image" : `Grid of ${n} images`} from ${state.card.name}, ${what}${cls}`;
+    el.imageCaption.textContent = `${state.card.name} · ${what}${cls}`;
+    el.permalink.value = absolute(shownPath);
+    el.curl.value = `curl -o ${state.card.name}-${seed}.png ${shellQuote(absolute(shownPath))}`;
+    writeHash();
+    setStatus("Ready", "ok");
+  } catch (err) {
+    if (token !== state.genToken) return;
+    setStatus(state.ready ? "Ready" : "Warming up", state.ready ? "ok" : "wait");
+    reportError(err, "Generating");
+  } finally {
+    if (token === state.genToken) el.generate.removeAttribute("aria-busy");
+  }
+}
+
+el.genForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  generate();
+});
+el.newSeed.addEventListener("click", () => {
+  el.seed.value = String(randomSeed(Number(el.n.value)));
+  generate();
+});
+for (const input of [el.label, el.n]) input.addEventListener("change", generate);
+
+// Size the image to an integer multiple of its pixels that fits the frame (crisp, never blurred).
+function fitPixels(img) {
+  const frame = img.parentElement;
+  const style = getComputedStyle(frame);
+  const box = frame.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  const w = img.naturalWidth;
+  if (!w || !box) return;
+  const cap = Math.min(box, Math.max(w, 512));
+  img.style.width = w <= cap ? `${w * Math.floor(cap / w)}px` : `${box}px`;  // whole multiples, or fit
+}
+for (const img of [el.image, el.animation]) img.addEventListener("load", () => fitPixels(img));
+window.addEventListener("resize", () => { fitPixels(el.image); fitPixels(el.animation); });
+
+// ------------------------------------------------------------------ interpolate
+
+function syncMode() {
+  const morph = el.interpForm.querySelector('input[name="mode"]:checked').value === "morph";
+  el.seedsRow.hidden = morph;
+  el.morphRow.hidden = !morph;
+}
+for (const r of el.interpForm.querySelectorAll('input[name="mode"]')) r.addEventListener("change", syncMode);
+
+function interpolateRequest() {
+  const card = state.card;
+  const morph = el.interpForm.querySelector('input[name="mode"]:checked').value === "morph";
+  const q = new URLSearchParams({ model: card.name });
+  if (morph) {
+    q.set("from_label", el.fromLabel.value);
+    q.set("to_label", el.toLabel.value);
+    q.set("from_seed", el.morphSeed.value.trim());
+    q.set("to_seed", el.morphSeed.value.trim());
+  } else {
+    if (isConditional(card)) q.set("label", el.interpLabel.value);
+    q.set("from_seed", el.fromSeed.value.trim());
+    q.set("to_seed", el.toSeed.value.trim());
+  }
+  q.set("frames", el.frames.value.trim());
+  q.set("fps", el.fps.value.trim());
+  q.set("method", el.method.value);
+  if (el.loop.checked) q.set("loop", "true");
+  const h = (card.image && card.image.height) || 28;
+  q.set("scale", String(Math.max(1, Math.min(8, Math.floor(256 / h)))));
+  return `/interpolate?${q}`;
+}
+
+function filenameOf(response, fallback) {
+  const cd = response.headers.get("Content-Disposition") || "";
+  const m = /filename="?([^";]+)"?/.exec(cd);
+  return m ? m[1] : fallback;
+}
+
+async function interpolate() {
+  if (!state.card || !state.ready) return;
+  clearError();
+  const path = interpolateRequest();
+  const token = ++state.interpToken;
+  el.interpolate.setAttribute("aria-busy", "true");
+  setStatus("Making the animation…", "busy");
+  try {
+    const response = await api(path);
+    const blob = await response.blob();
+    if (token !== state.interpToken) return;
+    const name = filenameOf(response, `${state.card.name}-interpolation.gif`);
+    if (state.gifUrl) URL.revokeObjectURL(state.gifUrl);
+    state.gifUrl = URL.createObjectURL(blob);
+    el.animation.src = state.gifUrl;
+    el.animation.dataset.src = path;
+    el.animation.hidden = false;
+    el.animationPlaceholder.hidden = true;
+    const frames = el.frames.value.trim();
+    el.animation.alt = `Animation of ${frames} frames from ${state.card.name}`;
+    el.animationCaption.textContent = `${name} · ${frames} frames at ${el.fps.value.trim()} fps · ${el.method.value}`
+      + ` · ${fmtNumber(blob.size / 1024, 3)} KiB`;
+    el.download.href = state.gifUrl;
+    el.download.download = name;
+    el.download.hidden = false;
+    el.interpLink.value = absolute(path);
+    el.interpCurl.value = `curl -OJ ${shellQuote(absolute(path))}`;
+    setStatus("Ready", "ok");
+  } catch (err) {
+    if (token !== state.interpToken) return;
+    setStatus(state.ready ? "Ready" : "Warming up", state.ready ? "ok" : "wait");
+    reportError(err, "Interpolating");
+  } finally {
+    if (token === state.interpToken) el.interpolate.removeAttribute("aria-busy");
+  }
+}
+
+el.interpForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  interpolate();
+});
+
+// ------------------------------------------------------------------ copy buttons
+
+/** Copy `text`; where the async clipboard is missing (plain-HTTP origins), copy `input`'s selection. */
+async function copyText(text, input = null) {
+  if (!text) return false;
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch (e) {
+    if (!input) return false;
+    input.focus();
+    input.select();
+    try { return document.execCommand("copy"); } catch (e2) { return false; }
+  }
+}
+
+for (const button of document.querySelectorAll("[data-copy]")) {
+  button.addEventListener("click", async () => {
+    const input = $(button.dataset.copy);
+    const ok = await copyText(input.value, input);
+    setStatus(ok ? `Copied: ${input.value}` : "Nothing copied: select the text and copy it by hand", ok ? "ok" : "wait");
+  });
+}
+
+$("copy-page").addEventListener("click", async () => {
+  // The page's own URL: its #hash holds model, class, seed, grid size and truncation.
+  const ok = await copyText(location.href);
+  setStatus(ok ? `Copied: ${location.href}` : "Nothing copied: copy the address bar instead", ok ? "ok" : "wait");
+});
+
+// ------------------------------------------------------------------ start
+
+el.seed.value = String(readHash().seed ?? randomSeed(16));
+el.fromSeed.value = el.seed.value;
+el.toSeed.value = String(randomSeed());
+el.morphSeed.value = el.seed.value;
+syncMode();
+waitUntilReady();

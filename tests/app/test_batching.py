@@ -1,0 +1,150 @@
+"""The micro-batcher: coalescing, the bounded queue (503 + Retry-After), deadlines and failures."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+import app.routes.images as images_route
+from app.batcher import forward_uint8
+from app.main import create_app
+from tests.app.conftest import COND, make_settings, wait_for, wait_ready
+from tests.app.images import pixels
+
+
+@pytest.fixture
+def gated(tiny_checkpoints: Path) -> Iterator[tuple[TestClient, threading.Event, threading.Event, list[int]]]:
+    """A client whose COND forward pass waits for ``gate``; ``entered`` is set when one starts."""
+    app = create_app(make_settings(tiny_checkpoints, queue_size=1, request_timeout_s=5, max_wait_ms=0))
+    gate, entered, sizes = threading.Event(), threading.Event(), []
+    with TestClient(app) as client:
+        wait_ready(client)
+        batcher = app.state.service.registry.models[COND].batcher
+
+        def forward(*args: Any) -> np.ndarray:
+            sizes.append(int(args[1].shape[0]))
+            entered.set()
+            gate.wait(10)
+            return forward_uint8(*args)
+
+        batcher._forward = forward
+        yield client, gate, entered, sizes
+        gate.set()
+
+
+def test_concurrent_requests_share_a_forward_pass(tiny_checkpoints: Path) -> None:
+    app = create_app(make_settings(tiny_checkpoints, max_wait_ms=100, max_batch=64))
+    with TestClient(app) as client:
+        wait_ready(client)
+        batcher = app.state.service.registry.models[COND].batcher
+        calls: list[int] = []
+
+        def counting(*args: Any) -> np.ndarray:
+            calls.append(int(args[1].shape[0]))
+            return forward_uint8(*args)
+
+        batcher._forward = counting
+        seeds = list(range(100, 112))
+        with ThreadPoolExecutor(12) as pool:
+            together = list(pool.map(lambda s: client.get("/generate", params={"label": 1, "seed": s}), seeds))
+        assert all(r.status_code == 200 for r in together)
+        assert len(calls) < len(seeds) and max(calls) > 1, calls  # coalesced
+        # Each image made inside a batch is within one grey level of the same image made alone.
+        client.app.state.service.cache._items.clear()  # type: ignore[attr-defined]
+        for s, r in zip(seeds, together, strict=True):
+            alone = client.get("/generate", params={"label": 1, "seed": s})
+            assert np.abs(pixels(alone.content) - pixels(r.content)).max() <= 1
+        assert calls[-1] == 1
+        metrics = client.get("/metrics").text
+        assert f'ganserve_batch_requests_count{{model="{COND}"}}' in metrics
+
+
+def test_big_requests_are_split_into_max_batch_chunks(tiny_checkpoints: Path) -> None:
+    with TestClient(create_app(make_settings(tiny_checkpoints, max_batch=4))) as client:
+        wait_ready(client)
+        small = client.get("/generate", params={"label": 0, "seed": 0, "n": 10})
+    with TestClient(create_app(make_settings(tiny_checkpoints, max_batch=64))) as client:
+        wait_ready(client)
+        big = client.get("/generate", params={"label": 0, "seed": 0, "n": 10})
+    assert small.status_code == big.status_code == 200
+    assert np.abs(pixels(small.content) - pixels(big.content)).max() <= 1
+
+
+def test_queue_full_is_503_with_retry_after(gated: tuple[TestClient, threading.Event, threading.Event, list[int]]
+                                           ) -> None:
+    client, gate, entered, _ = gated
+    batcher = client.app.state.service.registry.models[COND].batcher  # type: ignore[attr-defined]
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(client.get, "/generate", params={"label": 0})
+        assert entered.wait(10)  # the first request is in the forward pass; the queue is empty
+        second = pool.submit(client.get, "/generate", params={"label": 0})
+        wait_for(lambda: batcher.depth == 1)  # the second one waits in the (size 1) queue
+        third = client.get("/generate", params={"label": 0})
+        assert third.status_code == 503
+        assert third.headers["retry-after"] == "1" and "queue full" in third.json()["detail"]
+        gate.set()
+        assert first.result().status_code == 200 and second.result().status_code == 200
+    assert 'reason="queue_full"' in client.get("/metrics").text
+
+
+def test_deadline_is_503(tiny_checkpoints: Path) -> None:
+    app = create_app(make_settings(tiny_checkpoints, request_timeout_s=0.2))
+    gate = threading.Event()
+    with TestClient(app) as client:
+        wait_ready(client)
+        batcher = app.state.service.registry.models[COND].batcher
+
+        def stuck(*args: Any) -> np.ndarray:
+            gate.wait(10)
+            return forward_uint8(*args)
+
+        batcher._forward = stuck
+        r = client.get("/generate", params={"label": 0})
+        gate.set()
+        assert r.status_code == 503 and "within 0.2 s" in r.json()["detail"] and "retry-after" in r.headers
+
+
+def test_failed_forward_pass_is_503_not_500(tiny_checkpoints: Path, caplog: pytest.LogCaptureFixture) -> None:
+    app = create_app(make_settings(tiny_checkpoints))
+    with TestClient(app) as client:
+        wait_ready(client)
+
+        def broken(*args: Any) -> np.ndarray:
+            raise RuntimeError("CUDA out of memory (simulated)")
+
+        app.state.service.registry.models[COND].batcher._forward = broken
+        r = client.get("/generate", params={"label": 0})
+        assert r.status_code == 503 and r.json() == {"detail": "generation failed"}
+        assert "Traceback" not in r.text and "CUDA" not in r.text
+    assert any("forward pass" in rec.getMessage() and rec.exc_info for rec in caplog.records)
+
+
+def test_unexpected_error_is_503_json(client: TestClient, monkeypatch: pytest.MonkeyPatch,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    def boom(*args: Any) -> bytes:
+        raise ValueError("encoder exploded")
+
+    monkeypatch.setattr(images_route, "encode_grid", boom)
+    r = client.get("/generate", params={"label": 0, "seed": 123456})
+    assert r.status_code == 503 and r.json() == {"detail": "generation failed"}
+    assert r.headers["content-type"] == "application/json"
+    assert any("unhandled error" in rec.getMessage() for rec in caplog.records)
+
+
+def test_a_lone_request_does_not_wait(tiny_checkpoints: Path) -> None:
+    """max_wait_ms is spent only while requests are arriving: a lone one runs at once."""
+    with TestClient(create_app(make_settings(tiny_checkpoints, max_wait_ms=500))) as client:
+        wait_ready(client)
+        client.get("/generate", params={"label": 0})
+        time.sleep(0.6)  # nothing arrived for longer than max_wait
+        start = time.perf_counter()
+        assert client.get("/generate", params={"label": 0}).status_code == 200
+        assert time.perf_counter() - start < 0.3

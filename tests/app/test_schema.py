@@ -1,0 +1,89 @@
+"""Schemathesis over the service's own OpenAPI document: no server error, no response off the schema.
+
+Requests go through the module's TestClient (the real app with its lifespan and tiny real
+checkpoints). The ``model`` and ``label`` parameters are narrowed to a mix of real and wrong
+values so that most generated requests reach the generators instead of stopping at a 404.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import schemathesis
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.app.conftest import AE, COND, UNCOND
+
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
+          response_headers_conformance]
+OPERATIONS = ["/generate", "/models/{model}/seeds/{seed}.png", "/interpolate", "/models", "/models/{model}",
+              "/models/{model}/samples.png", "/healthz", "/readyz", "/metrics"]
+MODELS = [COND, UNCOND, AE, "nope"]
+LABELS = ["0", "2", "3", "-1", "circle", "t-shirt/top", "dress", ""]
+
+
+def _narrow(spec: dict[str, Any]) -> dict[str, Any]:
+    spec = copy.deepcopy(spec)
+    for item in spec["paths"].values():
+        for param in item["get"].get("parameters", []):
+            if param["name"] == "model":
+                param["schema"] = {"type": "string", "enum": MODELS}
+            elif param["name"] in ("label", "from_label", "to_label"):
+                param["schema"] = {"anyOf": [{"type": "string", "enum": LABELS}, {"type": "null"}]}
+    return spec
+
+
+@pytest.fixture(scope="module")
+def schemas(client: TestClient) -> dict[str, Any]:
+    spec = client.get("/openapi.json").json()
+    return {"raw": schemathesis.openapi.from_dict(spec), "narrow": schemathesis.openapi.from_dict(_narrow(spec))}
+
+
+def _operation(schema: Any, path: str) -> Any:
+    for result in schema.get_all_operations():
+        op = result.ok()
+        if op.path == path:
+            return op
+    raise AssertionError(f"{path} is not in the OpenAPI document")
+
+
+def _fuzz(client: TestClient, op: Any, mode: Any, examples: int, statuses: list[int]) -> None:
+    negative = mode == schemathesis.GenerationMode.NEGATIVE
+    checks = [*CHECKS, negative_data_rejection] if negative else CHECKS
+
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(case=op.as_strategy(generation_mode=mode))
+    def check(case: Any) -> None:
+        kwargs = case.as_transport_kwargs(base_url="http://testserver")
+        request = {k: v for k, v in kwargs.items() if k in ("method", "url", "params", "headers") and v is not None}
+        response = client.request(**request)
+        statuses.append(response.status_code)
+        case.validate_response(response, checks=checks)
+
+    check()
+
+
+@pytest.mark.parametrize("variant", ["narrow", "raw"])
+@pytest.mark.parametrize("path", OPERATIONS)
+def test_schemathesis(client: TestClient, schemas: dict[str, Any], path: str, variant: str) -> None:
+    op = _operation(schemas[variant], path)
+    statuses: list[int] = []
+    examples = 40 if variant == "narrow" else 15
+    _fuzz(client, op, schemathesis.GenerationMode.POSITIVE, examples, statuses)
+    if op.definition.raw.get("parameters"):
+        _fuzz(client, op, schemathesis.GenerationMode.NEGATIVE, examples, statuses)
+    assert statuses and max(statuses) < 500
+    if variant == "narrow" and path in ("/generate", "/interpolate", "/models/{model}/seeds/{seed}.png"):
+        assert 200 in statuses  # the narrowed schema reaches the generators

@@ -1,0 +1,107 @@
+"""Run the real service in a subprocess and drive it with headless Debian Chromium.
+
+Shared by ``tests/e2e/test_frontend.py`` and ``scripts/screenshots.py``: tiny test-made
+checkpoints (the writers of ``tests/app/conftest.py``), ``python -m uvicorn app.main:app`` on a
+free port, a wait for ``/readyz``, and a Chromium launched from ``/usr/bin/chromium`` (never a
+Playwright browser download).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("GANSERVE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-quic",
+]
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+
+def write_test_checkpoints(root: Path) -> Path:
+    """A conditional DCGenerator (3 named classes), an unconditional MLP and an unsampleable AE."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.app.conftest import write_ae, write_cgan, write_mlp
+
+    write_cgan(root)
+    write_mlp(root)
+    write_ae(root)
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_service(checkpoints: Path, *, default_model: str | None = None, timeout: float = 90.0,
+                    env: dict[str, str] | None = None) -> Iterator[str]:
+    """Start ``uvicorn app.main:app`` on ``checkpoints``; yield its base URL once /readyz says 200."""
+    port = free_port()
+    environ = {
+        **os.environ,
+        "GANSERVE_CHECKPOINTS": str(checkpoints),
+        "GANSERVE_DEVICE": "cpu",
+        "GANSERVE_RELOAD_INTERVAL_S": "0",
+        "OMP_NUM_THREADS": "1",  # two cores shared with training runs
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+        **({"GANSERVE_DEFAULT_MODEL": default_model} if default_model else {}),
+        **(env or {}),
+    }
+    base = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
+             "--log-level", "warning"],
+            cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_ready(base, proc, log, timeout)
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def _wait_ready(base: str, proc: subprocess.Popen[bytes], log: Any, timeout: float) -> None:
+    until = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < until:
+        if proc.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"the service exited with {proc.returncode}:\n{log.read()[-4000:]}")
+        try:
+            r = httpx.get(f"{base}/readyz", timeout=2)
+            if r.status_code == 200:
+                return
+            last = r.text
+        except httpx.HTTPError as e:
+            last = repr(e)
+        time.sleep(0.2)
+    log.seek(0)
+    raise RuntimeError(f"the service was not ready after {timeout:.0f}s ({last}):\n{log.read()[-4000:]}")
+
+
+def launch_chromium(playwright: Any) -> Any:
+    """Headless Debian Chromium through Playwright (no browser download, no network of its own)."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

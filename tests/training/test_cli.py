@@ -1,0 +1,117 @@
+"""The command line as a user meets it: every bad option is an error naming the flag, never a traceback."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from training.cli import main
+
+BASE = ["train", "--family", "cgan", "--dataset", "synthetic", "--out", "OUT"]
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["train", "--family", "stylegan", "--dataset", "mnist", "--out", "x"], "--family"),
+        (["train", "--family", "cgan", "--dataset", "imagenet", "--out", "x"], "--dataset"),
+        ([*BASE, "--epochs", "abc"], "--epochs"),
+        ([*BASE, "--epochs", "0"], "--epochs"),
+        ([*BASE, "--batch-size", "-3"], "--batch-size"),
+        ([*BASE, "--lr-g", "0"], "--lr-g"),
+        ([*BASE, "--resolution", "48"], "--resolution"),
+        ([*BASE, "--channels", "2"], "--channels"),
+        ([*BASE, "--upsample", "bilinear"], "--upsample"),
+        ([*BASE, "--bn", "sometimes"], "--bn"),
+        ([*BASE, "--label-smoothing", "0.9"], "--label-smoothing"),
+        ([*BASE, "--classes", "a,b"], "--classes"),
+        ([*BASE, "--seed", "-1"], "--seed"),
+        ([*BASE, "--seed", str(2**32)], "--seed"),
+        ([*BASE, "--no-such-option"], "unrecognized arguments: --no-such-option"),
+        ([*BASE, "--pretrain-d-epochs", "2"], "--pretrain-d-epochs"),
+        (["train", "--family", "wgan-gp", "--dataset", "synthetic", "--out", "x", "--loss", "hinge"], "--loss"),
+        ([*BASE, "--device", "cuda:7"], "--device"),
+        (["train", "--dataset", "mnist", "--out", "x"], "--family"),
+        (["sample"], "checkpoint"),
+    ],
+)
+def test_bad_options_name_the_flag(args, flag, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and "Traceback" not in err
+
+
+def test_dry_run_prints_the_resolved_config(capsys, tmp_path):
+    assert main([*BASE[:-1], str(tmp_path / "my-model"), "--dry-run", "--epochs", "3"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["name"] == "my-model" and cfg["epochs"] == 3 and cfg["run_dir"].endswith("runs/my-model")
+    assert cfg["lr_g"] == 2e-4 and cfg["beta1"] == 0.5 and cfg["command"].startswith("python -m training train")
+    assert not (tmp_path / "my-model").exists()
+
+
+def test_missing_dataset_is_a_clear_error_not_a_traceback(cli, tmp_path):
+    done = cli("train", "--family", "dcgan", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path),
+               "--out", str(tmp_path / "o"), "--run-dir", str(tmp_path / "r"))
+    assert done.returncode == 2
+    assert "--dataset" in done.stderr and "apt-get install dataset-fashion-mnist" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_corrupt_idx_is_a_clear_error(cli, tmp_path):
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + bytes(20))
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x02\x01\x02")
+    done = cli("train", "--family", "dcgan", "--dataset", "mnist", "--data-dir", str(tmp_path),
+               "--out", str(tmp_path / "o"), "--run-dir", str(tmp_path / "r"))
+    assert done.returncode == 2 and "truncated" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_batch_larger_than_dataset(cli, tmp_path):
+    done = cli("train", "--family", "dcgan", "--dataset", "synthetic", "--synthetic-size", "12",
+               "--batch-size", "64", "--out", str(tmp_path / "o"), "--run-dir", str(tmp_path / "r"))
+    assert done.returncode == 2 and "--batch-size" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ck")
+    out = tmp / "shapes"
+    assert main(["train", "--family", "cgan", "--dataset", "synthetic", "--epochs", "1", "--out", str(out),
+                 "--run-dir", str(tmp / "run"), "--width", "8", "--z-dim", "8", "--batch-size", "16",
+                 "--synthetic-size", "96", "--no-progress", "--no-tensorboard"]) == 0
+    return out
+
+
+def test_sample_renders_through_load_generator(trained, tmp_path, capsys):
+    out = tmp_path / "x.png"
+    assert main(["sample", str(trained), "--seed", "7", "--label", "square", "--n", "16", "--nrow", "4",
+                 "--out", str(out)]) == 0
+    assert "seeds 7..22" in capsys.readouterr().out
+    with Image.open(out) as im:
+        assert im.size == (4 * 30 + 2, 4 * 30 + 2) and im.mode == "L"
+    one = tmp_path / "one.png"
+    assert main(["sample", str(trained), "--seed", "7", "--label", "1", "--scale", "3", "--out", str(one)]) == 0
+    with Image.open(one) as im:
+        assert im.size == (84, 84)
+    again = tmp_path / "again.png"
+    main(["sample", str(trained), "--seed", "7", "--label", "1", "--scale", "3", "--out", str(again)])
+    assert one.read_bytes() == again.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--label", "hexagon"], "unknown label 'hexagon'"),
+        (["--label", "99"], "unknown label '99'"),
+        (["--seed", str(2**32 - 1), "--n", "2"], "seed must be"),
+    ],
+)
+def test_sample_errors(trained, tmp_path, args, message, capsys):
+    assert main(["sample", str(trained), *args, "--out", str(tmp_path / "x.png")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_sample_refuses_a_broken_checkpoint(tmp_path, capsys):
+    assert main(["sample", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
+    assert "config.json: missing" in capsys.readouterr().err

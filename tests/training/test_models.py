@@ -1,0 +1,98 @@
+import pytest
+import torch
+
+from training.models import ArchOptions, build_generator, family_names, get_family
+from training.models.common import RESOLUTIONS
+from training.models.dcgan import DCGenerator
+
+FAMILIES = family_names()
+
+
+def test_every_family_the_design_names_is_registered():
+    assert set(FAMILIES) == {"mlp-gan", "dcgan", "cgan", "acgan", "wgan-gp", "vae", "ae", "conv-ae"}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(("resolution", "channels"), [(28, 1), (32, 3), (64, 3), (96, 1)])
+def test_family_builds_with_right_shapes(family, resolution, channels):
+    fam = get_family(family)
+    opts = ArchOptions(z_dim=8, num_classes=4, channels=channels, resolution=resolution, width=4,
+                       upsample="convT", bn="before-act")
+    g_class, g_kwargs, aux = fam.build(opts)
+    g = build_generator(g_class, g_kwargs)  # rebuilt from JSON-able kwargs alone
+    labels = torch.tensor([0, 3, 1]) if fam.conditional else None
+    x = g(torch.randn(3, 8), labels)
+    assert x.shape == (3, channels, resolution, resolution)
+    assert x.min() >= -1 and x.max() <= 1
+    if fam.objective in ("gan", "acgan", "wgan-gp"):
+        out = aux(x, labels)
+        if fam.objective == "acgan":
+            adv, cls = out
+            assert adv.shape == (3,) and cls.shape == (3, 4)
+        else:
+            assert out.shape == (3,)
+    elif fam.objective == "vae":
+        assert aux(x).shape == (3, 16)  # (mu, log σ²)
+    else:
+        assert aux(x).shape == (3, 8)
+
+
+@pytest.mark.parametrize("upsample", ["convT", "nearest-conv"])
+@pytest.mark.parametrize("bn", ["before-act", "after-act"])
+def test_dcgan_switches_change_the_layers(upsample, bn):
+    g = DCGenerator(z_dim=8, resolution=32, ngf=4, upsample=upsample, bn=bn)
+    kinds = [type(m).__name__ for m in g.net]
+    assert ("Upsample" in kinds) == (upsample == "nearest-conv")
+    first_bn, first_relu = kinds.index("BatchNorm2d"), kinds.index("ReLU")
+    assert (first_bn < first_relu) == (bn == "before-act")
+
+
+def test_pytorch_tutorial_generator_is_one_config():
+    # nz=100, ngf=64, 64×64 RGB: the tutorial's netG has exactly 3,576,704 parameters.
+    g = DCGenerator(z_dim=100, channels=3, resolution=64, ngf=64)
+    assert sum(p.numel() for p in g.parameters()) == 3_576_704
+    assert g(torch.randn(2, 100)).shape == (2, 3, 64, 64)
+
+
+def test_dcgan_init_statistics():
+    torch.manual_seed(0)
+    g = DCGenerator(z_dim=100, resolution=64, ngf=32)
+    conv = g.net[0].weight
+    bn = g.net[1].weight
+    assert abs(conv.std().item() - 0.02) < 0.002 and abs(conv.mean().item()) < 0.002
+    assert abs(bn.mean().item() - 1.0) < 0.01 and 0.01 < bn.std().item() < 0.03
+
+
+def test_bad_architecture_options_are_clear_errors():
+    with pytest.raises(ValueError, match="resolution must be one of"):
+        DCGenerator(resolution=48)
+    with pytest.raises(ValueError, match="upsample must be"):
+        DCGenerator(upsample="bilinear")
+    with pytest.raises(ValueError, match="bn must be"):
+        DCGenerator(bn="never")
+    with pytest.raises(ValueError, match="unknown family"):
+        get_family("stylegan")
+    with pytest.raises(ValueError, match="unknown generator class"):
+        build_generator("Pickled", {})
+
+
+def test_conditional_generator_demands_valid_labels():
+    g = DCGenerator(z_dim=8, num_classes=3, ngf=4)
+    with pytest.raises(ValueError, match="pass labels"):
+        g(torch.randn(2, 8), None)
+    with pytest.raises(ValueError, match="shape"):
+        g(torch.randn(2, 8), torch.tensor([1]))
+
+
+def test_eval_mode_output_does_not_depend_on_the_batch():
+    torch.manual_seed(0)
+    g = DCGenerator(z_dim=8, num_classes=3, ngf=8).eval()
+    z, y = torch.randn(5, 8), torch.tensor([0, 1, 2, 0, 1])
+    with torch.no_grad():
+        together = g(z, y)
+        alone = torch.cat([g(z[i : i + 1], y[i : i + 1]) for i in range(5)])
+    assert torch.allclose(together, alone, atol=1e-5)
+
+
+def test_resolutions_constant():
+    assert RESOLUTIONS == (28, 32, 64, 96)
