@@ -441,7 +441,7 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
                          m["loss_cls"].item(), m["acc"].item())
 
     result: CheckpointConfig | None = None
-    epoch = start_epoch
+    epoch = completed = start_epoch
     try:
         for epoch in range(start_epoch, cfg.epochs):
             sampler.set_epoch(epoch)
@@ -477,6 +477,7 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
             if bar is not None:
                 bar.close()
             seconds += time.perf_counter() - t0
+            completed = epoch + 1
             if d.main:
                 log.info("epoch %d/%d done in %.1fs (%s)", epoch + 1, cfg.epochs, time.perf_counter() - t0,
                          ", ".join(f"{k} {float(v):.3f}" for k, v in metrics.items()))
@@ -487,8 +488,8 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
         if result is None:  # nothing left to train (resumed a finished run): still write outputs
             result = save_outputs(max(epoch, start_epoch))
     except KeyboardInterrupt:
-        # Keep the work: the epoch in progress restarts on --resume, from the current weights.
-        save_state(epoch)
+        # Keep the work: an epoch in progress restarts on --resume, from the current weights.
+        save_state(completed)
         if d.main:
             log.warning("interrupted: resume state saved to %s; continue with --resume", state_path)
         raise

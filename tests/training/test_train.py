@@ -119,3 +119,23 @@ def test_two_process_gloo_ddp_writes_a_valid_checkpoint(tmp_path, tiny_args):
     train_len = cfg.dataset.num_images
     assert cfg.training.images_seen == 2 * ((train_len // 2) // 16) * 16 * 2
     assert json.loads((run / "options.json").read_text())["family"] == "cgan"
+
+
+def test_ctrl_c_saves_resume_state(tmp_path, tiny_args, cli):
+    out, run = tmp_path / "ck", tmp_path / "run"
+    args = ["train", "--family", "cgan", "--dataset", "synthetic", "--epochs", "500", "--out", str(out),
+            "--run-dir", str(run), *tiny_args, "--synthetic-size", "300"]
+    log = tmp_path / "train.log"
+    proc = _popen(args, log)
+    deadline = time.time() + 240
+    while not (run / "state.pt").exists():
+        if proc.poll() is not None or time.time() > deadline:
+            pytest.fail("training ended early: " + log.read_text())
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    text = log.read_text()
+    assert "interrupted: resume state saved" in text and "Traceback" not in text
+    state = torch.load(run / "state.pt", weights_only=True)
+    assert 1 <= state["epoch"] < 500 and state["step"] > 0
+    load_generator(out)
