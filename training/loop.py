@@ -15,7 +15,7 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,44 +225,38 @@ class Trainer:
         self.ema.update(self.g_raw, self.step_count)
         return out
 
+    def _judge(self, images: torch.Tensor, labels: torch.Tensor | None,
+               adv_loss: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One D forward → (adversarial loss [+ ACGAN class loss], real/fake logits (B,))."""
+        out = self.d(images, labels)
+        if self.fam.objective != "acgan":
+            return adv_loss(out), out
+        adv, cls = out
+        assert labels is not None
+        return adv_loss(adv) + losses.class_loss(cls, labels), adv
+
     def _step_gan(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg, b = self.cfg, x.shape[0]
-        acgan = self.fam.objective == "acgan"
         y_real = y if self.fam.conditional else None
         y_fake = self._labels(b)
         fake = self.g(self._z(b), y_fake)  # (B, C, H, W), one G forward per step (DDP-safe)
         assert self.opt_d is not None
+        hinge = cfg.loss == "hinge"
+        t_real, t_fake = losses.d_targets(b, self.device, cfg.label_smoothing, cfg.noisy_labels)
         # D step: real and fake each get their own forward and backward (as pytorch/examples dcgan).
         self.d_raw.requires_grad_(True)
         self.opt_d.zero_grad(set_to_none=True)
-        t_real, t_fake = losses.d_targets(b, self.device, cfg.label_smoothing, cfg.noisy_labels)
-        hinge = cfg.loss == "hinge"
-        out_r = self.d(x, y_real)
-        adv_r = out_r[0] if acgan else out_r
-        loss_r = losses.d_hinge_real(adv_r) if hinge else losses.bce(adv_r, t_real)
-        if acgan:
-            assert y_real is not None
-            loss_r = loss_r + losses.class_loss(out_r[1], y_real)
+        loss_r, adv_r = self._judge(x, y_real, losses.d_hinge_real if hinge else lambda a: losses.bce(a, t_real))
         loss_r.backward()
-        out_f = self.d(fake.detach(), y_fake)
-        adv_f = out_f[0] if acgan else out_f
-        loss_f = losses.d_hinge_fake(adv_f) if hinge else losses.bce(adv_f, t_fake)
-        if acgan:
-            assert y_fake is not None
-            loss_f = loss_f + losses.class_loss(out_f[1], y_fake)
+        loss_f, adv_f = self._judge(fake.detach(), y_fake,
+                                    losses.d_hinge_fake if hinge else lambda a: losses.bce(a, t_fake))
         loss_f.backward()
         self.opt_d.step()
         # G step: D frozen and out of DDP's gradient sync.
         self.d_raw.requires_grad_(False)
         self.opt_g.zero_grad(set_to_none=True)
-        sync = self.d.no_sync() if isinstance(self.d, DDP) else contextlib.nullcontext()
-        with sync:
-            out_g = self.d(fake, y_fake)
-        adv_g = out_g[0] if acgan else out_g
-        loss_g = losses.g_hinge(adv_g) if hinge else losses.g_nonsaturating(adv_g)
-        if acgan:
-            assert y_fake is not None
-            loss_g = loss_g + losses.class_loss(out_g[1], y_fake)
+        with self.d.no_sync() if isinstance(self.d, DDP) else contextlib.nullcontext():
+            loss_g, _ = self._judge(fake, y_fake, losses.g_hinge if hinge else losses.g_nonsaturating)
         loss_g.backward()
         self.opt_g.step()
         return {"loss_d": (loss_r + loss_f).detach(), "loss_g": loss_g.detach(),

@@ -52,6 +52,12 @@ def one_hot(labels: torch.Tensor | None, num_classes: int, batch: int) -> torch.
     return F.one_hot(labels.long(), num_classes).float()
 
 
+def join_labels(z: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+    """z (B, z_dim) → (B, z_dim + K) with the one-hot (or soft) labels appended; z itself when unconditional."""
+    y = one_hot(labels, num_classes, z.shape[0])
+    return z if y is None else torch.cat([z, y.to(z.dtype)], dim=1)
+
+
 def act_block(channels: int, bn: str, act: nn.Module, norm: bool = True) -> list[nn.Module]:
     """Normalisation and activation in the order the seed article compared."""
     if not norm:

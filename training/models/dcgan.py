@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from training.models.common import act_block, dcgan_init, one_hot, upsampling_plan
+from training.models.common import act_block, dcgan_init, join_labels, one_hot, upsampling_plan
 from training.models.registry import ArchOptions, Family, register_family, register_generator
 
 
@@ -55,10 +55,7 @@ class DCGenerator(nn.Module):
         dcgan_init(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        y = one_hot(labels, self.num_classes, z.shape[0])
-        if y is not None:
-            z = torch.cat([z, y.to(z.dtype)], dim=1)
-        return self.net(z[:, :, None, None])  # (B, C, H, W)
+        return self.net(join_labels(z, labels, self.num_classes)[:, :, None, None])  # (B, C, H, W)
 
 
 class DCDiscriminator(nn.Module):

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from training.models.common import dcgan_init, one_hot
+from training.models.common import dcgan_init, join_labels
 from training.models.registry import ArchOptions, Family, register_family, register_generator
 
 
@@ -36,10 +36,7 @@ class MLPGenerator(nn.Module):
         dcgan_init(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        y = one_hot(labels, self.num_classes, z.shape[0])
-        if y is not None:
-            z = torch.cat([z, y.to(z.dtype)], dim=1)
-        return self.net(z).view(z.shape[0], *self.shape)
+        return self.net(join_labels(z, labels, self.num_classes)).view(z.shape[0], *self.shape)
 
 
 class MLPDiscriminator(nn.Module):
