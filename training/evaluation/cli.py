@@ -1,17 +1,198 @@
-"""Commands of the evaluation half: wired into ``python -m training`` by training/cli.py."""
+"""Commands of the evaluation half: wired into ``python -m training`` by training/cli.py.
+
+``train-evaluator`` trains and ships the evaluator CNN of a dataset;
+``evaluate`` measures a generator checkpoint with it and writes the numbers into the
+checkpoint's config.json. Problems with a dataset, checkpoint or evaluator are one-line
+errors (exit 2), never tracebacks.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("train-evaluator", "evaluate")
+EVALUATOR_DATASETS = ("fashion-mnist", "mnist", "synthetic")
+# Defaults per dataset: the 4.5k-image MNIST subset needs more epochs and stronger augmentation.
+EPOCHS = {"fashion-mnist": 15, "mnist": 40, "synthetic": 10}
+AUGMENT = {"fashion-mnist": "shift", "mnist": "affine", "synthetic": "shift"}
+
+log = logging.getLogger("training.evaluation")
+
+
+def _positive(lo: int, hi: int) -> Any:
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi}], got {v}")
+        return v
+
+    return parse
+
+
+def _lr(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {v}")
+    return v
 
 
 def add_commands(sub: Any) -> None:
     """Add this module's subcommands to the ``python -m training`` parser."""
+    t = sub.add_parser("train-evaluator", help="train the evaluator CNN of a dataset (for FID, accuracy, …)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("--dataset", choices=EVALUATOR_DATASETS, required=True)
+    t.add_argument("--out", default=None, help="evaluator folder (default: checkpoints/evaluators/DATASET)")
+    t.add_argument("--epochs", type=_positive(1, 10_000), default=None,
+                   help=f"default per dataset: {EPOCHS}")
+    t.add_argument("--batch-size", type=_positive(2, 65_536), default=128)
+    t.add_argument("--lr", type=_lr, default=2e-3, help="peak learning rate of the one-cycle schedule")
+    t.add_argument("--augment", choices=("none", "shift", "affine"), default=None,
+                   help=f"default per dataset: {AUGMENT}")
+    t.add_argument("--width", type=_positive(1, 512), default=32, help="channels of the first conv stage")
+    t.add_argument("--feature-dim", type=_positive(2, 4096), default=128, help="width of the feature layer")
+    t.add_argument("--seed", type=_positive(0, 2**32 - 1), default=0)
+    t.add_argument("--threads", type=_positive(0, 1024), default=2, help="torch CPU threads (0: torch's default)")
+    t.add_argument("--data-dir", default=None, help="folder with IDX files (mnist, fashion-mnist)")
+
+    e = sub.add_parser("evaluate", help="measure a checkpoint with its dataset's evaluator; writes config.json metrics",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    e.add_argument("checkpoint", help="checkpoint folder")
+    e.add_argument("--samples", type=_positive(10, 1_000_000), default=10_000,
+                   help="generated images (seeds SEED..SEED+N-1; labels cycled over the classes)")
+    e.add_argument("--batch-size", type=_positive(1, 65_536), default=500,
+                   help="images per generator / evaluator forward pass")
+    e.add_argument("--seed", type=_positive(0, 2**32 - 1), default=0, help="first seed of the samples")
+    e.add_argument("--evaluators", default=None,
+                   help="folder of evaluators (default: $GANSERVE_EVALUATORS, else checkpoints/evaluators)")
+    e.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps")
+    e.add_argument("--threads", type=_positive(0, 1024), default=2, help="torch CPU threads (0: torch's default)")
+    e.add_argument("--kid-subsets", type=_positive(1, 10_000), default=100, help="random subsets KID averages over")
+    e.add_argument("--no-write", action="store_true", help="print the metrics without touching config.json")
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.command == "train-evaluator":
+        return cmd_train_evaluator(args)
+    if args.command == "evaluate":
+        return cmd_evaluate(args)
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _set_threads(n: int) -> None:
+    import torch
+
+    if n:
+        torch.set_num_threads(n)
+
+
+def _device_ok(device: str) -> bool:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        return False
+    if dev.type == "cuda":
+        return torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()
+    if dev.type == "mps":
+        return torch.backends.mps.is_available()
+    return dev.type == "cpu"
+
+
+def cmd_train_evaluator(args: argparse.Namespace) -> int:
+    from training.data import DatasetError, load_dataset
+    from training.evaluation.evaluator import CONFIG, accuracy, save_evaluator, train_evaluator
+
+    _set_threads(args.threads)
+    epochs = args.epochs or EPOCHS[args.dataset]
+    aug = args.augment or AUGMENT[args.dataset]
+    out = Path(args.out or Path("checkpoints") / "evaluators" / args.dataset)
+    # The command that reproduces this evaluator, every option spelled out.
+    command = "python -m training train-evaluator " + shlex.join([
+        "--dataset", args.dataset, "--out", str(out), "--epochs", str(epochs), "--batch-size", str(args.batch_size),
+        "--lr", str(args.lr), "--augment", aug, "--width", str(args.width), "--feature-dim", str(args.feature_dim),
+        "--seed", str(args.seed), "--threads", str(args.threads),
+        *(["--data-dir", args.data_dir] if args.data_dir else []),
+    ])
+    try:
+        train = load_dataset(args.dataset, "train", 28, 1, args.data_dir)
+        test = load_dataset(args.dataset, "test", 28, 1, args.data_dir)
+    except DatasetError as e:
+        print(f"error: --dataset: {e}", file=sys.stderr)
+        return 2
+    log.info("training the %s evaluator on %d images (%d epochs, augment %s); test set %d images",
+             args.dataset, len(train), epochs, aug, len(test))
+    arch = {"width": args.width, "feature_dim": args.feature_dim}
+    t0 = time.perf_counter()
+    net = train_evaluator(train.images, train.labels, len(train.class_names), epochs=epochs,
+                          batch_size=args.batch_size, lr=args.lr, augment_kind=aug, seed=args.seed, arch=arch, log=log)
+    seconds = round(time.perf_counter() - t0, 1)
+    acc, per = accuracy(net, test.images, test.labels)
+    cfg = save_evaluator(out, net, {
+        "dataset": args.dataset,
+        "class_names": train.class_names,
+        "architecture": {"class": "EvaluatorNet", "kwargs": {
+            "channels": 1, "resolution": 28, "num_classes": len(train.class_names), **arch, "dropout": 0.3}},
+        "channels": 1,
+        "resolution": 28,
+        "feature_dim": args.feature_dim,
+        "test_accuracy": round(acc, 6),
+        "test_accuracy_per_class": {n: round(float(a), 6) for n, a in zip(train.class_names, per, strict=True)},
+        "num_test": len(test),
+        "training": {"command": command, "epochs": epochs, "seconds": seconds, "seed": args.seed,
+                     "batch_size": args.batch_size, "lr": args.lr, "augment": aug, "threads": args.threads,
+                     "num_train": len(train)},
+    })
+    print(f"wrote {out / CONFIG}: test accuracy {acc:.4f} on {len(test)} held-out images "
+          f"({seconds:.0f} s, weights sha256 {cfg.weights_sha256[:12]}…)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.checkpoint import CheckpointError, update_metrics
+    from training.data import DatasetError
+    from training.evaluation.evaluate import EvaluationError, evaluate_checkpoint, format_table
+    from training.evaluation.evaluator import EvaluatorError
+
+    _set_threads(args.threads)
+    if not _device_ok(args.device):
+        print(f"error: --device {args.device!r} is not available here (cpu, cuda[:N], mps)", file=sys.stderr)
+        return 2
+    try:
+        metrics, evaluator_sha = evaluate_checkpoint(
+            args.checkpoint, num_samples=args.samples, batch_size=args.batch_size, seed=args.seed,
+            evaluator_root=args.evaluators, device=args.device, log=log,
+            kid_subsets=args.kid_subsets)
+    except CheckpointError as e:
+        print(f"error: checkpoint: {e}", file=sys.stderr)
+        return 2
+    except EvaluatorError as e:
+        print(f"error: evaluator: {e}", file=sys.stderr)
+        return 2
+    except (EvaluationError, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
+    if not args.no_write:
+        try:
+            update_metrics(args.checkpoint, metrics, evaluator_sha)
+        except (CheckpointError, OSError) as e:
+            print(f"error: writing metrics: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote metrics into {Path(args.checkpoint) / 'config.json'}")
+    return 0
