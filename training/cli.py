@@ -55,6 +55,16 @@ def _classes(s: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated class indices like 0,1,2, got {s!r}") from None
 
 
+def _int_list(s: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in s.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 2,5,10, got {s!r}") from None
+    if any(v < 0 for v in values) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected distinct non-negative integers, got {s!r}")
+    return values
+
+
 def _family(s: str) -> str:
     from training.models import family_names
 
@@ -137,6 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="PNG file to write")
 
     sub.add_parser("families", help="list the registered model families")
+
+    x = sub.add_parser("experiments", help="re-run the seed articles' experiments and write docs/experiments.md",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    x.add_argument("names", nargs="*", default=["upsampling", "conditioning"],
+                   help="experiments to run: upsampling, conditioning")
+    x.add_argument("--points", type=_int_list, default=(2, 5, 10), help="epochs at which runs are measured")
+    x.add_argument("--seeds", type=_int_list, default=(0, 1, 2), help="training seeds per variant")
+    x.add_argument("--samples", type=_int_range(100, 100_000), default=10_000, help="generated images per measurement")
+    x.add_argument("--work", default="runs/experiments", help="run folders and results.json (resumable)")
+    x.add_argument("--out", default="docs/experiments.md")
+    x.add_argument("--data-dir", default=None)
+    x.add_argument("--threads", type=_int_range(0, 1024), default=0)
+    x.add_argument("--max-steps-per-epoch", type=_int_range(0), default=0, help="cut epochs short (smoke tests)")
 
     from training.evaluation import cli as evaluation_cli
 
@@ -249,6 +272,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiments(args: argparse.Namespace, argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+    from training.experiments import EXPERIMENTS, Plan, main
+
+    unknown = [n for n in args.names if n not in EXPERIMENTS]
+    if unknown:
+        parser.error(f"unknown experiment(s) {', '.join(unknown)}; choose from {', '.join(EXPERIMENTS)}")
+    if 0 in args.points:
+        parser.error("--points: epochs start at 1")
+    plan = Plan(tuple(args.names), tuple(sorted(args.points)), tuple(args.seeds), args.samples, Path(args.work),
+                Path(args.out), data_dir=args.data_dir, max_steps_per_epoch=args.max_steps_per_epoch,
+                threads=args.threads)
+    out = main(plan, _command_line(argv))
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -260,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_train(args, argv, parser)
     if args.command == "sample":
         return cmd_sample(args)
+    if args.command == "experiments":
+        return cmd_experiments(args, argv, parser)
     if args.command == "families":
         from training.models import family_names, get_family
 

@@ -1,0 +1,50 @@
+"""The experiment write-up is computed from the measurements alone: fabricated results in, verdicts out."""
+
+from pathlib import Path
+
+from training.experiments import EXPERIMENTS, Plan, _key, render
+
+
+def fake_results(fid: dict[str, list[float]], seeds=(0, 1, 2), epoch=10) -> dict:
+    out = {}
+    for variant, values in fid.items():
+        for s, v in zip(seeds, values, strict=True):
+            out[_key("upsampling", variant, s, epoch)] = {
+                "metrics": {"fid": v, "coverage": 0.9, "checkerboard_ratio": 2.0 if "convT" in variant else 1.0,
+                            "modes_covered": 10, "kl_to_uniform": 0.01},
+                "train_seconds": 60.0, "images_seen": 1000}
+    return out
+
+
+PLAN = Plan(("upsampling",), (10,), (0, 1, 2), 1000, Path("w"), Path("docs/experiments.md"))
+
+
+def test_clear_win_is_called_and_checkerboard_reported():
+    results = fake_results({"convT-before": [10, 11, 12], "convT-after": [11, 12, 13],
+                            "nearest-before": [20, 21, 22], "nearest-after": [21, 22, 23]})
+    md = render(results, PLAN, "python -m training experiments upsampling")
+    assert "transposed conv reaches a lower FID than nearest+conv (11.50 vs 21.50" in md
+    assert "more than twice the seed-to-seed spread" in md
+    assert "transposed conv 2.00, nearest+conv 1.00" in md
+    assert md.count("| convT, BN before act | 10 | 11.00 ± 1.00") == 1
+
+
+def test_noise_is_not_called_a_win():
+    results = fake_results({"convT-before": [10, 30, 20], "convT-after": [12, 28, 21],
+                            "nearest-before": [11, 29, 20], "nearest-after": [13, 27, 22]})
+    md = render(results, PLAN, "cmd")
+    assert "not a clear difference" in md and "more than twice" not in md
+
+
+def test_missing_runs_are_said_not_invented():
+    md = render({}, PLAN, "cmd")
+    assert "Not enough finished runs" in md and "| convT, BN before act | 10 | – |" in md
+
+
+def test_every_experiment_names_real_training_options():
+    from training.config import TrainConfig
+
+    fields = set(TrainConfig.__dataclass_fields__)
+    for _, variants, _ in EXPERIMENTS.values():
+        for v in variants:
+            assert set(v.options) <= fields, v

@@ -1,0 +1,249 @@
+"""The seed articles' experiments, re-run here and written up in ``docs/experiments.md``.
+
+``python -m training experiments`` trains every variant × seed of each experiment with the
+project's own loop, measures it with the evaluator at several points of training (the
+run continues with ``--resume`` from one point to the next), keeps every measurement in
+``WORK/results.json`` (so an interrupted command continues where it stopped, and a
+finished one only re-renders), and regenerates the markdown from those numbers alone.
+
+- ``upsampling``: DCGAN generators with transposed conv vs nearest-upsample + conv, and
+  batch-norm before vs after the ReLU (seed article 000), on Fashion-MNIST.
+- ``conditioning``: cGAN vs ACGAN with 10 classes and with a 5-class subset, ACGAN with and
+  without D-classifier pretraining + noisy labels (seed article 002).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.checkpoint import atomic_write_bytes, atomic_write_json, read_config
+from training.config import TrainConfig
+
+log = logging.getLogger("training.experiments")
+
+
+@dataclass(frozen=True)
+class Variant:
+    key: str  # file-name safe
+    label: str  # for the tables
+    options: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
+
+
+TRICKS = {"pretrain_d_epochs": 1, "noisy_labels": 0.05}
+FIVE = (0, 1, 2, 3, 4)
+
+EXPERIMENTS: dict[str, tuple[str, list[Variant], list[str]]] = {
+    "upsampling": (
+        "Transposed conv vs nearest-upsample + conv; batch-norm before vs after the activation (DCGAN, "
+        "Fashion-MNIST, unconditional)",
+        [
+            Variant("convT-before", "convT, BN before act", {"family": "dcgan", "upsample": "convT",
+                                                             "bn": "before-act"}),
+            Variant("convT-after", "convT, BN after act", {"family": "dcgan", "upsample": "convT",
+                                                           "bn": "after-act"}),
+            Variant("nearest-before", "nearest+conv, BN before act", {"family": "dcgan", "upsample": "nearest-conv",
+                                                                      "bn": "before-act"}),
+            Variant("nearest-after", "nearest+conv, BN after act", {"family": "dcgan", "upsample": "nearest-conv",
+                                                                    "bn": "after-act"}),
+        ],
+        ["fid", "coverage", "checkerboard_ratio", "modes_covered", "kl_to_uniform"],
+    ),
+    "conditioning": (
+        "cGAN vs ACGAN on Fashion-MNIST, 10 classes and a 5-class subset, ACGAN with and without "
+        "D-classifier pretraining + noisy labels",
+        [
+            Variant("cgan-10", "cGAN, 10 classes", {"family": "cgan"}),
+            Variant("acgan-10", "ACGAN, 10 classes", {"family": "acgan"}),
+            Variant("acgan-10-tricks", "ACGAN, 10 classes, pretrain + noisy", {"family": "acgan", **TRICKS}),
+            Variant("cgan-5", "cGAN, 5 classes", {"family": "cgan", "classes": FIVE}),
+            Variant("acgan-5", "ACGAN, 5 classes", {"family": "acgan", "classes": FIVE}),
+            Variant("acgan-5-tricks", "ACGAN, 5 classes, pretrain + noisy", {"family": "acgan", "classes": FIVE,
+                                                                             **TRICKS}),
+        ],
+        ["accuracy", "min_class_accuracy", "coverage", "fid", "modes_covered"],
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    experiments: tuple[str, ...]
+    points: tuple[int, ...]  # epochs at which each run is measured
+    seeds: tuple[int, ...]
+    samples: int
+    work: Path
+    out: Path
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    max_steps_per_epoch: int = 0  # smoke tests: cut every epoch short
+    threads: int = 0
+
+
+def _key(exp: str, variant: str, seed: int, epoch: int) -> str:
+    return f"{exp}/{variant}/seed{seed}/epoch{epoch}"
+
+
+def _load_results(work: Path) -> dict[str, Any]:
+    p = work / "results.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def run_plan(plan: Plan, command: str) -> dict[str, Any]:
+    """Train and measure everything the plan names that results.json does not hold yet."""
+    from training.evaluation.evaluate import evaluate_checkpoint
+    from training.loop import train
+
+    results = _load_results(plan.work)
+    for exp in plan.experiments:
+        _, variants, _ = EXPERIMENTS[exp]
+        for v in variants:
+            for seed in plan.seeds:
+                base = plan.work / exp / v.key / f"seed{seed}"
+                for epoch in plan.points:
+                    key = _key(exp, v.key, seed, epoch)
+                    if key in results:
+                        continue
+                    opts = dict(v.options)
+                    if "classes" in opts:
+                        opts["classes"] = tuple(opts["classes"])
+                    cfg = TrainConfig(
+                        dataset=plan.dataset, data_dir=plan.data_dir, out=str(base / "checkpoint"),
+                        run_dir=str(base / "run"), name=f"{exp}-{v.key}-s{seed}".lower(), epochs=epoch, seed=seed,
+                        threads=plan.threads, progress=False, tensorboard=False, command=command,
+                        max_steps=plan.max_steps_per_epoch * epoch, extra={"resume": True}, **opts)
+                    log.info("%s: training to epoch %d", key, epoch)
+                    train(cfg)
+                    metrics, _ = evaluate_checkpoint(base / "checkpoint", num_samples=plan.samples, seed=0)
+                    ck = read_config(base / "checkpoint")
+                    acc = metrics.get("accuracy_per_class") or {}
+                    metrics["min_class_accuracy"] = min(acc.values()) if acc else None
+                    results[key] = {"metrics": metrics, "train_seconds": ck.training.seconds,
+                                    "images_seen": ck.training.images_seen}
+                    if seed == plan.seeds[0]:  # one sample grid per variant and point, for the doc
+                        grid = plan.out.parent / "experiments" / f"{exp}-{v.key}-epoch{epoch}.png"
+                        grid.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(base / "checkpoint" / "samples.png", grid)
+                    atomic_write_json(plan.work / "results.json", results)
+    return results
+
+
+def _stats(values: Sequence[float | None]) -> tuple[float, float] | None:
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return None
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def _cell(s: tuple[float, float] | None) -> str:
+    if s is None:
+        return "–"
+    mean, sd = s
+    digits = 2 if abs(mean) >= 10 else 3
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def _series(results: dict[str, Any], exp: str, variant: str, seeds: Sequence[int], epoch: int,
+            metric: str) -> list[float | None]:
+    out = []
+    for s in seeds:
+        r = results.get(_key(exp, variant, s, epoch))
+        out.append(None if r is None else r["metrics"].get(metric))
+    return out
+
+
+def _verdict_upsampling(results: dict[str, Any], plan: Plan, last: int) -> list[str]:
+    def values(keys: list[str], metric: str) -> list[float]:
+        return [v for k in keys for v in _series(results, "upsampling", k, plan.seeds, last, metric) if v is not None]
+
+    def seed_spread(keys: list[str]) -> float | None:
+        """Mean over variants of the standard deviation of FID across seeds (None with one seed)."""
+        sds = [s[1] for k in keys if (s := _stats(_series(results, "upsampling", k, plan.seeds, last, "fid")))]
+        return statistics.fmean(sds) if len(plan.seeds) > 1 and sds else None
+
+    lines = []
+    for a_keys, b_keys, a, b in (
+        (["convT-before", "convT-after"], ["nearest-before", "nearest-after"], "transposed conv", "nearest+conv"),
+        (["convT-before", "nearest-before"], ["convT-after", "nearest-after"], "BN before the ReLU",
+         "BN after the ReLU"),
+    ):
+        fa, fb = values(a_keys, "fid"), values(b_keys, "fid")
+        if not fa or not fb:
+            continue
+        ma, mb = statistics.fmean(fa), statistics.fmean(fb)
+        better, worse = (a, b) if ma < mb else (b, a)
+        spread = seed_spread(a_keys + b_keys)
+        if spread is None:
+            judged = "with one seed per variant there is no seed-to-seed spread to judge the gap by."
+        elif abs(ma - mb) > 2 * spread:
+            judged = f"the gap is more than twice the seed-to-seed spread ({spread:.2f})."
+        else:
+            judged = f"the gap is within twice the seed-to-seed spread ({spread:.2f}): not a clear difference."
+        lines.append(f"- At epoch {last}, {better} reaches a lower FID than {worse} ({min(ma, mb):.2f} vs "
+                     f"{max(ma, mb):.2f}, mean over two variants × {len(plan.seeds)} seed(s)); {judged}")
+    ca = values(["convT-before", "convT-after"], "checkerboard_ratio")
+    cb = values(["nearest-before", "nearest-after"], "checkerboard_ratio")
+    if ca and cb:
+        lines.append(f"- Checkerboard energy (generated / real): transposed conv {statistics.fmean(ca):.2f}, "
+                     f"nearest+conv {statistics.fmean(cb):.2f}.")
+    return lines
+
+
+def _verdict_conditioning(results: dict[str, Any], plan: Plan, last: int) -> list[str]:
+    lines = []
+    for v in EXPERIMENTS["conditioning"][1]:
+        acc = _stats(_series(results, "conditioning", v.key, plan.seeds, last, "accuracy"))
+        worst = _stats(_series(results, "conditioning", v.key, plan.seeds, last, "min_class_accuracy"))
+        if acc is None or worst is None:
+            continue
+        state = "follows its labels" if worst[0] >= 0.8 else (
+            "ignores its labels for some classes" if acc[0] >= 0.5 else "largely ignores its labels")
+        lines.append(f"- {v.label}: sample accuracy {_cell(acc)}, worst class {_cell(worst)} at epoch {last} "
+                     f"→ {state}.")
+    return lines
+
+
+def render(results: dict[str, Any], plan: Plan, command: str) -> str:
+    lines = ["# Experiments", "",
+             "Regenerated from measurements by:", "", "```", command, "```", "",
+             f"Dataset `{plan.dataset}`; seeds {', '.join(map(str, plan.seeds))}; each run measured at epochs "
+             f"{', '.join(map(str, plan.points))} with the dataset's evaluator on {plan.samples} samples "
+             "(see `checkpoints/evaluators/README.md`; numbers are mean ± standard deviation over seeds). "
+             "Every run uses the defaults of `python -m training train` (Adam 2e-4, β1 0.5, batch 128, "
+             "EMA generator) unless the variant says otherwise.", ""]
+    last = max(plan.points)
+    for exp in plan.experiments:
+        title, variants, metrics = EXPERIMENTS[exp]
+        lines += [f"## {exp}: {title}", ""]
+        lines += ["| variant | epoch | " + " | ".join(metrics) + " | train s |",
+                  "| --- | ---: | " + " | ".join("---:" for _ in metrics) + " | ---: |"]
+        for v in variants:
+            for epoch in plan.points:
+                cells = [_cell(_stats(_series(results, exp, v.key, plan.seeds, epoch, m))) for m in metrics]
+                secs = [results[k]["train_seconds"] for s in plan.seeds
+                        if (k := _key(exp, v.key, s, epoch)) in results]
+                lines.append(f"| {v.label} | {epoch} | " + " | ".join(cells) + f" | {_cell(_stats(secs))} |")
+        lines += ["", "### What the numbers say", ""]
+        verdict = _verdict_upsampling if exp == "upsampling" else _verdict_conditioning
+        lines += verdict(results, plan, last) or ["- Not enough finished runs to compare yet."]
+        lines += ["", "Sample grids of seed " + str(plan.seeds[0]) + f" at epoch {last}:", ""]
+        for v in variants:
+            lines.append(f"![{v.label}](experiments/{exp}-{v.key}-epoch{last}.png)")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(plan: Plan, command: str) -> Path:
+    plan.work.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(plan.work / "plan.json", {k: (str(v) if isinstance(v, Path) else v)
+                                                for k, v in dataclasses.asdict(plan).items()})
+    results = run_plan(plan, command)
+    atomic_write_bytes(plan.out, render(results, plan, command).encode())
+    return plan.out
