@@ -9,11 +9,11 @@ import secrets
 from typing import Any
 from urllib.parse import quote
 
-import numpy as np
 import torch
 from fastapi import Request, Response
 
-from app.batcher import BatcherClosed, GenerationFailed, QueueFull
+from app.batcher import BatcherClosed, Encoder, GenerationFailed, QueueFull
+from app.forward import DeviceOutOfMemory, NonFiniteOutput
 from app.registry import LoadedModel, UnknownModel
 from app.service import ApiError, Service
 from training.latent import SEED_MAX
@@ -88,12 +88,14 @@ def check_budget(pixels: int, limit: int, what: str) -> None:
                             "lower n, frames or scale")
 
 
-async def run(service: Service, model: LoadedModel, z: torch.Tensor, labels: torch.Tensor | None) -> np.ndarray:
-    """Queue a block of latents on the model's batcher → (k, H, W, C) uint8, or a 503."""
+async def run(service: Service, model: LoadedModel, z: torch.Tensor, labels: torch.Tensor | None,
+              encode: Encoder | None = None) -> Any:
+    """Queue a block of latents on the model's batcher → (k, H, W, C) uint8, or ``encode`` of them
+    (computed in the model's worker thread, right after its batch), or a 503."""
     assert model.batcher is not None
     timeout = service.settings.request_timeout_s
     try:
-        return await model.batcher.generate(z, labels, timeout)
+        return await model.batcher.generate(z, labels, timeout, encode)
     except QueueFull:
         raise ApiError(503, f"model {model.name!r} is busy (queue full); retry shortly",
                        headers={"Retry-After": "1"}) from None
@@ -103,7 +105,14 @@ async def run(service: Service, model: LoadedModel, z: torch.Tensor, labels: tor
     except BatcherClosed:
         raise ApiError(503, f"model {model.name!r} was just reloaded or removed; retry",
                        headers={"Retry-After": "1"}) from None
-    except GenerationFailed:
+    except GenerationFailed as e:
+        # The batcher logged the traceback; the client learns the kind of failure, never the details.
+        kind = str(e)
+        if kind == NonFiniteOutput.__name__:
+            raise ApiError(503, "generation failed: non-finite output", headers={"Retry-After": "1"}) from None
+        if kind == DeviceOutOfMemory.__name__:
+            raise ApiError(503, "generation failed: device out of memory; retry shortly",
+                           headers={"Retry-After": "2"}) from None
         raise ApiError(503, "generation failed", headers={"Retry-After": "1"}) from None
 
 

@@ -6,6 +6,8 @@ import torch
 
 from training.latent import lerp, slerp
 
+MIN_SLERP_NORM = 1e-6
+
 
 def path_positions(frames: int, loop: bool) -> torch.Tensor:
     """(T,) fractions of the whole path: 0…1 inclusive when open; 0…1 exclusive when looping.
@@ -31,12 +33,15 @@ def frame_latents(keys: torch.Tensor, frames: int, loop: bool, method: str) -> t
     u = path_positions(frames, loop) * segments  # (T,) in [0, segments]
     seg = u.floor().long().clamp(max=segments - 1)
     t = (u - seg).float()
-    fn = slerp if method == "slerp" else lerp
     out = torch.empty(frames, keys.shape[1], dtype=keys.dtype)
     for s in range(segments):
         mask = seg == s
         if mask.any():
-            out[mask] = fn(keys[s], keys[s + 1], t[mask]).to(keys.dtype)
+            a, b = keys[s], keys[s + 1]
+            # slerp divides by the keys' norms: a latent scaled to (nearly) zero by a tiny truncation
+            # (ψ = 5e-324 is > 0 but z·ψ underflows in float32) would make NaN frames; lerp is exact there.
+            fn = slerp if method == "slerp" and min(a.norm(), b.norm()) > MIN_SLERP_NORM else lerp
+            out[mask] = fn(a, b, t[mask]).to(keys.dtype)
     return out
 
 

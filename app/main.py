@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.metrics import Metrics, MetricsMiddleware
 from app.registry import Registry, resolve_device
 from app.routes import frontend, health, images, interpolate, models
-from app.service import ApiError, ErrorOut, FieldError, ImageCache, Service
+from app.service import LIMIT_RESPONSES, ApiError, ErrorOut, FieldError, ImageCache, Service
 from app.settings import Settings
 
 log = logging.getLogger("app")
@@ -97,6 +97,49 @@ class CatchAllMiddleware:
             await response(scope, receive, send)
 
 
+class LimitsMiddleware:
+    """Refuses oversized requests before any route runs, and marks every response ``nosniff``.
+
+    A path + query string longer than ``max_url_bytes`` gets 414, request headers larger than
+    ``max_header_bytes`` in all get 431 (JSON ``{"detail": …}`` naming the limit). The ASGI server
+    has already parsed the request; the front end should enforce the same limits earlier
+    (docs/security.md).
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.max_url = settings.max_url_bytes
+        self.max_headers = settings.max_header_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        url_bytes = len(scope.get("raw_path") or scope["path"].encode()) + len(scope.get("query_string", b""))
+        header_bytes = sum(len(k) + len(v) + 4 for k, v in scope.get("headers", []))
+        error: tuple[int, str] | None = None
+        if url_bytes > self.max_url:
+            error = (414, f"request URL too long: {url_bytes} bytes, at most {self.max_url}")
+        elif header_bytes > self.max_headers:
+            error = (431, f"request headers too large: {header_bytes} bytes, at most {self.max_headers}")
+        if error is not None:
+            response = JSONResponse({"detail": error[1]}, status_code=error[0], headers={"Connection": "close"})
+            await response(scope, receive, self._nosniff(send))
+            return
+        await self.app(scope, receive, self._nosniff(send))
+
+    @staticmethod
+    def _nosniff(send: Send) -> Send:
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-content-type-options", b"nosniff"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return wrapped
+
+
 def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     """422 with one readable sentence naming each bad value and what is allowed."""
     assert isinstance(exc, RequestValidationError)
@@ -135,6 +178,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Class-conditional samples, seed permalinks and latent-interpolation GIFs from GAN checkpoints",
         lifespan=lifespan,
+        responses=LIMIT_RESPONSES,
         docs_url="/docs" if settings.enable_docs else None,
         redoc_url="/redoc" if settings.enable_docs else None,
         openapi_url="/openapi.json" if settings.enable_docs else None,
@@ -152,6 +196,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            allow_headers=["If-None-Match"],
                            expose_headers=["ETag", "X-Seed", "X-Label", "X-Label-Name", "X-Model",
                                            "Content-Disposition", "Retry-After"])
+    app.add_middleware(LimitsMiddleware, settings=settings)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     return app
 

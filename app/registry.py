@@ -16,13 +16,14 @@ import asyncio
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from app.batcher import Batcher
+from app.forward import Health, make_forward
 from app.metrics import Metrics
 from app.settings import Settings
 from training.checkpoint import CONFIG, NAME_PATTERN, SAMPLES, WEIGHTS, CheckpointConfig, CheckpointError
@@ -76,6 +77,7 @@ class LoadedModel:
     load_seconds: float
     samples_png: bytes | None
     batcher: Batcher | None  # None when the checkpoint is not sampleable
+    health: Health = field(default_factory=Health)  # recent forward passes, for /readyz
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,10 @@ class Registry:
             return wanted
         sampleable = sorted(n for n, m in self.models.items() if m.batcher is not None)
         return sampleable[0] if sampleable else None
+
+    def failing(self) -> list[str]:
+        """Sampleable models whose recent forward passes all failed (NaN output, device errors)."""
+        return sorted(n for n, m in self.models.items() if m.batcher is not None and m.health.failing)
 
     def get(self, name: str) -> LoadedModel:
         try:
@@ -224,6 +230,7 @@ class Registry:
         model.batcher = Batcher(
             model.name, model.generator, model.device, model.config.num_classes,
             max_batch=s.max_batch, max_wait_ms=s.max_wait_ms, queue_size=s.queue_size, metrics=self.metrics,
+            forward=make_forward(model.health),
         )
         model.batcher.start()
 

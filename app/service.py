@@ -84,7 +84,7 @@ class Service:
         return self.registry
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
 
@@ -96,4 +96,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorOut, "description": "a value out of range or unknown (the allowed ones are named)"},
     503: {"model": ErrorOut, "description": "not ready, queue full or deadline passed; retry after Retry-After",
           "headers": {"Retry-After": {"schema": {"type": "string"}, "description": "seconds"}}},
+}
+
+# Every route can answer these before it runs (app.main.LimitsMiddleware); documented on all of them.
+LIMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    414: {"model": ErrorOut, "description": "path + query string longer than GANSERVE_MAX_URL_BYTES"},
+    431: {"model": ErrorOut, "description": "request headers larger than GANSERVE_MAX_HEADER_BYTES"},
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda|cuda:\d{1,2})$")
@@ -34,10 +34,17 @@ class Settings(BaseSettings):
     reload_interval_s: float = Field(default=5.0, ge=0, description="seconds between checkpoint-folder rescans; 0: off")
     cache_size: int = Field(default=512, ge=0, description="encoded images of seeded requests kept in memory (LRU)")
 
+    # Limits of the request itself (docs/security.md): larger requests get 414 / 431 before any route runs.
+    max_url_bytes: int = Field(default=8192, ge=256, description="bytes of path + query string; more: 414")
+    max_header_bytes: int = Field(default=8192, ge=1024, description="bytes of all request headers; more: 431")
+
     log_level: str = Field(default="INFO", description="DEBUG | INFO | WARNING | ERROR")
-    enable_docs: bool = True
-    enable_metrics: bool = True
-    cors_origins: list[str] = Field(default_factory=list, description='JSON list, e.g. ["http://localhost:5173"]')
+    enable_docs: bool = Field(default=True, description="serve /docs, /redoc and /openapi.json")
+    enable_metrics: bool = Field(default=True, description="serve /metrics")
+    metrics_token: SecretStr | None = Field(default=None, description="when set, /metrics needs "
+                                                                      "'Authorization: Bearer <token>'")
+    cors_origins: list[str] = Field(default_factory=list, description='JSON list, e.g. ["http://localhost:5173"]; '
+                                                                      "empty: no CORS headers at all")
 
     @field_validator("device")
     @classmethod
@@ -45,6 +52,19 @@ class Settings(BaseSettings):
         v = v.strip().lower()
         if not DEVICE_PATTERN.match(v):
             raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {v!r}")
+        return v
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _token(cls, v: SecretStr | None) -> SecretStr | None:
+        return v if v is not None and v.get_secret_value().strip() else None
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        for origin in v:
+            if origin == "*" or not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?", origin):
+                raise ValueError(f"cors_origins: each origin is scheme://host[:port] (no wildcard), got {origin!r}")
         return v
 
     @field_validator("log_level")

@@ -7,6 +7,7 @@ image on every device, then moved to the device by the caller.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,9 +22,21 @@ def check_seed(seed: int) -> int:
     return int(seed)
 
 
+_local = threading.local()
+
+
 def latent(seed: int, z_dim: int) -> np.ndarray:
-    """(z_dim,) float32 latent for one seed."""
-    return np.random.RandomState(check_seed(seed)).standard_normal(z_dim).astype(np.float32)
+    """(z_dim,) float32 latent for one seed: ``RandomState(seed).standard_normal(z_dim)``.
+
+    Re-seeding a per-thread RandomState gives the same numbers as a new one (``seed`` also
+    resets the cached Gaussian) at a tenth of the cost: building a RandomState takes ~0.2 ms,
+    which the service would otherwise pay on its event loop for every image.
+    """
+    rs = getattr(_local, "rs", None)
+    if rs is None:
+        rs = _local.rs = np.random.RandomState()
+    rs.seed(check_seed(seed))
+    return rs.standard_normal(z_dim).astype(np.float32)
 
 
 def latents(seeds: Sequence[int], z_dim: int, truncation: float = 1.0) -> torch.Tensor:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+import secrets
+
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
-from app.service import ERROR_RESPONSES, ApiError, ServiceDep
+from app.service import ERROR_RESPONSES, ApiError, ErrorOut, ServiceDep
 
 router = APIRouter(tags=["operations"])
 
@@ -22,6 +24,7 @@ class Readiness(BaseModel):
     refused: int
     default: str | None
     device: str | None
+    failing: list[str] = []  # models whose recent forward passes all failed (NaN output, device errors)
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness")
@@ -37,21 +40,35 @@ async def readyz(service: ServiceDep) -> Response:
     if registry is None:
         body = Readiness(status="starting", models=0, refused=0, default=None, device=None)
         return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "1"})
-    body = Readiness(
-        status="ready" if registry.ready else ("loading" if not registry.initial_load_done else "no models"),
-        models=len(registry.models), refused=len(registry.refused), default=registry.default_name,
-        device=str(registry.device),
-    )
+    failing = registry.failing()
+    sampleable = [n for n, m in registry.models.items() if m.batcher is not None]
+    all_failing = bool(sampleable) and len(failing) == len(sampleable)
     if not registry.ready:
-        return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "1"})
-    return JSONResponse(body.model_dump())
+        status = "loading" if not registry.initial_load_done else "no models"
+    else:
+        status = "failing" if all_failing else ("degraded" if failing else "ready")
+    body = Readiness(status=status, models=len(registry.models), refused=len(registry.refused),
+                     default=registry.default_name, device=str(registry.device), failing=failing)
+    content = body.model_dump(exclude=None if failing else {"failing"})  # listed only when there is one
+    if not registry.ready or all_failing:
+        return JSONResponse(content, status_code=503, headers={"Retry-After": "1"})
+    return JSONResponse(content)
 
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics",
             responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
                              "description": "Prometheus text format"},
+                       401: {"model": ErrorOut, "description": "GANSERVE_METRICS_TOKEN is set and the request "
+                                                               "lacks the right bearer token"},
                        404: ERROR_RESPONSES[404]})
-async def metrics(service: ServiceDep) -> Response:
-    if not service.settings.enable_metrics:
+async def metrics(service: ServiceDep, request: Request) -> Response:
+    settings = service.settings
+    if not settings.enable_metrics:
         raise ApiError(404, "metrics are disabled (GANSERVE_ENABLE_METRICS=false)")
+    if settings.metrics_token is not None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        expected = settings.metrics_token.get_secret_value().encode()
+        if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), expected):
+            raise ApiError(401, "metrics need 'Authorization: Bearer <token>' (GANSERVE_METRICS_TOKEN)",
+                           headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+from functools import partial
 from typing import Annotated, Any
 
 import torch
@@ -76,8 +76,7 @@ async def render_png(
     seeds = grid_seeds(seed, n)
     z = latents(seeds, cfg.z_dim, truncation)  # (n, z_dim) on the CPU
     labels = None if label is None else torch.full((n,), label, dtype=torch.long)
-    images = await gen.run(service, model, z, labels)
-    body = await asyncio.to_thread(encode_grid, images, scale)
+    body = await gen.run(service, model, z, labels, encode=partial(encode_grid, scale=scale))  # encoded off-loop
     if fixed and cache is not None:
         cache.put(etag, body)
     return Response(body, media_type="image/png", headers=headers)

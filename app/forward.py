@@ -1,0 +1,122 @@
+"""The forward pass every model's batcher runs: guarded, classified and batch-invariant.
+
+``guarded_forward`` wraps ``app.batcher.forward_uint8`` (passed to each Batcher as its
+``forward``) and adds what serving on the open internet needs:
+
+* non-finite output (NaN/inf from a diverged or corrupted generator) raises
+  ``NonFiniteOutput`` instead of silently becoming black pixels;
+* a device out-of-memory error raises ``DeviceOutOfMemory`` (after freeing the allocator's
+  cache) so that the route can answer "retry shortly" rather than a bare failure;
+* no chunk is ever a single row: a 1-row matrix product takes a different BLAS path (gemv)
+  whose rounding differs from the batched one, so an image made alone would differ from the
+  same image made inside a batch (≤ 1 grey level, but the PNG bytes and a strong ETag would
+  not hold). One duplicated row keeps the bytes the same however requests are coalesced;
+* each model's ``Health`` records the outcome, which ``/readyz`` reports.
+
+The batcher turns any exception into ``GenerationFailed(type name)``, so the routes tell the
+kinds apart by that name (see ``app.generation.run``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+import torch
+from torch import nn
+
+from app.batcher import forward_uint8
+
+FAILING_AFTER = 3  # consecutive failed forward passes before a model counts as failing
+FAILING_FOR_S = 30.0  # ... and for how long after its last failure (then traffic may probe it again)
+
+
+class NonFiniteOutput(RuntimeError):
+    """The generator produced NaN or infinite pixels."""
+
+
+class DeviceOutOfMemory(RuntimeError):
+    """The device ran out of memory during the forward pass."""
+
+
+@dataclass
+class Health:
+    """Outcome of a model's recent forward passes (written from worker threads; plain attributes)."""
+
+    consecutive_failures: int = 0
+    last_failure: float = 0.0  # time.monotonic()
+    last_error: str | None = None
+    failures: int = 0
+
+    def ok(self) -> None:
+        self.consecutive_failures = 0
+
+    def failed(self, kind: str) -> None:
+        self.consecutive_failures += 1
+        self.failures += 1
+        self.last_failure = time.monotonic()
+        self.last_error = kind
+
+    @property
+    def failing(self) -> bool:
+        """Every one of the last few forward passes failed, the latest one recently."""
+        return (self.consecutive_failures >= FAILING_AFTER
+                and time.monotonic() - self.last_failure < FAILING_FOR_S)
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    return isinstance(e, torch.OutOfMemoryError) or (isinstance(e, RuntimeError) and "out of memory" in str(e))
+
+
+def _free_device_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+
+
+def guarded_forward(generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None, device: torch.device,
+                    max_batch: int, *, health: Health | None = None) -> np.ndarray:
+    """``forward_uint8`` with the checks above → (B, H, W, C) uint8 for (B, z_dim) latents."""
+    rows = int(z.shape[0])
+    if max_batch > 1 and rows % max_batch == 1:
+        # The last chunk would be one row: repeat the last latent so that it is two.
+        z = torch.cat([z, z[-1:]])
+        labels = None if labels is None else torch.cat([labels, labels[-1:]])
+
+    def checked(zc: torch.Tensor, lc: torch.Tensor | None) -> torch.Tensor:
+        out: torch.Tensor = generator(zc, lc)
+        if not bool(torch.isfinite(out).all()):
+            raise NonFiniteOutput("the generator produced NaN or infinite pixels")
+        return out
+
+    try:
+        images = forward_uint8(cast(nn.Module, checked), z, labels, device, max_batch)
+    except NonFiniteOutput:
+        if health is not None:
+            health.failed("non-finite output")
+        raise
+    except Exception as e:
+        if is_out_of_memory(e):
+            _free_device_memory(device)
+            if health is not None:
+                health.failed("device out of memory")
+            raise DeviceOutOfMemory(str(e).splitlines()[0] if str(e) else "out of memory") from e
+        if health is not None:
+            health.failed(type(e).__name__)
+        raise
+    if health is not None:
+        health.ok()
+    return images[:rows]
+
+
+def make_forward(health: Health) -> Any:
+    """The ``forward`` callable of one model's batcher."""
+
+    def forward(generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None, device: torch.device,
+                max_batch: int) -> np.ndarray:
+        return guarded_forward(generator, z, labels, device, max_batch, health=health)
+
+    return forward

@@ -1,0 +1,111 @@
+"""What the benchmarks share: the machine description, medians and spreads, and writing a
+generated table into docs/performance.md between markers (so re-running regenerates it)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "performance.md"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def busy_processes() -> list[str]:
+    """Other processes using the CPU right now (e.g. a training run): they contaminate the numbers."""
+    try:
+        out = subprocess.run(["ps", "-eo", "pid,pcpu,args", "--sort=-pcpu"], capture_output=True, text=True,
+                             timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    me = {os.getpid(), os.getppid()}
+    busy = []
+    for line in out.splitlines()[1:]:
+        parts = line.split(None, 2)
+        if len(parts) < 3:
+            continue
+        pid, pcpu, args = int(parts[0]), float(parts[1]), parts[2]
+        if pid not in me and pcpu >= 20.0:
+            busy.append(f"pid {pid} at {pcpu:.0f}% CPU: {args[:110]}")
+    return busy
+
+
+def machine_lines(device: str = "cpu") -> list[str]:
+    import torch
+
+    lines = [
+        f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores; device: {device}"
+        + (f" ({torch.cuda.get_device_name()})" if device.startswith("cuda") else ""),
+        f"- Python {platform.python_version()}, torch {torch.__version__} "
+        f"(default threads {torch.get_num_threads()}), {platform.system()} {platform.release()}",
+        f"- load average before the run (1, 5, 15 min): {load_average()}",
+    ]
+    busy = busy_processes()
+    if busy:
+        lines.append("- **contention: other processes were using the CPU during this run** "
+                     "(the numbers are lower than on an idle machine):")
+        lines += [f"  - {b}" for b in busy]
+    else:
+        lines.append("- no other process was using the CPU at the start")
+    return lines
+
+
+def command_line() -> str:
+    return "python " + " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+
+
+def median(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def spread(xs: Sequence[float], fmt: str = "{:.0f}") -> str:
+    """``median (min–max)`` of repetitions; just the value when there is one."""
+    if not xs:
+        return "–"
+    if len(xs) == 1:
+        return fmt.format(xs[0])
+    return f"{fmt.format(median(xs))} ({fmt.format(min(xs))}–{fmt.format(max(xs))})"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def write_section(name: str, text: str, doc: Path = DOC) -> None:
+    """Replace what lies between ``<!-- bench:NAME:start -->`` and ``<!-- bench:NAME:end -->`` in ``doc``."""
+    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
+    body = doc.read_text() if doc.exists() else ""
+    block = f"{start}\n{text.rstrip()}\n{end}"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if pattern.search(body):
+        body = pattern.sub(lambda _: block, body)
+    else:
+        body = body.rstrip() + ("\n\n" if body else "") + block + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    tmp = doc.with_suffix(".tmp")
+    tmp.write_text(body)
+    tmp.replace(doc)

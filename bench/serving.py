@@ -1,0 +1,638 @@
+"""Serving benchmark: ganserve against the naive baseline, on this machine, in one run.
+
+    python bench/serving.py                 # the full run (~11 min): writes the tables into docs/performance.md
+    python bench/serving.py --quick         # a smoke run (~20 s): prints the tables only
+
+What it measures, in this order:
+
+1. the two ceilings of the work, in-process: the generator's batched forward pass (images/s
+   at batch 64, with 1 and with 2 torch threads) and, separately, the PNG/GIF encode costs;
+2. both servers under uvicorn (same flags), loaded by ``wrk`` (else a small asyncio client)
+   with random labels and seeds at 1, 8, 64 and 256 connections, plus the no-op ceiling
+   (ganserve's cheapest route, ``/healthz``, at 64 connections with the same load generator).
+   Repetitions interleave the servers, so slow drift of the machine hits both alike;
+3. a 48-frame interpolation GIF against 48 single-image requests.
+
+The limit of the machine for this work is 1 / (1/no-op req/s + 1/raw batched images/s).
+Random seeds (0…2^31−2) make ganserve's cache of seeded images (512 entries) practically
+never hit; the cache hit count is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import torch
+
+from bench.common import (
+    ROOT,
+    command_line,
+    load_average,
+    machine_lines,
+    markdown_table,
+    median,
+    spread,
+    write_section,
+)
+from bench.loadgen import LoadResult, fetch_all, have_wrk, run_async, run_load
+
+DEFAULT_CHECKPOINT = ROOT / "checkpoints" / "mnist-cgan"
+GIF_FRAMES = 48
+
+
+# --- the checkpoint ---------------------------------------------------------------------------
+
+
+def prepare_checkpoint(src: Path, dest_root: Path) -> tuple[Path, str]:
+    """A stable copy of ``src`` in ``dest_root`` (a training run may rewrite ``src`` meanwhile);
+    a random-init generator of the shipped architecture when ``src`` does not exist."""
+    from training.checkpoint import CheckpointError, load_generator, save_checkpoint
+
+    if not (src / "config.json").exists():
+        from training.models import build_generator
+
+        kwargs = {"z_dim": 100, "num_classes": 10, "channels": 1, "resolution": 28, "ngf": 64,
+                  "upsample": "convT", "bn": "before-act"}
+        torch.manual_seed(0)
+        gen = build_generator("DCGenerator", kwargs).eval()
+        names = [str(i) for i in range(10)]
+        save_checkpoint(dest_root / "bench-cgan", gen, {
+            "name": "bench-cgan", "family": "cgan", "description": "random-init generator of the shipped shape",
+            "generator": {"class": "DCGenerator", "kwargs": kwargs}, "z_dim": 100, "num_classes": 10,
+            "class_names": names, "image": {"channels": 1, "height": 28, "width": 28}, "sampleable": True,
+            "dataset": {"name": "synthetic", "num_images": 0, "class_names": names},
+            "training": {"command": "bench", "epochs": 0, "seconds": 0.0, "seed": 0, "git_commit": None},
+            "metrics": {}})
+        return dest_root / "bench-cgan", f"random-init stand-in for {src.name} (not found)"
+    dest = dest_root / src.name
+    for _ in range(20):  # the folder may be mid-rewrite: copy until the copy verifies
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(src, dest)
+        try:
+            _, cfg = load_generator(dest)
+            return dest, f"{src.relative_to(ROOT) if src.is_relative_to(ROOT) else src} " \
+                         f"(copy; {cfg.training.epochs} epochs)"
+        except CheckpointError:
+            time.sleep(0.5)
+    raise SystemExit(f"{src}: could not copy a consistent checkpoint")
+
+
+# --- in-process ceilings --------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def forward_rate(path: Path, device: torch.device, batch: int, threads: int, seconds: float,
+                 served: bool = True) -> float:
+    """Images/s of the generator's forward pass alone at ``batch`` (inference mode, ``threads`` torch
+    threads), as ganserve runs it (``served``: after ``prepare_for_inference``) or as loaded."""
+    from app.batcher import prepare_for_inference
+    from training.checkpoint import load_generator
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g, cfg = load_generator(path, device)
+        if served:
+            g = prepare_for_inference(g)
+        z = torch.randn(batch, cfg.z_dim, device=device)
+        y = torch.randint(0, max(cfg.num_classes, 1), (batch,), device=device) if cfg.num_classes else None
+        with torch.inference_mode():
+            for _ in range(3):
+                g(z, y)
+            _sync(device)
+            n, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                g(z, y)
+                n += 1
+            _sync(device)
+            return n * batch / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
+
+
+def encode_costs(path: Path, seconds: float) -> dict[str, float]:
+    """µs per single-image PNG (scale 1 and 4), ms per 48-frame GIF (scale 1 and 4)."""
+    from app.imaging import encode_gif, encode_grid
+    from training.checkpoint import load_generator
+    from training.images import to_uint8
+
+    g, cfg = load_generator(path)
+    with torch.inference_mode():
+        labels = torch.full((GIF_FRAMES,), 3) if cfg.num_classes else None
+        frames = to_uint8(g(torch.randn(GIF_FRAMES, cfg.z_dim), labels))
+
+    def per_call(fn, *args) -> float:
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds or n < 3:
+            fn(*args)
+            n += 1
+        return (time.perf_counter() - start) / n
+
+    return {
+        "png1_us": per_call(encode_grid, frames[:1], 1) * 1e6,
+        "png4_us": per_call(encode_grid, frames[:1], 4) * 1e6,
+        "gif1_ms": per_call(encode_gif, frames, 1, 12) * 1e3,
+        "gif4_ms": per_call(encode_gif, frames, 4, 12) * 1e3,
+    }
+
+
+# --- servers --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+UVICORN_FLAGS = ["--host", "127.0.0.1", "--no-access-log", "--log-level", "warning"]
+
+
+@dataclass
+class Server:
+    name: str
+    app: str
+    env: dict[str, str]
+    ready_path: str
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+    prefix: list[str] = field(default_factory=lambda: [sys.executable, "-m"])
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, log_dir: Path) -> None:
+        self.log = log_dir / f"{self.name}.log"
+        cmd = [*self.prefix, "uvicorn", self.app, "--port", str(self.port), *UVICORN_FLAGS]
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **self.env}, stdout=out,
+                                         stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        until = time.monotonic() + timeout
+        while time.monotonic() < until:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{self.name} exited: {self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.base + self.ready_path, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit(f"{self.name} not ready after {timeout}s: {self.log_tail()}")
+
+    def get(self, path: str) -> str:
+        with urllib.request.urlopen(self.base + path, timeout=10) as r:
+            return str(r.read().decode())
+
+    def thread_cpu(self) -> dict[int, float]:
+        """CPU seconds (user + system) used so far by each thread of the server process (Linux)."""
+        assert self.proc is not None
+        out: dict[int, float] = {}
+        for task in Path(f"/proc/{self.proc.pid}/task").glob("*"):
+            try:
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            out[int(task.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return out
+
+    def load(self, tool: str, path: str, classes: int, conns: int, duration: float) -> LoadResult:
+        """One load point; records the server's CPU time per thread and the load generator's CPU time."""
+        assert self.proc is not None
+        before, client_before = self.thread_cpu(), _children_cpu()
+        r = run_load(tool, self.base, path, classes, conns, duration)
+        after = self.thread_cpu()
+        delta = {tid: after[tid] - before.get(tid, 0.0) for tid in after}
+        main = delta.pop(self.proc.pid, 0.0)
+        worker = max(delta.values(), default=0.0)
+        r.server_cpu_s = main + sum(delta.values())
+        r.thread_cpu_s = {"event loop (main thread)": main, "busiest other thread": worker,
+                          "all other threads": sum(delta.values()) - worker}
+        if tool == "wrk":
+            r.client_cpu_s = _children_cpu() - client_before
+        return r
+
+    def log_tail(self) -> str:
+        return self.log.read_text()[-2000:] if self.log and self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _children_cpu() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def scrape(server: Server, model: str) -> dict[str, float]:
+    """Mean batch size and cache lookups from ganserve's /metrics."""
+    text = server.get("/metrics")
+
+    def value(pattern: str) -> float:
+        m = re.search(pattern, text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    q = re.escape(f'model="{model}"')
+    return {
+        "batches": value(rf"^ganserve_batch_size_count{{{q}}} (\S+)"),
+        "rows": value(rf"^ganserve_batch_size_sum{{{q}}} (\S+)"),
+        "requests_in_batches": value(rf"^ganserve_batch_requests_sum{{{q}}} (\S+)"),
+        "cache_hit": value(r'^ganserve_cache_total{result="hit"} (\S+)'),
+        "cache_miss": value(r'^ganserve_cache_total{result="miss"} (\S+)'),
+    }
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    noop: list[LoadResult] = field(default_factory=list)
+    runs: dict[tuple[str, int], list[LoadResult]] = field(default_factory=dict)
+    forward: dict[int, list[float]] = field(default_factory=dict)  # threads → images/s at batch 64
+    forward_loaded: dict[int, list[float]] = field(default_factory=dict)  # the same, generator as loaded
+    forward1: dict[int, list[float]] = field(default_factory=dict)  # threads → images/s at batch 1
+    encode: dict[str, float] = field(default_factory=dict)
+    interp: dict[str, list[float]] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
+    profile: list[tuple[str, float]] | None = None
+
+
+def interpolation_timings(ganserve: Server, naive: Server, classes: int, reps: int) -> dict[str, list[float]]:
+    """Seconds: one 48-frame GIF vs 48 single images (one connection in a row, or 48 at once)."""
+    rng = random.Random(1)
+    out: dict[str, list[float]] = {}
+
+    def seeds() -> tuple[int, int, int]:
+        return rng.randrange(2**31), rng.randrange(2**31), rng.randrange(classes) if classes else 0
+
+    def add(key: str, base: str, paths: list[str], concurrency: int) -> None:
+        seconds, _, statuses = run_async(fetch_all(base, paths, concurrency))
+        if set(statuses) != {200}:
+            raise SystemExit(f"{key}: unexpected statuses {dict(statuses)}")
+        out.setdefault(key, []).append(seconds)
+
+    lab = "&label={}" if classes else ""
+    for _ in range(reps):
+        for scale in (1, 4):
+            a, b, c = seeds()
+            gif = f"/interpolate?from_seed={a}&to_seed={b}&frames={GIF_FRAMES}&fps=24&scale={scale}" + lab.format(c)
+            add(f"gif{scale}", ganserve.base, [gif], 1)
+        a, _, c = seeds()
+        singles = [f"/generate?seed={a + i}" + lab.format(c) for i in range(GIF_FRAMES)]
+        add("singles_seq", ganserve.base, singles, 1)
+        a, _, c = seeds()
+        singles = [f"/generate?seed={a + i}" + lab.format(c) for i in range(GIF_FRAMES)]
+        add("singles_par", ganserve.base, singles, GIF_FRAMES)
+        a, _, c = seeds()
+        singles = [f"/generate?seed={a + i}" + lab.format(c) for i in range(GIF_FRAMES)]
+        add("naive_seq", naive.base, singles, 1)
+    return out
+
+
+def run(args: argparse.Namespace) -> Results:
+    res = Results()
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    tool = args.loadgen if args.loadgen != "auto" else ("wrk" if have_wrk() else "python")
+    args.tool = tool
+    tmp = Path(tempfile.mkdtemp(prefix="ganserve-bench-"))
+    try:
+        ckpt, args.ckpt_note = prepare_checkpoint(Path(args.checkpoint).resolve(), tmp)
+        from training.checkpoint import read_config
+
+        cfg = read_config(ckpt)
+        classes = cfg.num_classes
+        print(f"checkpoint: {args.ckpt_note}; load generator: {tool}; device: {device}", flush=True)
+
+        # 1. in-process ceilings (nothing else of ours running)
+        fwd_seconds = 0.3 if args.quick else 2.0
+        threads_list = [1, 2] if device.type == "cpu" else [torch.get_num_threads()]
+        for _ in range(args.reps):
+            for t in threads_list:
+                res.forward.setdefault(t, []).append(forward_rate(ckpt, device, 64, t, fwd_seconds))
+                res.forward_loaded.setdefault(t, []).append(forward_rate(ckpt, device, 64, t, fwd_seconds, False))
+                res.forward1.setdefault(t, []).append(forward_rate(ckpt, device, 1, t, fwd_seconds / 2))
+        res.encode = encode_costs(ckpt, 0.2 if args.quick else 1.0)
+        print("forward images/s at batch 64:", {t: f"{median(v):.0f}" for t, v in res.forward.items()}, flush=True)
+
+        # 2. the servers
+        ganserve = Server("ganserve", "app.main:app", {
+            "GANSERVE_CHECKPOINTS": str(tmp), "GANSERVE_DEFAULT_MODEL": ckpt.name, "GANSERVE_DEVICE": str(device),
+            "GANSERVE_LOG_LEVEL": "WARNING"}, "/readyz")
+        naive = Server("naive", "bench.naive_server:app", {"NAIVE_CHECKPOINT": str(ckpt)}, "/healthz")
+        servers = [naive, ganserve]
+        try:
+            for s in servers:
+                s.start(tmp)
+            for s in servers:
+                s.wait_ready()
+            warm = 1.0 if args.quick else 3.0
+            for s in servers:  # warm-up: first requests allocate, JIT-select kernels, fill pools
+                s.load(tool, "/generate", classes, 8, warm)
+            for rep in range(args.reps):
+                res.noop.append(ganserve.load(tool, "/healthz", classes, 64, args.duration))
+                for conns in args.conns:
+                    for s in servers:
+                        r = s.load(tool, "/generate", classes, conns, args.duration)
+                        res.runs.setdefault((s.name, conns), []).append(r)
+                        print(f"rep {rep + 1}/{args.reps} {s.name:8s} c={conns:3d}: {r.rps:7.0f} req/s  "
+                              f"p50 {r.p50_ms:7.1f} ms  p99 {r.p99_ms:7.1f} ms  {r.cpu_us:6.0f} µs CPU/req  "
+                              f"statuses {r.statuses}"
+                              + (f"  socket errors {r.socket_errors}" if r.socket_errors else ""), flush=True)
+                print(f"rep {rep + 1}/{args.reps} no-op /healthz c=64: {res.noop[-1].rps:.0f} req/s, "
+                      f"{res.noop[-1].cpu_us:.0f} µs CPU/req", flush=True)
+            res.stats = scrape(ganserve, ckpt.name)
+            res.interp = interpolation_timings(ganserve, naive, classes, 1 if args.quick else 5)
+        finally:
+            for s in servers:
+                s.stop()
+        if args.profile:
+            res.profile = profile_ganserve(args, tmp, ckpt, classes, device)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return res
+
+
+# --- the profile ------------------------------------------------------------------------------------
+
+# Where the event loop's time inside request handling goes: (group, path fragments), first match wins.
+PROFILE_GROUPS = [
+    ("uvicorn: HTTP parsing and writing", ("uvicorn/", "httptools", "h11")),
+    ("batcher hand-off (queue, futures, executor)", ("app/batcher", "concurrent/futures", "asyncio/queues",
+                                                     "asyncio/futures", "asyncio/tasks")),
+    ("ganserve route code (model, label, latents, ETag, headers)", ("app/routes", "app/generation", "app/service",
+                                                                    "training/", "json/", "hashlib", "numpy",
+                                                                    "torch", "secrets", "random", "urllib/parse.py:q")),
+    ("middleware (metrics, limits, catch-all; FastAPI/Starlette exception and telemetry layers)",
+     ("app/main", "app/metrics", "prometheus_client", "starlette/middleware", "_exception_handler", "fastapi/_body",
+      "fastapi/telemetry", "fastapi/middleware", "opentelemetry", "<frozen os>", "_collections_abc",
+      "starlette/applications", "fastapi/applications")),
+    ("FastAPI routing and query-parameter validation", ("fastapi/", "starlette/", "pydantic", "typing", "urllib/",
+                                                        "anyio", "inspect")),
+]
+
+
+def summarise_profile(session_path: Path) -> list[tuple[str, float]]:
+    """Shares of the main thread's busy time (request handling, HTTP callbacks, batcher) by group."""
+    from pyinstrument.session import Session
+
+    root = Session.load(str(session_path)).root_frame()
+    assert root is not None
+    totals: dict[str, float] = {}
+
+    def group_of(path: str) -> str:
+        for name, parts in PROFILE_GROUPS:
+            if any(p in path for p in parts):
+                return name
+        return "other"
+
+    def walk(frame, inside: bool, parent_group: str) -> None:
+        path = f"{frame.file_path or ''}"
+        starts = frame.function == "run_asgi" or "uvicorn/protocols" in path or "app/batcher" in path
+        inside = inside or starts
+        builtin = not path or path.startswith("<built-in")
+        group = parent_group if builtin else group_of(path)
+        if inside:
+            self_time = frame.time - sum(c.time for c in frame.children)
+            totals[group] = totals.get(group, 0.0) + self_time
+        for child in frame.children:
+            walk(child, inside, group)
+
+    walk(root, False, "other")
+    busy = sum(totals.values()) or 1.0
+    return sorted(((k, v / busy) for k, v in totals.items()), key=lambda kv: -kv[1])
+
+
+def profile_ganserve(args: argparse.Namespace, tmp: Path, ckpt: Path, classes: int, device: torch.device
+                     ) -> list[tuple[str, float]] | None:
+    """Run ganserve under pyinstrument (main thread: the event loop) at 64 connections and summarise."""
+    try:
+        import pyinstrument  # noqa: F401
+    except ImportError:
+        print("pyinstrument is not installed: no profile", flush=True)
+        return None
+    session = tmp / "ganserve.pyisession"
+    server = Server("ganserve-profiled", "app.main:app", {
+        "GANSERVE_CHECKPOINTS": str(tmp), "GANSERVE_DEFAULT_MODEL": ckpt.name, "GANSERVE_DEVICE": str(device),
+        "GANSERVE_LOG_LEVEL": "WARNING"}, "/readyz")
+    server.prefix = [sys.executable, "-m", "pyinstrument", "-r", "session", "-o", str(session), "-i", "0.0005", "-m"]
+    server.start(tmp)
+    try:
+        server.wait_ready()
+        server.load(args.tool, "/generate", classes, 64, 1.0)
+        r = server.load(args.tool, "/generate", classes, 64, args.duration)
+        print(f"profiled ganserve c=64: {r.rps:.0f} req/s (under the profiler)", flush=True)
+    finally:
+        if server.proc is not None:
+            server.proc.send_signal(2)  # SIGINT: uvicorn shuts down, pyinstrument writes the session
+            try:
+                server.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                server.stop()
+    return summarise_profile(session) if session.exists() else None
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+
+def report(args: argparse.Namespace, res: Results, device: str) -> str:
+    noop = [r.rps for r in res.noop]
+    candidates = [*res.forward.values(), *res.forward_loaded.values()]
+    raw = max(candidates, key=median)  # the fastest way we know to run the forward pass
+    limit = 1 / (1 / median(noop) + 1 / median(raw))
+    lines = [
+        f"Command: `{command_line()}` — load generator: "
+        + ("`wrk -t1` with `bench/generate.lua`" if args.tool == "wrk" else "the asyncio client in `bench/loadgen.py`")
+        + f"; {args.duration:g} s per point, {args.reps} repetition(s), interleaved; values are medians "
+          "(min–max over repetitions).",
+        "",
+        *args.header,
+        f"- load average after the run: {load_average()}",
+        f"- checkpoint: {args.ckpt_note}; both servers: `python -m uvicorn … {' '.join(UVICORN_FLAGS)}` "
+        "(uvloop + httptools)",
+        "",
+        "**Ceilings and the limit** (the same run)",
+        "",
+        markdown_table(["what", "value"], [
+            ["no-op route (`/healthz` of ganserve, 64 connections), req/s", spread(noop)],
+            *[[f"raw batched forward as served, batch 64, {t} torch thread(s), images/s", spread(v)]
+              for t, v in res.forward.items()],
+            *[[f"raw batched forward as loaded (no rewrite), batch 64, {t} torch thread(s), images/s", spread(v)]
+              for t, v in res.forward_loaded.items()],
+            *[[f"forward as served at batch 1, {t} torch thread(s), images/s", spread(v)]
+              for t, v in res.forward1.items()],
+            [f"**limit** = 1 / (1/{median(noop):.0f} + 1/{median(raw):.0f}), req/s", f"**{limit:.0f}**"],
+            ["PNG encode of one 28×28 image, scale 1 / scale 4, µs",
+             f"{res.encode['png1_us']:.0f} / {res.encode['png4_us']:.0f}"],
+            [f"GIF encode of {GIF_FRAMES} frames, scale 1 / scale 4, ms",
+             f"{res.encode['gif1_ms']:.1f} / {res.encode['gif4_ms']:.1f}"],
+        ]),
+        "",
+        "**`GET /generate` with random labels and seeds**",
+        "",
+    ]
+    rows = []
+    for conns in args.conns:
+        for name in ("naive", "ganserve"):
+            rs = res.runs.get((name, conns), [])
+            if not rs:
+                continue
+            ratio = [r.p99_ms / r.p50_ms for r in rs if r.p50_ms > 0]
+            rows.append([str(conns), name, spread([r.rps for r in rs]), spread([r.p50_ms for r in rs], "{:.1f}"),
+                         spread([r.p99_ms for r in rs], "{:.1f}"), spread(ratio, "{:.1f}"),
+                         f"{100 * median([r.rps for r in rs]) / limit:.0f}%", f"{median([r.cpu_us for r in rs]):.0f}",
+                         str(sum(r.rejected for r in rs)), str(sum(r.other_errors for r in rs))])
+    lines.append(markdown_table(["conns", "server", "req/s", "p50 ms", "p99 ms", "p99/p50", "of limit",
+                                 "server CPU µs/req", "503s", "other errors"], rows))
+    lines += ["", *cpu_table(args, res)]
+    st = res.stats
+    if st.get("batches"):
+        lines += ["", f"ganserve coalesced {st['requests_in_batches']:.0f} requests into {st['batches']:.0f} forward "
+                      f"passes (mean {st['rows'] / st['batches']:.1f} images per pass); image cache: "
+                      f"{st['cache_hit']:.0f} hits, {st['cache_miss']:.0f} misses (random seeds: the cache does "
+                      "not help here)."]
+    lines += ["", *targets(args, res, limit)]
+    it = res.interp
+    if it:
+        lines += ["", f"**Interpolation: one {GIF_FRAMES}-frame GIF vs {GIF_FRAMES} single images** "
+                      "(wall time of the whole set, ms; median (min–max))", "",
+                  markdown_table(["request(s)", "ms"], [
+                      *[[f"ganserve `/interpolate?frames={GIF_FRAMES}` → GIF, scale {k}",
+                         spread([1e3 * x for x in it[f"gif{k}"]])] for k in (1, 4)],
+                      [f"ganserve {GIF_FRAMES} × `/generate`, one connection, one after another",
+                       spread([1e3 * x for x in it["singles_seq"]])],
+                      [f"ganserve {GIF_FRAMES} × `/generate`, {GIF_FRAMES} connections at once",
+                       spread([1e3 * x for x in it["singles_par"]])],
+                      [f"naive {GIF_FRAMES} × `/generate`, one connection, one after another",
+                       spread([1e3 * x for x in it["naive_seq"]])],
+                  ])]
+    if res.profile:
+        lines += ["", f"**Profile of ganserve's event loop** at 64 connections (pyinstrument, {args.duration:g} s; "
+                      "share of the main thread's busy time in request handling, HTTP callbacks and the batcher; "
+                      "the forward passes and PNG encodes run in the model's worker thread and are not in it)", "",
+                  markdown_table(["where", "share"], [[k, f"{100 * v:.0f}%"] for k, v in res.profile])]
+    return "\n".join(lines)
+
+
+def cpu_table(args: argparse.Namespace, res: Results, conns: int = 64) -> list[str]:
+    """Where the CPU goes at ``conns`` connections: µs per answered request, by thread, and the load generator's."""
+    points = [("no-op `/healthz` (ganserve)", res.noop)]
+    points += [(name, res.runs.get((name, conns), [])) for name in ("naive", "ganserve")]
+    rows = []
+    for label, rs in points:
+        if not rs:
+            continue
+
+        def per_req(get, rs=rs) -> str:
+            return f"{median([1e6 * get(r) / r.requests for r in rs if r.requests]):.0f}"
+
+        rows.append([label, per_req(lambda r: r.server_cpu_s),
+                     per_req(lambda r: r.thread_cpu_s.get("event loop (main thread)", float("nan"))),
+                     per_req(lambda r: r.thread_cpu_s.get("busiest other thread", float("nan"))),
+                     per_req(lambda r: r.thread_cpu_s.get("all other threads", float("nan"))),
+                     per_req(lambda r: r.client_cpu_s)])
+    return [f"**CPU per answered request at {conns} connections** (µs; from /proc, so other load on the machine "
+            "does not inflate it much; ganserve's busiest other thread is the model's forward/encode worker, the "
+            "naive server's is one of its thread-pool threads)", "",
+            markdown_table(["server", "server total", "event loop thread", "busiest other thread",
+                            "all other threads", "load generator"], rows)]
+
+
+def targets(args: argparse.Namespace, res: Results, limit: float) -> list[str]:
+    def med(name: str, conns: int, attr: str) -> float:
+        return median([getattr(r, attr) for r in res.runs.get((name, conns), [])])
+
+    out = ["**Targets** (issue 6)", ""]
+    rows = []
+    if 64 in args.conns:
+        g, n = med("ganserve", 64, "rps"), med("naive", 64, "rps")
+        p50, p99 = med("ganserve", 64, "p50_ms"), med("ganserve", 64, "p99_ms")
+        rows += [
+            ["64 conns: ≥ 75% of the limit", f"{g:.0f} / {limit:.0f} = {100 * g / limit:.0f}%", _ok(g >= 0.75 * limit)],
+            ["64 conns: ≥ 2.5× the baseline", f"{g:.0f} / {n:.0f} = {g / n:.2f}×", _ok(g >= 2.5 * n)],
+            ["64 conns: p99 ≤ 3× p50", f"{p99:.1f} / {p50:.1f} ms = {p99 / p50:.1f}×", _ok(p99 <= 3 * p50)],
+        ]
+    if 1 in args.conns:
+        g1, n1 = med("ganserve", 1, "p50_ms"), med("naive", 1, "p50_ms")
+        rows.append(["1 conn: p50 no worse than the baseline", f"{g1:.2f} vs {n1:.2f} ms", _ok(g1 <= n1)])
+    if 256 in args.conns:
+        rs = res.runs.get(("ganserve", 256), [])
+        other = sum(r.other_errors for r in rs)
+        worst = max((r.max_ms for r in rs), default=float("nan"))
+        p99 = med("ganserve", 256, "p99_ms")
+        rows.append(["256 conns: no errors but deliberate 503s; bounded latency",
+                     f"{other} other errors, {sum(r.rejected for r in rs)} 503s; p99 {p99:.0f} ms, max {worst:.0f} ms",
+                     _ok(other == 0 and worst < 30_000)])
+    out.append(markdown_table(["target", "measured", "met"], rows))
+    return out
+
+
+def _ok(flag: bool) -> str:
+    return "yes" if flag else "**no**"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="checkpoint folder (copied first)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per load point")
+    p.add_argument("--reps", type=int, default=3, help="repetitions (interleaved) for medians and spread")
+    p.add_argument("--conns", default="1,8,64,256", help="comma-separated connection counts")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
+                   help="also profile ganserve's event loop with pyinstrument (default: yes, except with --quick)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 s per point, 1 repetition, prints only")
+    p.add_argument("--write", action=argparse.BooleanOptionalAction, default=None,
+                   help="write the tables into docs/performance.md (default: yes, except with --quick)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.duration, args.reps = 1.0, 1
+    args.conns = [int(c) for c in args.conns.split(",")]
+    if args.profile is None:
+        args.profile = not args.quick
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    args.header = machine_lines(device)  # before the run: is anything else using the CPU?
+    res = run(args)
+    text = report(args, res, device)
+    print(text)
+    if args.write if args.write is not None else not args.quick:
+        write_section("serving", text)
+        print("\nwritten to docs/performance.md", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""Training-step benchmark: images/s of each family's training step, the plain way vs tuned.
+
+    python bench/training.py            # the full run (~12 min on a busy 2-core machine): writes the table
+    python bench/training.py --quick    # a smoke run (seconds): prints the table only
+
+Every variant runs the real ``training.loop.Trainer`` step (D and G updates, EMA) on
+random 28×28 grey batches of 64 with 10 classes, the shape of the shipped MNIST models:
+
+* **reference** — the plain loop: ``.item()`` on every loss after every step (one sync per
+  step, as a loop printing its losses does), torch's default thread count, no channels-last;
+* **tuned** variants — the losses stay tensors (the loop syncs once per ``log_every`` steps),
+  with 1 or 2 torch threads, and channels-last memory format for the convolutional families.
+
+Repetitions interleave the variants so that drift of the machine hits all alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from bench.common import command_line, machine_lines, markdown_table, median, spread, write_section
+
+BATCH = 64
+CONV_FAMILIES = {"dcgan", "cgan", "acgan", "wgan-gp", "conv-ae"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    threads: int  # 0: torch's default
+    channels_last: bool
+    sync_every_step: bool
+
+
+REFERENCE = Variant("reference", 0, False, True)
+
+
+def variants(family: str, quick: bool) -> list[Variant]:
+    tuned = [Variant(f"{t} thread{'s' if t > 1 else ''}{', channels-last' if cl else ''}", t, cl, False)
+             for t in (1, 2) for cl in (False, True) if not cl or family in CONV_FAMILIES]
+    if quick:
+        tuned = tuned[:1]
+    return [REFERENCE, *tuned]
+
+
+def make_trainer(family: str, v: Variant) -> tuple[object, torch.Tensor, torch.Tensor]:
+    from training.config import TrainConfig
+    from training.data import ImageData, to_float
+    from training.loop import Dist, Trainer
+    from training.models import get_family
+
+    g = torch.Generator().manual_seed(0)
+    data = ImageData("bench", torch.randint(0, 256, (BATCH * 4, 1, 28, 28), dtype=torch.uint8, generator=g),
+                     torch.randint(0, 10, (BATCH * 4,), generator=g), [str(i) for i in range(10)])
+    cfg = TrainConfig(family=family, dataset="bench", out="/nonexistent", batch_size=BATCH, device="cpu",
+                      channels_last=v.channels_last, threads=v.threads, tensorboard=False, progress=False).resolved()
+    trainer = Trainer(cfg, get_family(family), data, Dist(), torch.device("cpu"))
+    x = to_float(data.images[:BATCH].clone())
+    if v.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return trainer, x, data.labels[:BATCH].clone()
+
+
+def images_per_second(family: str, v: Variant, warmup: int, seconds: float, min_steps: int) -> float:
+    default = torch.get_num_threads()
+    torch.set_num_threads(v.threads or default)
+    try:
+        trainer, x, y = make_trainer(family, v)
+        step = trainer.step  # type: ignore[attr-defined]
+        for _ in range(warmup):
+            out = step(x, y)
+        [float(t) for t in out.values()]
+        steps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds or steps < min_steps:
+            out = step(x, y)
+            if v.sync_every_step:
+                _ = {k: t.item() for k, t in out.items()}
+            steps += 1
+        [float(t) for t in out.values()]  # the tuned loop's one sync at its next log line
+        return steps * BATCH / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(default)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from training.models import family_names
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--families", default=None, help="comma-separated families (default: all; --quick: mlp-gan,cgan)")
+    p.add_argument("--seconds", type=float, default=2.0, help="timed seconds per variant and repetition")
+    p.add_argument("--reps", type=int, default=3, help="repetitions (interleaved)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: two families, a few steps, reference + one tuned variant")
+    p.add_argument("--write", action=argparse.BooleanOptionalAction, default=None,
+                   help="write the table into docs/performance.md (default: yes, except with --quick)")
+    args = p.parse_args(argv)
+    families = (args.families or ("mlp-gan,cgan" if args.quick else ",".join(family_names()))).split(",")
+    warmup, min_steps = (1, 2) if args.quick else (5, 10)
+    if args.quick:
+        args.seconds, args.reps = 0.0, 1
+    header = machine_lines("cpu")
+    results: dict[tuple[str, str], list[float]] = {}
+    for rep in range(args.reps):
+        for fam in families:
+            for v in variants(fam, args.quick):
+                r = images_per_second(fam, v, warmup, args.seconds, min_steps)
+                results.setdefault((fam, v.name), []).append(r)
+                print(f"rep {rep + 1}/{args.reps} {fam:8s} {v.name:28s} {r:8.0f} images/s", flush=True)
+
+    rows = []
+    for fam in families:
+        ref = results[(fam, REFERENCE.name)]
+        tuned = {v.name: results[(fam, v.name)] for v in variants(fam, args.quick) if v is not REFERENCE}
+        best = max(tuned, key=lambda k: median(tuned[k]))
+        rows.append([fam, spread(ref), spread(tuned[best]), best, f"{median(tuned[best]) / median(ref):.2f}×",
+                     "; ".join(f"{k}: {median(vals):.0f}" for k, vals in tuned.items())])
+    text = "\n".join([
+        f"Command: `{command_line()}` — batch {BATCH}, 28×28×1, 10 classes, CPU; {args.seconds:g} s per variant, "
+        f"{args.reps} repetition(s), interleaved; images/s as median (min–max).",
+        "",
+        *header,
+        "",
+        markdown_table(["family", "reference images/s", "best tuned images/s", "best tuned variant", "speed-up",
+                        "all tuned variants (median images/s)"], rows),
+    ])
+    print(text)
+    if args.write if args.write is not None else not args.quick:
+        write_section("training", text)
+        print("\nwritten to docs/performance.md", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

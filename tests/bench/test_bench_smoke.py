@@ -1,0 +1,36 @@
+"""The benchmarks start and print their tables on the short setting (the real runs are in the README)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_bench(script: str, timeout: float) -> str:
+    out = subprocess.run([sys.executable, f"bench/{script}", "--quick"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=timeout)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "docs/performance.md" not in out.stdout  # --quick prints only: the document is left alone
+    return out.stdout
+
+
+@pytest.mark.slow
+def test_serving_bench_quick() -> None:
+    text = run_bench("serving.py", 45)
+    assert "| conns | server | req/s |" in text
+    for conns in (1, 8, 64, 256):
+        assert f"| {conns} | naive |" in text and f"| {conns} | ganserve |" in text
+    assert "**limit**" in text and "| target | measured | met |" in text
+    assert "/interpolate?frames=48" in text
+
+
+@pytest.mark.slow
+def test_training_bench_quick() -> None:
+    text = run_bench("training.py", 30)
+    assert "| family | reference images/s |" in text
+    assert "| mlp-gan |" in text and "| cgan |" in text
