@@ -25,5 +25,12 @@ typecheck:
 pytest:
 	$(PYTHON) -m pytest -q -p no:cacheprovider --durations=15
 
-screenshots:
+screenshots:  ## regenerate docs/screenshots/ from the shipped checkpoints
 	$(PYTHON) scripts/screenshots.py
+
+bench:  ## serving (vs a naive server) and training benchmarks → docs/performance.md
+	$(PYTHON) bench/serving.py
+	$(PYTHON) bench/training.py
+
+experiments:  ## re-run the seed articles' experiments → docs/experiments.md (hours of CPU)
+	$(PYTHON) -m training experiments
