@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-COMMANDS: tuple[str, ...] = ("train-evaluator", "evaluate")
+COMMANDS: tuple[str, ...] = ("bars", "train-evaluator", "evaluate")
 EVALUATOR_DATASETS = ("fashion-mnist", "mnist", "synthetic")
 # Defaults per dataset: the 4.5k-image MNIST subset needs more epochs and stronger augmentation.
 EPOCHS = {"fashion-mnist": 15, "mnist": 40, "synthetic": 10}
@@ -83,12 +83,23 @@ def add_commands(sub: Any) -> None:
     e.add_argument("--no-write", action="store_true", help="print the metrics without touching config.json")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
 
+    b = sub.add_parser("bars", help="markdown table: each checkpoint's training time, key metrics and quality bars")
+    b.add_argument("folder", nargs="?", default="checkpoints", help="folder of checkpoint folders")
+
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "train-evaluator":
         return cmd_train_evaluator(args)
     if args.command == "evaluate":
         return cmd_evaluate(args)
+    if args.command == "bars":
+        from training.evaluation.bars import table
+
+        if not Path(args.folder).is_dir():
+            print(f"error: {args.folder}: not a folder of checkpoints", file=sys.stderr)
+            return 2
+        print(table(args.folder))
+        return 0
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -1,0 +1,36 @@
+"""The shipped-checkpoint quality bars, on metrics with a known verdict."""
+
+from tests.evaluation.conftest import make_checkpoint
+from training.evaluation.bars import check, table
+
+GOOD = {"num_samples": 10_000, "accuracy": 0.95, "sample_accuracy_real": 0.96,
+        "accuracy_per_class": {"a": 0.9, "b": 0.85}, "coverage": 0.9, "memorization_fraction": 0.01,
+        "modes_covered": 10, "num_modes": 10, "kl_to_uniform": 0.02}
+
+
+def test_a_good_conditional_model_clears_every_bar():
+    assert all(check(GOOD, conditional=True).values())
+
+
+def test_each_bar_catches_its_failure():
+    assert check({**GOOD, "accuracy": 0.90}, True)["accuracy ≥ 0.95 × real"] is False
+    assert check({**GOOD, "accuracy_per_class": {"a": 0.99, "b": 0.79}}, True)["every class ≥ 0.8"] is False
+    assert check({**GOOD, "coverage": 0.79}, True)["coverage ≥ 0.8"] is False
+    assert check({**GOOD, "memorization_fraction": 0.03}, True)["memorisation ≤ 2 %"] is False
+    assert check({**GOOD, "modes_covered": 9}, False)["all classes, KL ≤ 0.1"] is False
+    assert check({**GOOD, "kl_to_uniform": 0.2}, False)["all classes, KL ≤ 0.1"] is False
+
+
+def test_too_few_samples_or_missing_metrics_are_not_judged():
+    assert set(check({**GOOD, "num_samples": 500}, True).values()) == {None}
+    assert check({"num_samples": 10_000}, True)["coverage ≥ 0.8"] is None
+
+
+def test_table_lists_checkpoints_and_says_when_unevaluated(tmp_path):
+    make_checkpoint(tmp_path / "tiny")
+    make_checkpoint(tmp_path / "auto", sampleable=False)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{")
+    md = table(tmp_path)
+    assert "| tiny | cgan | mnist | 1 |" in md and "not evaluated" in md
+    assert "| broken | – |" in md and "unreadable" in md

@@ -1,0 +1,69 @@
+"""The quality bars a shipped checkpoint must clear, checked against the metrics in its config.json.
+
+``python -m training bars [FOLDER]`` prints one markdown row per checkpoint: how long it
+trained, its key numbers and which bars it clears. Bars (measured by ``evaluate`` on 10k
+samples): conditional sample accuracy ≥ 0.95 × the evaluator's real-test accuracy, every
+class ≥ 0.8; coverage ≥ 0.8; memorisation ≤ 2 %; unconditional models cover every class
+with KL to uniform ≤ 0.1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from training.checkpoint import CheckpointError, read_config
+
+MIN_SAMPLES = 10_000
+
+
+def check(metrics: dict[str, Any], conditional: bool) -> dict[str, bool | None]:
+    """Bar name → cleared (None when the metric is missing)."""
+
+    def get(key: str) -> Any:
+        return metrics.get(key)
+
+    out: dict[str, bool | None] = {}
+    if conditional:
+        acc, real = get("accuracy"), get("sample_accuracy_real")
+        out["accuracy ≥ 0.95 × real"] = None if acc is None or real is None else acc >= 0.95 * real
+        per = get("accuracy_per_class") or {}
+        out["every class ≥ 0.8"] = None if not per else min(v for v in per.values() if v is not None) >= 0.8
+    else:
+        modes, k, kl = get("modes_covered"), get("num_modes"), get("kl_to_uniform")
+        out["all classes, KL ≤ 0.1"] = None if None in (modes, k, kl) else modes == k and kl <= 0.1
+    cov, mem = get("coverage"), get("memorization_fraction")
+    out["coverage ≥ 0.8"] = None if cov is None else cov >= 0.8
+    out["memorisation ≤ 2 %"] = None if mem is None else mem <= 0.02
+    if (get("num_samples") or 0) < MIN_SAMPLES:
+        out = {k: None for k in out}  # too few samples to judge
+    return out
+
+
+def _num(metrics: dict[str, Any], key: str, digits: int = 3) -> str:
+    v = metrics.get(key)
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def table(folder: str | Path) -> str:
+    rows = ["| checkpoint | family | dataset | epochs | train min | FID (floor) | accuracy (real) | coverage | "
+            "bars cleared |", "| --- | --- | --- | ---: | ---: | --- | --- | ---: | --- |"]
+    for path in sorted(p for p in Path(folder).iterdir() if (p / "config.json").exists()):
+        try:
+            cfg = read_config(path)
+        except CheckpointError as e:
+            rows.append(f"| {path.name} | – | – | – | – | – | – | – | unreadable: {e} |")
+            continue
+        m = cfg.metrics
+
+        bars = check(m, cfg.conditional) if cfg.sampleable else {}
+        if not m:
+            verdict = "not evaluated"
+        elif not bars:
+            verdict = "reconstruction only"
+        else:
+            verdict = ", ".join(f"{name} {'✓' if ok else ('✗' if ok is False else '?')}" for name, ok in bars.items())
+        rows.append(f"| {cfg.name} | {cfg.family} | {cfg.dataset.name} | {cfg.training.epochs} | "
+                    f"{cfg.training.seconds / 60:.0f} | {_num(m, 'fid', 1)} ({_num(m, 'fid_floor', 2)}) | "
+                    f"{_num(m, 'accuracy')} ({_num(m, 'sample_accuracy_real')}) | {_num(m, 'coverage')} | {verdict} |")
+    return "\n".join(rows)
