@@ -351,7 +351,7 @@ def checkpoint_config(cfg: TrainConfig, trainer: Trainer, data: ImageData, epoch
         "sampleable": fam.sampleable,
         "dataset": {"name": cfg.dataset, "num_images": len(data), "class_names": data.class_names},
         "training": {
-            "command": cfg.command, "epochs": epochs_done, "seconds": round(seconds, 1), "seed": cfg.seed,
+            "command": cfg.command, "epochs": epochs_done, "seconds": round(seconds, 3), "seed": cfg.seed,
             "git_commit": commit, "images_seen": images_seen, "world_size": world,
             "options": {k: v for k, v in cfg.to_json().items() if k not in ("command", "extra")},
         },
