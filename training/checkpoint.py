@@ -139,14 +139,15 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
-def weights_bytes(generator: nn.Module, dtype: str = "float32") -> bytes:
-    """The generator's state dict as safetensors bytes (float tensors cast to ``dtype``)."""
+def weights_bytes(module: nn.Module, dtype: str = "float32", metadata: dict[str, str] | None = None) -> bytes:
+    """A module's state dict as safetensors bytes (float tensors cast to ``dtype``)."""
     cast = {"float32": torch.float32, "float16": torch.float16}[dtype]
     state = {
         k: (v.detach().to("cpu", cast) if v.is_floating_point() else v.detach().cpu()).contiguous()
-        for k, v in generator.state_dict().items()
+        for k, v in module.state_dict().items()
     }
-    return st_save(state, metadata={"format": "pt", "ganserve_format_version": str(FORMAT_VERSION)})
+    meta = metadata if metadata is not None else {"ganserve_format_version": str(FORMAT_VERSION)}
+    return st_save(state, metadata={"format": "pt", **meta})
 
 
 def save_checkpoint(

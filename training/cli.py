@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from training.config import ConfigError, TrainConfig
+from training.devices import device_available
 from training.models.common import RESOLUTIONS
 
 log = logging.getLogger("training")
@@ -182,7 +183,7 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str], parser: argparse.Ar
         parser.error("--loss applies to the gan objective, not to --family wgan-gp")
     if args.pretrain_d_epochs and args.family != "acgan":
         parser.error("--pretrain-d-epochs needs --family acgan (a discriminator with a class head)")
-    if args.device != "auto" and not _device_ok(args.device):
+    if args.device != "auto" and not device_available(args.device):
         parser.error(f"--device {args.device!r} is not available here (auto, cpu, cuda[:N], mps)")
     cfg = TrainConfig(**opts, tensorboard=not args.no_tensorboard, progress=not args.no_progress,
                       command=_command_line(argv), extra={"resume": args.resume}).resolved()
@@ -205,22 +206,6 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str], parser: argparse.Ar
     return 0
 
 
-def _device_ok(device: str) -> bool:
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        return False
-    if dev.type == "cpu":
-        return True
-    if dev.type == "cuda":
-        return torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()
-    if dev.type == "mps":
-        return torch.backends.mps.is_available()
-    return False
-
-
 def parse_label(value: str | None, class_names: list[str]) -> int | None:
     """A label given as an index or a class name → index (None when not given)."""
     if value is None:
@@ -239,7 +224,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from training.images import make_grid, png_bytes, to_uint8, upscale
     from training.latent import grid_seeds, latents
 
-    if not _device_ok(args.device):
+    if not device_available(args.device):
         print(f"error: --device {args.device!r} is not available here", file=sys.stderr)
         return 2
     try:

@@ -32,6 +32,7 @@ from training import losses
 from training.checkpoint import CheckpointConfig, atomic_write_bytes, save_checkpoint
 from training.config import ConfigError, TrainConfig
 from training.data import ImageData, load_dataset, to_float
+from training.devices import pick_device
 from training.images import make_grid, png_bytes, to_uint8
 from training.latent import latents
 from training.models import ArchOptions, Family, build_generator, get_family
@@ -61,17 +62,6 @@ def setup_distributed(device_setting: str) -> tuple[Dist, torch.device]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return d, device
-
-
-def pick_device(setting: str, local_rank: int = 0) -> torch.device:
-    """``auto``: CUDA (one GPU per local rank), else MPS, else CPU; or an explicit device string."""
-    if setting == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(setting)
 
 
 def git_commit() -> str | None:

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from training.devices import device_available
+
 COMMANDS: tuple[str, ...] = ("bars", "train-evaluator", "evaluate")
 EVALUATOR_DATASETS = ("fashion-mnist", "mnist", "synthetic")
 # Defaults per dataset: the 4.5k-image MNIST subset needs more epochs and stronger augmentation.
@@ -111,20 +113,6 @@ def _set_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
-def _device_ok(device: str) -> bool:
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        return False
-    if dev.type == "cuda":
-        return torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()
-    if dev.type == "mps":
-        return torch.backends.mps.is_available()
-    return dev.type == "cpu"
-
-
 def cmd_train_evaluator(args: argparse.Namespace) -> int:
     from training.data import DatasetError, load_dataset
     from training.evaluation.evaluator import CONFIG, accuracy, save_evaluator, train_evaluator
@@ -181,7 +169,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from training.evaluation.evaluator import EvaluatorError
 
     _set_threads(args.threads)
-    if not _device_ok(args.device):
+    if not device_available(args.device):
         print(f"error: --device {args.device!r} is not available here (cpu, cuda[:N], mps)", file=sys.stderr)
         return 2
     try:

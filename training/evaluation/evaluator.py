@@ -22,11 +22,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 from torch import nn
 from torch.nn import functional as F
 
-from training.checkpoint import atomic_write_bytes, atomic_write_json, sha256_bytes
+from training.checkpoint import atomic_write_bytes, atomic_write_json, sha256_bytes, weights_bytes
 
 FORMAT_VERSION = 1
 CONFIG = "config.json"
@@ -124,10 +123,7 @@ class EvaluatorConfig(_Strict):
 def save_evaluator(out_dir: str | Path, net: EvaluatorNet, config: dict[str, Any],
                    dtype: str = "float32") -> EvaluatorConfig:
     """Write weights then config.json (atomically); ``config`` is all but the weights' sha256/dtype."""
-    cast = {"float32": torch.float32, "float16": torch.float16}[dtype]
-    state = {k: (v.detach().to("cpu", cast) if v.is_floating_point() else v.detach().cpu()).contiguous()
-             for k, v in net.state_dict().items()}
-    data = st_save(state, metadata={"format": "pt", "ganserve_evaluator_format_version": str(FORMAT_VERSION)})
+    data = weights_bytes(net, dtype, {"ganserve_evaluator_format_version": str(FORMAT_VERSION)})
     cfg = EvaluatorConfig.model_validate({**config, "weights_sha256": sha256_bytes(data), "weights_dtype": dtype})
     out = Path(out_dir)
     atomic_write_bytes(out / WEIGHTS, data)
