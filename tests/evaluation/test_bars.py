@@ -34,3 +34,17 @@ def test_table_lists_checkpoints_and_says_when_unevaluated(tmp_path):
     md = table(tmp_path)
     assert "| tiny | cgan | mnist | 1 |" in md and "not evaluated" in md
     assert "| broken | – |" in md and "unreadable" in md
+
+
+def test_write_replaces_only_the_marked_section(tmp_path):
+    from training.evaluation.bars import write_between_markers
+
+    doc = tmp_path / "perf.md"
+    doc.write_text("# Perf\nkeep\n<!-- bars:start -->\nold\n<!-- bars:end -->\ntail\n")
+    write_between_markers(doc, "| new |")
+    assert doc.read_text() == "# Perf\nkeep\n<!-- bars:start -->\n| new |\n<!-- bars:end -->\ntail\n"
+    (tmp_path / "plain.md").write_text("no markers")
+    import pytest
+
+    with pytest.raises(ValueError, match="no <!-- bars:start -->"):
+        write_between_markers(tmp_path / "plain.md", "x")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from training.checkpoint import CheckpointError, read_config
+from training.checkpoint import CheckpointError, atomic_write_bytes, read_config
 
 MIN_SAMPLES = 10_000
 
@@ -67,3 +67,19 @@ def table(folder: str | Path) -> str:
                     f"{cfg.training.seconds / 60:.0f} | {_num(m, 'fid', 1)} ({_num(m, 'fid_floor', 2)}) | "
                     f"{_num(m, 'accuracy')} ({_num(m, 'sample_accuracy_real')}) | {_num(m, 'coverage')} | {verdict} |")
     return "\n".join(rows)
+
+
+START, END = "<!-- bars:start -->", "<!-- bars:end -->"
+
+
+def write_between_markers(path: Path, markdown: str) -> None:
+    """Replace what stands between the bars markers of ``path`` (atomically)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ValueError(f"{path}: unreadable ({e})") from None
+    if START not in text or END not in text or text.index(START) > text.index(END):
+        raise ValueError(f"{path} has no {START} … {END} section")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    atomic_write_bytes(path, f"{head}{START}\n{markdown}\n{END}{tail}".encode())

@@ -87,6 +87,8 @@ def add_commands(sub: Any) -> None:
 
     b = sub.add_parser("bars", help="markdown table: each checkpoint's training time, key metrics and quality bars")
     b.add_argument("folder", nargs="?", default="checkpoints", help="folder of checkpoint folders")
+    b.add_argument("--write", default=None, metavar="MARKDOWN",
+                   help="also replace the table between <!-- bars:start --> and <!-- bars:end --> in this file")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -100,7 +102,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if not Path(args.folder).is_dir():
             print(f"error: {args.folder}: not a folder of checkpoints", file=sys.stderr)
             return 2
-        print(table(args.folder))
+        md = table(args.folder)
+        print(md)
+        if args.write:
+            from training.evaluation.bars import write_between_markers
+
+            try:
+                write_between_markers(Path(args.write), md)
+            except ValueError as e:
+                print(f"error: --write: {e}", file=sys.stderr)
+                return 2
         return 0
     parser.error(f"unknown command {args.command}")
     return 2
