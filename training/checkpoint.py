@@ -8,6 +8,7 @@ alone. Every write is atomic: a temp file in the same folder, fsync, then rename
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -156,20 +157,30 @@ def save_checkpoint(
 ) -> CheckpointConfig:
     """Write a checkpoint folder. ``config`` is everything but the weights' sha256 and dtype.
 
-    Order matters for readers that watch the folder: weights and samples first, then
-    config.json, whose sha256 names the weights; a reader that sees a new config with
-    old weights (or the reverse) refuses the pair until both have landed.
+    Crash-safe at every point: the new weights are first staged under a hidden name that
+    carries their sha256, then config.json is replaced (the commit point), then the staged
+    file is renamed to generator.safetensors. A process killed before the commit leaves the
+    old pair; one killed after it leaves the new config beside its staged weights, which
+    ``load_generator`` finds by the sha256 the config names.
     """
     out = Path(out_dir)
     data = weights_bytes(generator, dtype)
-    cfg = CheckpointConfig.model_validate(
-        {**config, "generator_sha256": sha256_bytes(data), "weights_dtype": dtype}
-    )
-    atomic_write_bytes(out / WEIGHTS, data)
+    digest = sha256_bytes(data)
+    cfg = CheckpointConfig.model_validate({**config, "generator_sha256": digest, "weights_dtype": dtype})
+    staged = staged_weights(out, digest)
+    atomic_write_bytes(staged, data)
     if samples_png is not None:
         atomic_write_bytes(out / SAMPLES, samples_png)
     atomic_write_json(out / CONFIG, cfg.model_dump(mode="json", by_alias=True))
+    os.replace(staged, out / WEIGHTS)
+    for stale in out.glob(".generator-*.safetensors"):  # left by earlier crashes
+        stale.unlink(missing_ok=True)
     return cfg
+
+
+def staged_weights(folder: Path, sha256: str) -> Path:
+    """Where ``save_checkpoint`` stages weights before config.json names them."""
+    return folder / f".generator-{sha256}.safetensors"
 
 
 def read_config(path: str | Path) -> CheckpointConfig:
@@ -213,7 +224,15 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tupl
     try:
         data = wpath.read_bytes()
     except FileNotFoundError:
-        raise CheckpointError(f"{wpath}: missing (only safetensors weights are loaded, never pickles)") from None
+        data = None
+    if data is None or sha256_bytes(data) != cfg.generator_sha256:
+        # A writer killed between its commit (config.json) and its last rename leaves the
+        # weights config.json names under their staging name.
+        staged = staged_weights(folder, cfg.generator_sha256)
+        with contextlib.suppress(FileNotFoundError):
+            data = staged.read_bytes()
+    if data is None:
+        raise CheckpointError(f"{wpath}: missing (only safetensors weights are loaded, never pickles)")
     digest = sha256_bytes(data)
     if digest != cfg.generator_sha256:
         raise CheckpointError(

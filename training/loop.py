@@ -471,6 +471,8 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
                 break
         if result is None:  # nothing left to train (resumed a finished run): still write outputs
             result = save_outputs(max(epoch, start_epoch))
+        if d.world > 1:
+            dist.barrier()  # no rank tears the group down while rank 0 is still writing
     except KeyboardInterrupt:
         # Keep the work: an epoch in progress restarts on --resume, from the current weights.
         save_state(completed)
