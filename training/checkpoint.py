@@ -197,9 +197,14 @@ def read_config(path: str | Path) -> CheckpointConfig:
     try:
         return CheckpointConfig.model_validate(raw)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "(top level)"
-        raise CheckpointError(f"{p}: invalid at {where}: {first['msg']} ({e.error_count()} error(s))") from None
+        raise CheckpointError(describe_invalid(p, e)) from None
+
+
+def describe_invalid(path: Path, error: ValidationError) -> str:
+    """One line naming the file, the first bad field and the reason, for a config that fails validation."""
+    first = error.errors()[0]
+    where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+    return f"{path}: invalid at {where}: {first['msg']} ({error.error_count()} error(s))"
 
 
 def update_metrics(path: str | Path, metrics: dict[str, Any], evaluator_sha256: str | None) -> CheckpointConfig:

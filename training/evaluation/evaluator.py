@@ -25,7 +25,7 @@ from safetensors.torch import load as st_load
 from torch import nn
 from torch.nn import functional as F
 
-from training.checkpoint import atomic_write_bytes, atomic_write_json, sha256_bytes, weights_bytes
+from training.checkpoint import atomic_write_bytes, atomic_write_json, describe_invalid, sha256_bytes, weights_bytes
 
 FORMAT_VERSION = 1
 CONFIG = "config.json"
@@ -142,9 +142,7 @@ def read_evaluator_config(folder: str | Path) -> EvaluatorConfig:
     except OSError as e:
         raise EvaluatorError(f"{p}: unreadable ({e})") from None
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "(top level)"
-        raise EvaluatorError(f"{p}: invalid at {where}: {first['msg']} ({e.error_count()} error(s))") from None
+        raise EvaluatorError(describe_invalid(p, e)) from None
 
 
 def load_evaluator(folder: str | Path, device: str | torch.device = "cpu") -> tuple[EvaluatorNet, EvaluatorConfig]:
