@@ -1,4 +1,4 @@
-"""``GET /``: the front end (a placeholder page until the real one lands in app/static/)."""
+"""``GET /``: the front end, static files from app/static/ (no build step)."""
 
 from __future__ import annotations
 

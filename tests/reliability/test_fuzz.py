@@ -10,7 +10,6 @@ documented status codes, content types and headers, and no traceback or server p
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,21 +18,11 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import (
-    content_type_conformance,
-    negative_data_rejection,
-    not_a_server_error,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
+from schemathesis.checks import negative_data_rejection
 
-from tests.app.conftest import AE, COND, UNCOND
+from tests.app.schema import CHECKS, narrow
 from tests.reliability.conftest import Server, run_server
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance]
-MODELS = [COND, UNCOND, AE, "nope"]
 LABELS = ["0", "1", "2", "3", "-1", "circle", "SQUARE", "t-shirt/top", "dress", "", " 1 "]
 EXAMPLES = {"/generate": 100, "/models/{model}/seeds/{seed}.png": 100, "/interpolate": 100,
             "/models/{model}": 60, "/models/{model}/samples.png": 40, "/models": 10, "/healthz": 5,
@@ -60,13 +49,7 @@ LINKS = {
 
 def _spec(raw: dict[str, Any]) -> dict[str, Any]:
     """Narrow model and label to real-and-wrong values; add the links of the stateful run."""
-    spec = copy.deepcopy(raw)
-    for item in spec["paths"].values():
-        for param in item["get"].get("parameters", []):
-            if param["name"] == "model":
-                param["schema"] = {"type": "string", "enum": MODELS}
-            elif param["name"] in ("label", "from_label", "to_label"):
-                param["schema"] = {"anyOf": [{"type": "string", "enum": LABELS}, {"type": "null"}]}
+    spec = narrow(raw, LABELS)
     for (path, status), links in LINKS.items():
         spec["paths"][path]["get"]["responses"][status]["links"] = links
     return spec
