@@ -69,6 +69,8 @@ class TrainingInfo(_Strict):
     images_seen: int = Field(ge=0, default=0)
     world_size: int = Field(ge=1, default=1)
     options: dict[str, Any] = {}
+    # --eval-every: one entry per evaluation during training (epoch, seconds, key metrics, bars)
+    evaluations: list[dict[str, Any]] = []
 
 
 class CheckpointConfig(_Strict):
@@ -207,10 +209,17 @@ def describe_invalid(path: Path, error: ValidationError) -> str:
     return f"{path}: invalid at {where}: {first['msg']} ({error.error_count()} error(s))"
 
 
-def update_metrics(path: str | Path, metrics: dict[str, Any], evaluator_sha256: str | None) -> CheckpointConfig:
-    """Rewrite config.json with new metrics (atomically), leaving the weights alone."""
+def update_metrics(path: str | Path, metrics: dict[str, Any], evaluator_sha256: str | None,
+                   evaluations: list[dict[str, Any]] | None = None) -> CheckpointConfig:
+    """Rewrite config.json with new metrics (atomically), leaving the weights alone.
+
+    ``evaluations`` (from ``train --eval-every``) replaces ``training.evaluations``.
+    """
     cfg = read_config(path)
-    new = cfg.model_copy(update={"metrics": {**cfg.metrics, **metrics}, "evaluator_sha256": evaluator_sha256})
+    update: dict[str, Any] = {"metrics": {**cfg.metrics, **metrics}, "evaluator_sha256": evaluator_sha256}
+    if evaluations is not None:
+        update["training"] = cfg.training.model_copy(update={"evaluations": list(evaluations)})
+    new = cfg.model_copy(update=update)
     atomic_write_json(Path(path) / CONFIG, new.model_dump(mode="json", by_alias=True))
     return new
 

@@ -131,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--log-every", type=_int_range(1), default=d["log_every"].default)
     t.add_argument("--max-steps", type=_int_range(0), default=d["max_steps"].default,
                    help="stop after this many optimisation steps (0: no limit)")
+    t.add_argument("--eval-every", type=_int_range(0, 100_000), default=d["eval_every"].default,
+                   help="evaluate the checkpoint every N epochs and after the last with the dataset's evaluator "
+                        "(mnist, fashion-mnist): metrics go into config.json, their history into "
+                        "training.evaluations (0: never)")
+    t.add_argument("--eval-samples", type=_int_range(100, 1_000_000), default=d["eval_samples"].default,
+                   help="generated images per --eval-every evaluation")
     t.add_argument("--grid-cols", type=_int_range(1, 64), default=d["grid_cols"].default)
     t.add_argument("--no-tensorboard", action="store_true")
     t.add_argument("--no-progress", action="store_true")
@@ -160,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", default="docs/experiments.md")
     x.add_argument("--data-dir", default=None)
     x.add_argument("--threads", type=_int_range(0, 1024), default=0)
+    x.add_argument("--width", type=_int_range(8, 512), default=64, help="ngf = ndf of every run")
     x.add_argument("--max-steps-per-epoch", type=_int_range(0), default=0, help="cut epochs short (smoke tests)")
 
     from training.evaluation import cli as evaluation_cli
@@ -185,6 +192,16 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str], parser: argparse.Ar
         parser.error("--pretrain-d-epochs needs --family acgan (a discriminator with a class head)")
     if args.device != "auto" and not device_available(args.device):
         parser.error(f"--device {args.device!r} is not available here (auto, cpu, cuda[:N], mps)")
+    if args.eval_every:
+        from training.evaluation.evaluator import available_evaluators, default_evaluator_root
+        from training.models import get_family
+
+        have = available_evaluators(default_evaluator_root())
+        if args.dataset not in have:
+            parser.error(f"--eval-every needs a dataset with an evaluator ({', '.join(have) or 'none found'}), "
+                         f"not {args.dataset!r}")
+        if not get_family(args.family).sampleable:
+            parser.error(f"--eval-every: --family {args.family} reconstructs, it cannot be sampled and evaluated")
     cfg = TrainConfig(**opts, tensorboard=not args.no_tensorboard, progress=not args.no_progress,
                       command=_command_line(argv), extra={"resume": args.resume}).resolved()
     if args.dry_run:
@@ -267,7 +284,7 @@ def cmd_experiments(args: argparse.Namespace, argv: Sequence[str], parser: argpa
         parser.error("--points: epochs start at 1")
     plan = Plan(tuple(args.names), tuple(sorted(args.points)), tuple(args.seeds), args.samples, Path(args.work),
                 Path(args.out), data_dir=args.data_dir, max_steps_per_epoch=args.max_steps_per_epoch,
-                threads=args.threads)
+                threads=args.threads, width=args.width)
     out = main(plan, _command_line(argv))
     print(f"wrote {out}")
     return 0

@@ -48,6 +48,8 @@ class TrainConfig:
     save_dtype: str = "float16"
     log_every: int = 50
     max_steps: int = 0  # stop after this many steps in total (0: no limit); for smoke tests
+    eval_every: int = 0  # evaluate the checkpoint every N epochs and after the last (0: never)
+    eval_samples: int = 10_000
     grid_cols: int = 10
     tensorboard: bool = True
     progress: bool = True

@@ -85,6 +85,7 @@ class Plan:
     data_dir: str | None = None
     max_steps_per_epoch: int = 0  # smoke tests: cut every epoch short
     threads: int = 0
+    width: int = 64  # ngf = ndf of every run (the shipped models use 64)
 
 
 def _key(exp: str, variant: str, seed: int, epoch: int) -> str:
@@ -118,7 +119,8 @@ def run_plan(plan: Plan, command: str) -> dict[str, Any]:
                         dataset=plan.dataset, data_dir=plan.data_dir, out=str(base / "checkpoint"),
                         run_dir=str(base / "run"), name=f"{exp}-{v.key}-s{seed}".lower(), epochs=epoch, seed=seed,
                         threads=plan.threads, progress=False, tensorboard=False, command=command,
-                        max_steps=plan.max_steps_per_epoch * epoch, extra={"resume": True}, **opts)
+                        max_steps=plan.max_steps_per_epoch * epoch, width=plan.width, extra={"resume": True},
+                        **opts)
                     log.info("%s: training to epoch %d", key, epoch)
                     train(cfg)
                     metrics, _ = evaluate_checkpoint(base / "checkpoint", num_samples=plan.samples, seed=0)
@@ -217,7 +219,7 @@ def render(results: dict[str, Any], plan: Plan, command: str) -> str:
              f"{', '.join(map(str, plan.points))} with the dataset's evaluator on {plan.samples} samples "
              "(see `checkpoints/evaluators/README.md`; numbers are mean ± standard deviation over seeds). "
              "Every run uses the defaults of `python -m training train` (Adam 2e-4, β1 0.5, batch 128, "
-             "EMA generator) unless the variant says otherwise.", ""]
+             f"EMA generator) with width (ngf = ndf) {plan.width}, unless the variant says otherwise.", ""]
     last = max(plan.points)
     for exp in plan.experiments:
         title, variants, metrics = EXPERIMENTS[exp]

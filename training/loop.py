@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DistributedSampler
 
 from training import losses
-from training.checkpoint import CheckpointConfig, atomic_write_bytes, save_checkpoint
+from training.checkpoint import CheckpointConfig, atomic_write_bytes, read_config, save_checkpoint
 from training.config import ConfigError, TrainConfig
 from training.data import ImageData, load_dataset, to_float
 from training.devices import pick_device
@@ -177,9 +177,11 @@ class Trainer:
 
     # -- state for --resume -------------------------------------------------------------
 
-    def state(self, epoch: int, seconds: float, images_seen: int) -> dict[str, Any]:
+    def state(self, epoch: int, seconds: float, images_seen: int,
+              evaluations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         return {
             "epoch": epoch, "step": self.step_count, "seconds": seconds, "images_seen": images_seen,
+            "evaluations": json.dumps(evaluations or []),
             "config": json.dumps(self.cfg.to_json(), sort_keys=True),
             "G": self.g_raw.state_dict(), "D": self.d_raw.state_dict(), "G_ema": self.ema.model.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict() if self.opt_d else {},
@@ -326,7 +328,8 @@ class _AutoEncoder(nn.Module):
 
 
 def checkpoint_config(cfg: TrainConfig, trainer: Trainer, data: ImageData, epochs_done: int, seconds: float,
-                      images_seen: int, world: int, commit: str | None) -> dict[str, Any]:
+                      images_seen: int, world: int, commit: str | None,
+                      evaluations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     fam = trainer.fam
     conditional = fam.conditional
     return {
@@ -344,8 +347,47 @@ def checkpoint_config(cfg: TrainConfig, trainer: Trainer, data: ImageData, epoch
             "command": cfg.command, "epochs": epochs_done, "seconds": round(seconds, 3), "seed": cfg.seed,
             "git_commit": commit, "images_seen": images_seen, "world_size": world,
             "options": {k: v for k, v in cfg.to_json().items() if k not in ("command", "extra")},
+            "evaluations": list(evaluations or []),
         },
     }
+
+
+# Metrics kept per evaluation in training.evaluations (the full set of the last one goes to "metrics").
+EVAL_KEYS = ("fid", "fid_floor", "accuracy", "coverage", "memorization_fraction", "modes_covered",
+             "kl_to_uniform", "checkerboard_ratio")
+
+
+def evaluate_during_training(cfg: TrainConfig, out_dir: Path, epochs_done: int, seconds: float, images_seen: int,
+                             device: torch.device, conditional: bool, evaluations: list[dict[str, Any]],
+                             writer: Any) -> None:
+    """``--eval-every``: measure the checkpoint just written, append to ``evaluations`` and config.json."""
+    from training.checkpoint import update_metrics
+    from training.evaluation.bars import MIN_SAMPLES, check
+    from training.evaluation.evaluate import evaluate_checkpoint
+
+    t0 = time.perf_counter()
+    metrics, evaluator_sha = evaluate_checkpoint(out_dir, num_samples=cfg.eval_samples, seed=0, device=device)
+    per_class = metrics.get("accuracy_per_class") or {}
+    bars = check(metrics, conditional)
+    entry: dict[str, Any] = {"epoch": epochs_done, "seconds": round(seconds, 1), "images_seen": images_seen,
+                             **{k: metrics.get(k) for k in EVAL_KEYS if metrics.get(k) is not None}}
+    if per_class:
+        entry["min_class_accuracy"] = min(v for v in per_class.values() if v is not None)
+    entry["bars"] = bars
+    entry["bars_cleared"] = bool(bars) and all(v is True for v in bars.values())
+    evaluations.append(entry)
+    update_metrics(out_dir, metrics, evaluator_sha, evaluations)
+    if writer is not None:
+        for k, v in entry.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "seconds"):
+                writer.add_scalar(f"eval/{k}", v, epochs_done)
+    log.info("evaluation at epoch %d (%.0f s, %d samples): %s; bars %s", epochs_done, time.perf_counter() - t0,
+             cfg.eval_samples, ", ".join(f"{k} {v:.3f}" for k, v in entry.items()
+                                         if k in ("fid", "accuracy", "min_class_accuracy", "coverage",
+                                                  "kl_to_uniform") and v is not None),
+             "all cleared" if entry["bars_cleared"] else
+             f"not judged (fewer than {MIN_SAMPLES} samples)" if all(v is None for v in bars.values()) else
+             "missed: " + ", ".join(k for k, v in bars.items() if v is not True))
 
 
 def train(cfg: TrainConfig) -> CheckpointConfig | None:
@@ -364,6 +406,7 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
     commit = git_commit()  # the code this run started from, even if HEAD moves while it trains
     run_dir, out_dir = Path(cfg.run_dir), Path(cfg.out)
     start_epoch, seconds, images_seen = 0, 0.0, 0
+    evaluations: list[dict[str, Any]] = []
     state_path = run_dir / STATE
     if cfg.extra.get("resume") and state_path.exists():
         st = torch.load(state_path, map_location=device, weights_only=True)
@@ -374,6 +417,7 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
                                  f"not {cfg.to_json().get(key)!r}")
         trainer.load_state(st)
         start_epoch, seconds, images_seen = int(st["epoch"]), float(st["seconds"]), int(st["images_seen"])
+        evaluations = json.loads(st.get("evaluations", "[]"))
         if d.main:
             log.info("resumed from %s at epoch %d (step %d)", state_path, start_epoch, trainer.step_count)
     elif cfg.extra.get("resume") and d.main:
@@ -399,7 +443,7 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
         if not d.main:
             return
         buf = io.BytesIO()
-        torch.save(trainer.state(epoch, seconds, images_seen), buf)
+        torch.save(trainer.state(epoch, seconds, images_seen, evaluations), buf)
         atomic_write_bytes(state_path, buf.getvalue())
 
     def save_outputs(epochs_done: int) -> CheckpointConfig | None:
@@ -410,7 +454,8 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
         if writer is not None:
             arr = np.asarray(Image.open(io.BytesIO(grid)).convert("RGB"))
             writer.add_image("samples_ema", arr, epochs_done, dataformats="HWC")
-        config = checkpoint_config(cfg, trainer, data, epochs_done, seconds, images_seen, d.world, commit)
+        config = checkpoint_config(cfg, trainer, data, epochs_done, seconds, images_seen, d.world, commit,
+                                   evaluations)
         return save_checkpoint(out_dir, trainer.ema.model, config, grid, cfg.save_dtype)
 
     if cfg.pretrain_d_epochs and start_epoch == 0 and trainer.step_count == 0:
@@ -466,6 +511,10 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
                 log.info("epoch %d/%d done in %.1fs (%s)", epoch + 1, cfg.epochs, time.perf_counter() - t0,
                          ", ".join(f"{k} {float(v):.3f}" for k, v in metrics.items()))
             result = save_outputs(epoch + 1)
+            if d.main and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+                evaluate_during_training(cfg, out_dir, epoch + 1, seconds, images_seen, device, fam.conditional,
+                                         evaluations, writer)
+                result = read_config(out_dir)
             save_state(epoch + 1)
             if cfg.max_steps and trainer.step_count >= cfg.max_steps:
                 break

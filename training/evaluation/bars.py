@@ -45,14 +45,24 @@ def _num(metrics: dict[str, Any], key: str, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
+def time_to_bars(evaluations: list[dict[str, Any]]) -> str:
+    """Training minutes to the first ``--eval-every`` evaluation that cleared every bar."""
+    if not evaluations:
+        return "–"
+    for e in evaluations:
+        if e.get("bars_cleared"):
+            return f"{e['seconds'] / 60:.1f} (epoch {e['epoch']})"
+    return f"not reached in {len(evaluations)} evaluation(s)"
+
+
 def table(folder: str | Path) -> str:
-    rows = ["| checkpoint | family | dataset | epochs | train min | FID (floor) | accuracy (real) | coverage | "
-            "bars cleared |", "| --- | --- | --- | ---: | ---: | --- | --- | ---: | --- |"]
+    rows = ["| checkpoint | family | dataset | epochs | train min | min to bars | FID (floor) | accuracy (real) | "
+            "coverage | bars cleared |", "| --- | --- | --- | ---: | ---: | --- | --- | --- | ---: | --- |"]
     for path in sorted(p for p in Path(folder).iterdir() if (p / "config.json").exists()):
         try:
             cfg = read_config(path)
         except CheckpointError as e:
-            rows.append(f"| {path.name} | – | – | – | – | – | – | – | unreadable: {e} |")
+            rows.append(f"| {path.name} | – | – | – | – | – | – | – | – | unreadable: {e} |")
             continue
         m = cfg.metrics
 
@@ -64,7 +74,8 @@ def table(folder: str | Path) -> str:
         else:
             verdict = ", ".join(f"{name} {'✓' if ok else ('✗' if ok is False else '?')}" for name, ok in bars.items())
         rows.append(f"| {cfg.name} | {cfg.family} | {cfg.dataset.name} | {cfg.training.epochs} | "
-                    f"{cfg.training.seconds / 60:.0f} | {_num(m, 'fid', 1)} ({_num(m, 'fid_floor', 2)}) | "
+                    f"{cfg.training.seconds / 60:.0f} | {time_to_bars(cfg.training.evaluations)} | "
+                    f"{_num(m, 'fid', 1)} ({_num(m, 'fid_floor', 2)}) | "
                     f"{_num(m, 'accuracy')} ({_num(m, 'sample_accuracy_real')}) | {_num(m, 'coverage')} | {verdict} |")
     return "\n".join(rows)
 
