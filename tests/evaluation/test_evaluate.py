@@ -223,3 +223,24 @@ def test_evaluator_input_adapts_size_and_channels() -> None:
     assert x.shape == (2, 1, 28, 28) and torch.allclose(x, torch.ones_like(x), atol=1e-4)
 
 
+
+
+def test_the_real_side_is_computed_once_per_dataset_and_settings(cond_ckpt, uncond_ckpt, evaluator_root) -> None:
+    """Many checkpoints of one dataset in a process (experiments, --eval-every) share the real-image
+    half of the work; the numbers are the same as a fresh computation's."""
+    E._REAL_CACHE.clear()
+    kw = {"num_samples": 200, "evaluator_root": evaluator_root, "kid_subsets": 10}
+    fresh, _ = E.evaluate_checkpoint(cond_ckpt, **kw)
+    assert len(E._REAL_CACHE) == 1
+    again, _ = E.evaluate_checkpoint(cond_ckpt, **kw)
+    other, _ = E.evaluate_checkpoint(uncond_ckpt, **kw)
+    assert len(E._REAL_CACHE) == 1 and next(iter(E._REAL_CACHE.values())).hits == 3
+    drop = {"evaluated_at", "seconds"}
+    assert {k: v for k, v in again.items() if k not in drop} == {k: v for k, v in fresh.items() if k not in drop}
+    assert other["fid_floor"] == fresh["fid_floor"]
+    assert other["memorization_threshold"] == fresh["memorization_threshold"]
+    E.evaluate_checkpoint(cond_ckpt, **{**kw, "num_samples": 300})  # another floor size: another entry
+    assert len(E._REAL_CACHE) == 2
+    E._REAL_CACHE.clear()
+    cold, _ = E.evaluate_checkpoint(cond_ckpt, **kw)
+    assert {k: v for k, v in cold.items() if k not in drop} == {k: v for k, v in fresh.items() if k not in drop}

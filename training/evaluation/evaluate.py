@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +50,9 @@ import numpy as np
 import torch
 
 from training.checkpoint import load_generator
-from training.data import load_dataset
+from training.data import ImageData, load_dataset
 from training.evaluation import metrics as M
-from training.evaluation.evaluator import evaluator_for, features_and_logits, to_evaluator_input
+from training.evaluation.evaluator import EvaluatorNet, evaluator_for, features_and_logits, to_evaluator_input
 from training.latent import latents
 
 METRICS_VERSION = 1
@@ -88,6 +90,56 @@ def _r(v: float | None, digits: int = 6) -> float | None:
     return None if v is None or not np.isfinite(v) else round(float(v), digits)
 
 
+@dataclass
+class RealSide:
+    """Everything an evaluation computes from real images alone: the same for every checkpoint of a
+    dataset (and class subset) measured with the same evaluator, sample count and seed."""
+
+    test: ImageData
+    train: ImageData
+    f_test: np.ndarray
+    l_test: np.ndarray
+    floor: dict[str, float | None]  # fid, kid, precision, recall, density, coverage of the training subset
+    num_floor: int
+    train_pixels: torch.Tensor
+    memorization_threshold: float
+    test_nyquist: float
+    hits: int = 0
+
+
+# A few entries: the experiments and `train --eval-every` measure many checkpoints of one dataset in a process.
+_REAL_CACHE: OrderedDict[tuple[Any, ...], RealSide] = OrderedDict()
+_REAL_CACHE_SIZE = 2
+
+
+def _real_side(dataset: str, data_args: tuple[Any, ...], net: EvaluatorNet, evaluator_sha: str, num_samples: int,
+               seed: int, batch_size: int, device: str | torch.device, kid_subsets: int) -> RealSide:
+    classes = data_args[-1]
+    key = (dataset, *data_args[:-1], None if classes is None else tuple(classes), evaluator_sha, num_samples, seed,
+           str(device), kid_subsets)
+    if key in _REAL_CACHE:
+        _REAL_CACHE.move_to_end(key)
+        return _REAL_CACHE[key]
+    test = load_dataset(dataset, "test", *data_args)
+    train = load_dataset(dataset, "train", *data_args)
+    rng = np.random.RandomState(seed)
+    floor_idx = np.sort(rng.choice(len(train), min(num_samples, len(train)), replace=False))
+    f_test, l_test = features_and_logits(net, test.images, batch_size, device)
+    f_floor, _ = features_and_logits(net, train.images[torch.as_tensor(floor_idx)], batch_size, device)
+    floor: dict[str, float | None] = {"fid": _r(M.fid(f_floor, f_test), 4),
+                                      "kid": _r(M.kid(f_floor, f_test, kid_subsets, seed=seed)[0])}
+    floor.update({k: _r(v) for k, v in M.prdc(f_test, f_floor).items()})
+    c, r = net.channels, net.resolution
+    train_pixels, test_pixels = _pixels(train.images, c, r), _pixels(test.images, c, r)
+    threshold = float(np.percentile(M.nearest_distances(test_pixels, train_pixels), M.MEMORIZATION_PERCENTILE))
+    real = RealSide(test, train, f_test, l_test, floor, len(floor_idx), train_pixels, threshold,
+                    M.nyquist_energy_fraction(test.images))
+    _REAL_CACHE[key] = real
+    while len(_REAL_CACHE) > _REAL_CACHE_SIZE:
+        _REAL_CACHE.popitem(last=False)
+    return real
+
+
 def evaluate_checkpoint(
     path: str | Path, num_samples: int = 10_000, batch_size: int = 500, seed: int = 0,
     evaluator_root: str | Path | None = None, device: str | torch.device = "cpu", log: Any = None,
@@ -118,20 +170,19 @@ def evaluate_checkpoint(
     opts = cfg.training.options
     res, ch = cfg.image.height, cfg.image.channels
     data_args = (res, ch, opts.get("data_dir"), opts.get("synthetic_size", 1000), opts.get("classes"))
-    test = load_dataset(cfg.dataset.name, "test", *data_args)
-    train = load_dataset(cfg.dataset.name, "train", *data_args)
+    real = _real_side(cfg.dataset.name, data_args, net, ecfg.weights_sha256, num_samples, seed, batch_size, device,
+                      kid_subsets)
+    test, train = real.test, real.train
     if test.class_names != names:
         raise EvaluationError(f"{cfg.name}: the {cfg.dataset.name} test split has classes {test.class_names}, "
                               f"the checkpoint {names}")
-    step("data: %d test, %d train images", len(test), len(train))
+    step("real side: %d test, %d train images%s", len(test), len(train), " (cached)" if real.hits else "")
+    real.hits += 1
 
     fake, intended = generate_uint8(generator, cfg.z_dim, cfg.num_classes, num_samples, seed, batch_size, device)
     step("generated %d samples", num_samples)
-    rng = np.random.RandomState(seed)
-    floor_idx = np.sort(rng.choice(len(train), min(num_samples, len(train)), replace=False))
     f_fake, l_fake = features_and_logits(net, fake, batch_size, device)
-    f_test, l_test = features_and_logits(net, test.images, batch_size, device)
-    f_floor, _ = features_and_logits(net, train.images[torch.as_tensor(floor_idx)], batch_size, device)
+    f_test, l_test = real.f_test, real.l_test
     step("evaluator features (%d-d)", f_fake.shape[1])
 
     pred_fake = l_fake[:, cols].argmax(1)  # checkpoint class index
@@ -140,13 +191,12 @@ def evaluate_checkpoint(
     hist = M.class_histogram(pred_fake, k)
     out: dict[str, Any] = {"metrics_version": METRICS_VERSION}
     out["fid"] = _r(M.fid(f_fake, f_test), 4)
-    out["fid_floor"] = _r(M.fid(f_floor, f_test), 4)
+    out["fid_floor"] = real.floor["fid"]
     kid_mean, kid_std = M.kid(f_fake, f_test, kid_subsets, seed=seed)
-    kid_floor = M.kid(f_floor, f_test, kid_subsets, seed=seed)[0]
-    out.update(kid=_r(kid_mean), kid_std=_r(kid_std), kid_floor=_r(kid_floor))
+    out.update(kid=_r(kid_mean), kid_std=_r(kid_std), kid_floor=real.floor["kid"])
     step("FID, KID")
     out.update({key: _r(v) for key, v in M.prdc(f_test, f_fake).items()})
-    out.update({f"{key}_floor": _r(v) for key, v in M.prdc(f_test, f_floor).items()})
+    out.update({f"{key}_floor": real.floor[key] for key in M.PRDC_KEYS})
     step("precision/recall/density/coverage")
     if cfg.conditional:
         acc, per = M.class_accuracy(pred_fake, intended, k)
@@ -161,12 +211,12 @@ def evaluate_checkpoint(
     out["num_modes"] = k
     out["kl_to_uniform"] = _r(M.kl_to_uniform(hist))
     c, r = net.channels, net.resolution
-    mem, threshold = M.memorization(_pixels(fake, c, r), _pixels(train.images, c, r), _pixels(test.images, c, r))
-    out["memorization_fraction"] = _r(mem)
-    out["memorization_threshold"] = _r(threshold, 4)
+    gen_d = M.nearest_distances(_pixels(fake, c, r), real.train_pixels)
+    out["memorization_fraction"] = _r(float((gen_d <= real.memorization_threshold).mean()))
+    out["memorization_threshold"] = _r(real.memorization_threshold, 4)
     step("memorisation")
-    out["checkerboard_ratio"] = _r(M.checkerboard_ratio(fake, test.images), 4)
-    out.update(num_samples=num_samples, num_real=len(test), num_floor=len(floor_idx), seed=seed)
+    out["checkerboard_ratio"] = _r(M.nyquist_energy_fraction(fake) / max(real.test_nyquist, 1e-12), 4)
+    out.update(num_samples=num_samples, num_real=len(test), num_floor=real.num_floor, seed=seed)
     out["evaluator"] = {"dataset": ecfg.dataset, "sha256": ecfg.weights_sha256,
                         "test_accuracy": ecfg.test_accuracy, "feature_dim": ecfg.feature_dim}
     out["evaluated_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -111,6 +111,9 @@ def _pairwise_min_k(x: torch.Tensor, y: torch.Tensor, k: int, chunk: int = 2048,
     return torch.cat(out)
 
 
+PRDC_KEYS = ("precision", "recall", "density", "coverage")
+
+
 def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5, chunk: int = 2048) -> dict[str, float]:
     """Precision, recall, density and coverage of ``fake`` against ``real`` features (k-NN radii).
 
@@ -208,8 +211,11 @@ def nearest_distances(queries: np.ndarray | torch.Tensor, references: np.ndarray
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
+MEMORIZATION_PERCENTILE = 1.0
+
+
 def memorization(generated: np.ndarray | torch.Tensor, train: np.ndarray | torch.Tensor,
-                 test: np.ndarray | torch.Tensor, percentile: float = 1.0) -> tuple[float, float]:
+                 test: np.ndarray | torch.Tensor, percentile: float = MEMORIZATION_PERCENTILE) -> tuple[float, float]:
     """(fraction of generated images nearer to a training image than the threshold, threshold).
 
     The threshold is the ``percentile``-th percentile of the distances from unseen test
