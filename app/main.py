@@ -18,10 +18,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.fastpath import FastPath
 from app.metrics import Metrics, MetricsMiddleware
 from app.registry import Registry, resolve_device
 from app.routes import frontend, health, images, interpolate, models
@@ -190,6 +192,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (images.router, interpolate.router, models.router, health.router, frontend.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=frontend.STATIC), name="static")
+    if settings.fast_path:
+        routes = {r.path: r for r in (*images.router.routes, *health.router.routes) if isinstance(r, APIRoute)}
+        app.add_middleware(FastPath, service=service, routes=routes)
     app.add_middleware(CatchAllMiddleware)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET"],

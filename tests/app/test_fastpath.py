@@ -1,0 +1,103 @@
+"""The pure-ASGI fast path (app/fastpath.py) answers exactly as the FastAPI routes do.
+
+Every query below is sent to two apps over the same checkpoints, one with the fast path and one
+without; status, headers and bytes must agree (for seeded requests — unseeded ones draw a random
+seed, so there only the status and the header names can agree)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+import app.fastpath as fastpath
+from app.fastpath import parse_generate_query
+from app.main import create_app
+from tests.app.conftest import make_settings, wait_ready
+
+KEYS = ["model", "label", "seed", "n", "truncation", "scale", "other"]
+VALUES = ["0", "1", "2", "3", "7", "8", "9", "64", "65", "-1", "+1", " 1", "1 ", "1e0", "1_0", "0x1", "00012", "",
+          "0.5", ".5", "1.", "1.0", "0", "0.0", "1.5", "nan", "inf", "0.30000000000000004", "4294967295",
+          "4294967296", "99999999999", "tiny-cgan", "tiny-mlp", "tiny-ae", "nope", "Tiny-cgan", "tiny-cgan\n",
+          "circle", "CIRCLE", "t-shirt/top", "square ", "x" * 201, "é", "%zz", "a&b"]
+
+
+@pytest.fixture(scope="module")
+def clients(tiny_checkpoints: Path) -> Iterator[tuple[TestClient, TestClient]]:
+    fast = create_app(make_settings(tiny_checkpoints, fast_path=True))
+    slow = create_app(make_settings(tiny_checkpoints, fast_path=False))
+    with TestClient(fast) as f, TestClient(slow) as s:
+        wait_ready(f)
+        wait_ready(s)
+        yield f, s
+
+
+def _same(fast_resp, slow_resp) -> None:
+    assert fast_resp.status_code == slow_resp.status_code, (fast_resp.text[:300], slow_resp.text[:300])
+    if fast_resp.headers.get("cache-control") == "no-store" and fast_resp.status_code == 200:
+        # a random seed (and label) was drawn: the values differ, their shape does not
+        assert sorted(fast_resp.headers.keys()) == sorted(slow_resp.headers.keys())
+        assert fast_resp.headers["content-type"] == slow_resp.headers["content-type"] == "image/png"
+        return
+    assert fast_resp.content == slow_resp.content
+    assert list(fast_resp.headers.items()) == list(slow_resp.headers.items())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(KEYS), st.sampled_from(VALUES)), max_size=5))
+@example([("seed", "5"), ("label", "circle")])
+@example([("model", "tiny-mlp"), ("seed", "5"), ("n", "4"), ("scale", "2"), ("truncation", "0.5")])
+@example([("seed", "5"), ("seed", "6"), ("label", "1")])
+@example([("model", "tiny-ae"), ("seed", "1")])
+def test_fast_and_fastapi_paths_answer_alike(clients, pairs) -> None:
+    fast, slow = clients
+    query = "&".join(f"{quote(k)}={quote(v, safe='%&')}" for k, v in pairs)
+    _same(fast.get(f"/generate?{query}"), slow.get(f"/generate?{query}"))
+
+
+def test_conditional_requests_and_healthz_answer_alike(clients) -> None:
+    fast, slow = clients
+    first = fast.get("/generate?seed=11&label=2")
+    etag = first.headers["etag"]
+    _same(fast.get("/generate?seed=11&label=2", headers={"If-None-Match": etag}),
+          slow.get("/generate?seed=11&label=2", headers={"If-None-Match": etag}))
+    assert fast.get("/generate?seed=11&label=2", headers={"If-None-Match": etag}).status_code == 304
+    _same(fast.get("/healthz"), slow.get("/healthz"))
+    assert fast.get("/healthz").json() == {"status": "ok"}
+    # Only GET is taken: other methods get FastAPI's 405, as without the fast path.
+    _same(fast.post("/generate?seed=1&label=0"), slow.post("/generate?seed=1&label=0"))
+
+
+def test_plain_queries_take_the_fast_path_and_count_as_their_route(clients, monkeypatch) -> None:
+    fast, _ = clients
+    calls: list[tuple[object, ...]] = []
+    real = fastpath.render_png
+
+    async def spy(*args):
+        calls.append(args[2:])
+        return await real(*args)
+
+    monkeypatch.setattr(fastpath, "render_png", spy)
+    assert fast.get("/generate?seed=3&label=circle&scale=2").status_code == 200
+    assert fast.get("/generate?seed=-3").status_code == 422  # left to FastAPI's validation
+    assert calls == [(None, "circle", 3, 1, 1.0, 2)]
+    assert fast.get("/healthz").status_code == 200
+    metrics = fast.get("/metrics").text
+    assert 'ganserve_requests_total{method="GET",model="tiny-cgan",route="/generate",status="200"}' in metrics
+    assert 'ganserve_requests_total{method="GET",model="",route="/healthz",status="200"}' in metrics
+
+
+def test_the_parser_takes_only_plain_spellings() -> None:
+    assert parse_generate_query(b"") == {"model": None, "label": None, "seed": None, "n": 1, "truncation": 1.0,
+                                         "scale": 1}
+    assert parse_generate_query(b"seed=0012&n=64&truncation=.25&model=a.b-c_d&label=t-shirt%2Ftop&x=1") == {
+        "model": "a.b-c_d", "label": "t-shirt/top", "seed": 12, "n": 64, "truncation": 0.25, "scale": 1}
+    for plain_invalid in (b"seed=-1", b"seed=4294967296", b"n=0", b"n=65", b"scale=9", b"truncation=0",
+                          b"truncation=1.5", b"truncation=1e-1", b"model=Bad", b"model=a%0A", b"seed=1&seed=2",
+                          b"label=" + b"x" * 201, b"seed=", b"seed=+1", b"seed=%201"):
+        assert parse_generate_query(plain_invalid) is None, plain_invalid
