@@ -57,7 +57,7 @@ class GenerationFailed(Exception):
 Encoder = Callable[[np.ndarray], Any]  # (k, H, W, C) uint8 → the response body (PNG or GIF bytes)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: jobs live in sets
 class Job:
     z: torch.Tensor  # (k, z_dim) float32 on the CPU
     labels: torch.Tensor | None  # (k,) int64, (k, K) float32 soft labels, or None
@@ -139,14 +139,23 @@ def prepare_for_inference(generator: nn.Module) -> nn.Module:
     return fast
 
 
-def inference_threads(device: torch.device) -> int | None:
-    """Intra-op threads of a model's worker on the CPU: all cores but one, which the event loop needs
-    for HTTP (on 2 cores: 1 — a second thread competes with the event loop, and whenever anything
-    else runs, OpenMP's barriers make the forward pass several times slower; docs/performance.md).
-    None on accelerators, where the device does the work."""
+def inference_workers(device: torch.device) -> int:
+    """Worker threads (concurrent forward passes) of a model: on the CPU one per core, at most 4;
+    on an accelerator 1 (the device runs one batch at a time anyway)."""
+    if device.type != "cpu":
+        return 1
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def inference_threads(device: torch.device, workers: int = 1) -> int | None:
+    """Intra-op torch threads of each worker on the CPU: the cores but one (the event loop's) shared
+    among the workers, at least 1 — on 2 cores, 2 workers × 1 thread. Single-threaded forward passes
+    side by side use both cores without OpenMP barriers: with 2 threads per pass, a pass waits at
+    every barrier for whichever thread the event loop (or anything else) preempted, and runs several
+    times slower (docs/performance.md). None on accelerators, where the device does the work."""
     if device.type != "cpu":
         return None
-    return max(1, (os.cpu_count() or 1) - 1)
+    return max(1, ((os.cpu_count() or 1) - 1) // max(1, workers))
 
 
 def _expire(future: asyncio.Future[Any]) -> None:
@@ -169,7 +178,8 @@ class Batcher:
         queue_size: int,
         metrics: Metrics,
         forward: Callable[..., np.ndarray] = forward_uint8,
-        threads: int | None = -1,  # torch threads of the worker; -1: inference_threads(device); None: as is
+        threads: int | None = -1,  # torch threads of each worker; -1: inference_threads(device); None: as is
+        workers: int = 0,  # concurrent forward passes (worker threads); 0: inference_workers(device)
     ) -> None:
         self.name = name
         self.generator = prepare_for_inference(generator)
@@ -181,15 +191,18 @@ class Batcher:
         self._forward = forward
         self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=queue_size)
         self._closed = False
-        self._busy = False
-        self._inflight: list[Job] = []
+        self._busy = 0  # batches being computed
+        self._inflight: set[Job] = set()
+        self._batches: set[asyncio.Task[None]] = set()
         self._last_arrival = -1e9
         self._task: asyncio.Task[None] | None = None
         self._depth = metrics.queue_depth.labels(name)
-        # One dedicated thread per model: forward passes of one model never overlap (they would only
-        # fight for the same cores), and the thread keeps its torch thread setting.
-        self.threads = inference_threads(device) if threads == -1 else threads
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"ganserve-{name}", initializer=self._init_worker)
+        # Dedicated worker threads per model (they keep their torch thread setting): up to ``workers``
+        # batches are computed side by side, each collected when a worker is free to take it.
+        self.workers = workers or inference_workers(device)
+        self.threads = inference_threads(device, self.workers) if threads == -1 else threads
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix=f"ganserve-{name}",
+                                            initializer=self._init_worker)
 
     def _init_worker(self) -> None:
         if self.threads:
@@ -268,18 +281,33 @@ class Batcher:
         return jobs
 
     async def _run(self) -> None:
+        free = asyncio.Semaphore(self.workers)
         while True:
-            jobs = await self._collect()
+            await free.acquire()  # a batch is collected only when a worker can start it at once
+            try:
+                jobs = await self._collect()
+            except BaseException:
+                free.release()
+                raise
             self._depth.set(self._queue.qsize())
             now = time.monotonic()
             live = [j for j in jobs if not j.future.done() and j.deadline > now]
             if not live:
+                free.release()
                 continue
-            self._busy, self._inflight = True, live
-            try:
-                await self._run_batch(live)
-            finally:
-                self._busy, self._inflight = False, []
+            self._busy += 1
+            self._inflight.update(live)
+            task = asyncio.get_running_loop().create_task(self._batch(live, free))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    async def _batch(self, jobs: list[Job], free: asyncio.Semaphore) -> None:
+        try:
+            await self._run_batch(jobs)
+        finally:
+            self._busy -= 1
+            self._inflight.difference_update(jobs)
+            free.release()
 
     def _work(self, jobs: list[Job]) -> tuple[list[tuple[bool, Any]], float]:
         """In the worker thread: one forward pass for all the jobs, then each job's encode.

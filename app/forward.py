@@ -19,8 +19,9 @@ kinds apart by that name (see ``app.generation.run``).
 
 from __future__ import annotations
 
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
@@ -43,21 +44,24 @@ class DeviceOutOfMemory(RuntimeError):
 
 @dataclass
 class Health:
-    """Outcome of a model's recent forward passes (written from worker threads; plain attributes)."""
+    """Outcome of a model's recent forward passes (written from its worker threads, under a lock)."""
 
     consecutive_failures: int = 0
     last_failure: float = 0.0  # time.monotonic()
     last_error: str | None = None
     failures: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def ok(self) -> None:
-        self.consecutive_failures = 0
+        with self._lock:
+            self.consecutive_failures = 0
 
     def failed(self, kind: str) -> None:
-        self.consecutive_failures += 1
-        self.failures += 1
-        self.last_failure = time.monotonic()
-        self.last_error = kind
+        with self._lock:
+            self.consecutive_failures += 1
+            self.failures += 1
+            self.last_failure = time.monotonic()
+            self.last_error = kind
 
     @property
     def failing(self) -> bool:

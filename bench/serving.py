@@ -101,9 +101,12 @@ def _sync(device: torch.device) -> None:
 
 
 def forward_rate(path: Path, device: torch.device, batch: int, threads: int, seconds: float,
-                 served: bool = True) -> float:
+                 served: bool = True, workers: int = 1) -> float:
     """Images/s of the generator's forward pass alone at ``batch`` (inference mode, ``threads`` torch
-    threads), as ganserve runs it (``served``: after ``prepare_for_inference``) or as loaded."""
+    threads), as ganserve runs it (``served``: after ``prepare_for_inference``) or as loaded; with
+    ``workers`` > 1, that many passes side by side in as many Python threads (as ganserve's workers)."""
+    import threading
+
     from app.batcher import prepare_for_inference
     from training.checkpoint import load_generator
 
@@ -115,16 +118,30 @@ def forward_rate(path: Path, device: torch.device, batch: int, threads: int, sec
             g = prepare_for_inference(g)
         z = torch.randn(batch, cfg.z_dim, device=device)
         y = torch.randint(0, max(cfg.num_classes, 1), (batch,), device=device) if cfg.num_classes else None
-        with torch.inference_mode():
-            for _ in range(3):
-                g(z, y)
-            _sync(device)
-            n, start = 0, time.perf_counter()
-            while time.perf_counter() - start < seconds:
-                g(z, y)
-                n += 1
-            _sync(device)
-            return n * batch / (time.perf_counter() - start)
+        counts = [0] * workers
+        start_line = threading.Barrier(workers + 1)
+
+        def loop(i: int, until: list[float]) -> None:
+            torch.set_num_threads(threads)
+            with torch.inference_mode():
+                for _ in range(3):
+                    g(z, y)
+                start_line.wait()
+                while time.perf_counter() < until[0]:
+                    g(z, y)
+                    counts[i] += 1
+                _sync(device)
+
+        until = [float("inf")]
+        pool = [threading.Thread(target=loop, args=(i, until)) for i in range(workers)]
+        for t in pool:
+            t.start()
+        start_line.wait()
+        start = time.perf_counter()
+        until[0] = start + seconds
+        for t in pool:
+            t.join()
+        return sum(counts) * batch / (time.perf_counter() - start)
     finally:
         torch.set_num_threads(before)
 
@@ -284,6 +301,8 @@ class Results:
     forward: dict[int, list[float]] = field(default_factory=dict)  # threads → images/s at batch 64
     forward_loaded: dict[int, list[float]] = field(default_factory=dict)  # the same, generator as loaded
     forward1: dict[int, list[float]] = field(default_factory=dict)  # threads → images/s at batch 1
+    forward_parallel: dict[int, list[float]] = field(default_factory=dict)  # workers (1 thread each) → images/s
+    fastapi_only: dict[str, list[LoadResult]] = field(default_factory=dict)  # ganserve without its fast path
     encode: dict[str, float] = field(default_factory=dict)
     interp: dict[str, list[float]] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)
@@ -344,6 +363,10 @@ def run(args: argparse.Namespace) -> Results:
                 res.forward.setdefault(t, []).append(forward_rate(ckpt, device, 64, t, fwd_seconds))
                 res.forward_loaded.setdefault(t, []).append(forward_rate(ckpt, device, 64, t, fwd_seconds, False))
                 res.forward1.setdefault(t, []).append(forward_rate(ckpt, device, 1, t, fwd_seconds / 2))
+            if device.type == "cpu" and (os.cpu_count() or 1) > 1:  # ganserve's workers: passes side by side
+                w = os.cpu_count() or 1
+                res.forward_parallel.setdefault(w, []).append(forward_rate(ckpt, device, 64, 1, fwd_seconds,
+                                                                           workers=w))
         res.encode = encode_costs(ckpt, 0.2 if args.quick else 1.0)
         print("forward images/s at batch 64:", {t: f"{median(v):.0f}" for t, v in res.forward.items()}, flush=True)
 
@@ -352,7 +375,9 @@ def run(args: argparse.Namespace) -> Results:
             "GANSERVE_CHECKPOINTS": str(tmp), "GANSERVE_DEFAULT_MODEL": ckpt.name, "GANSERVE_DEVICE": str(device),
             "GANSERVE_LOG_LEVEL": "WARNING"}, "/readyz")
         naive = Server("naive", "bench.naive_server:app", {"NAIVE_CHECKPOINT": str(ckpt)}, "/healthz")
-        servers = [naive, ganserve]
+        # The same service with its fast path off (every request through FastAPI), at 64 connections only.
+        plain = Server("ganserve-fastapi", "app.main:app", {**ganserve.env, "GANSERVE_FAST_PATH": "false"}, "/readyz")
+        servers = [naive, ganserve, plain]
         try:
             for s in servers:
                 s.start(tmp)
@@ -363,8 +388,13 @@ def run(args: argparse.Namespace) -> Results:
                 s.load(tool, "/generate", classes, 8, warm)
             for rep in range(args.reps):
                 res.noop.append(ganserve.load(tool, "/healthz", classes, 64, args.duration))
+                for path in ("/healthz", "/generate"):
+                    r = plain.load(tool, path, classes, 64, args.duration)
+                    res.fastapi_only.setdefault(path, []).append(r)
+                    print(f"rep {rep + 1}/{args.reps} ganserve without fast path {path} c=64: {r.rps:.0f} req/s, "
+                          f"{r.cpu_us:.0f} µs CPU/req", flush=True)
                 for conns in args.conns:
-                    for s in servers:
+                    for s in (naive, ganserve):
                         r = s.load(tool, "/generate", classes, conns, args.duration)
                         res.runs.setdefault((s.name, conns), []).append(r)
                         print(f"rep {rep + 1}/{args.reps} {s.name:8s} c={conns:3d}: {r.rps:7.0f} req/s  "
@@ -393,6 +423,7 @@ PROFILE_GROUPS = [
     ("batcher hand-off (queue, futures, executor)", ("app/batcher", "concurrent/futures", "asyncio/queues",
                                                      "asyncio/futures", "asyncio/tasks")),
     ("ganserve route code (model, label, latents, ETag, headers)", ("app/routes", "app/generation", "app/service",
+                                                                    "app/fastpath",
                                                                     "training/", "json/", "hashlib", "numpy",
                                                                     "torch", "secrets", "random", "urllib/parse.py:q")),
     ("middleware (metrics, limits, catch-all; FastAPI/Starlette exception and telemetry layers)",
@@ -469,7 +500,7 @@ def profile_ganserve(args: argparse.Namespace, tmp: Path, ckpt: Path, classes: i
 
 def report(args: argparse.Namespace, res: Results, device: str) -> str:
     noop = [r.rps for r in res.noop]
-    candidates = [*res.forward.values(), *res.forward_loaded.values()]
+    candidates = [*res.forward.values(), *res.forward_loaded.values(), *res.forward_parallel.values()]
     raw = max(candidates, key=median)  # the fastest way we know to run the forward pass
     limit = 1 / (1 / median(noop) + 1 / median(raw))
     lines = [
@@ -482,6 +513,7 @@ def report(args: argparse.Namespace, res: Results, device: str) -> str:
         f"- load average after the run: {load_average()}",
         f"- checkpoint: {args.ckpt_note}; both servers: `python -m uvicorn … {' '.join(UVICORN_FLAGS)}` "
         "(uvloop + httptools)",
+        f"- ganserve's model workers: {_workers(device)}",
         "",
         "**Ceilings and the limit** (the same run)",
         "",
@@ -491,8 +523,12 @@ def report(args: argparse.Namespace, res: Results, device: str) -> str:
               for t, v in res.forward.items()],
             *[[f"raw batched forward as loaded (no rewrite), batch 64, {t} torch thread(s), images/s", spread(v)]
               for t, v in res.forward_loaded.items()],
+            *[[f"raw batched forward as served, batch 64, {w} passes side by side (1 torch thread each), images/s",
+               spread(v)] for w, v in res.forward_parallel.items()],
             *[[f"forward as served at batch 1, {t} torch thread(s), images/s", spread(v)]
               for t, v in res.forward1.items()],
+            *[["no-op route with the fast path off (`/healthz` through FastAPI's router), req/s",
+               spread([r.rps for r in res.fastapi_only["/healthz"]])] for _ in [0] if res.fastapi_only.get("/healthz")],
             [f"**limit** = 1 / (1/{median(noop):.0f} + 1/{median(raw):.0f}), req/s", f"**{limit:.0f}**"],
             ["PNG encode of one 28×28 image, scale 1 / scale 4, µs",
              f"{res.encode['png1_us']:.0f} / {res.encode['png4_us']:.0f}"],
@@ -503,17 +539,17 @@ def report(args: argparse.Namespace, res: Results, device: str) -> str:
         "**`GET /generate` with random labels and seeds**",
         "",
     ]
-    rows = []
-    for conns in args.conns:
-        for name in ("naive", "ganserve"):
-            rs = res.runs.get((name, conns), [])
-            if not rs:
-                continue
-            ratio = [r.p99_ms / r.p50_ms for r in rs if r.p50_ms > 0]
-            rows.append([str(conns), name, spread([r.rps for r in rs]), spread([r.p50_ms for r in rs], "{:.1f}"),
-                         spread([r.p99_ms for r in rs], "{:.1f}"), spread(ratio, "{:.1f}"),
-                         f"{100 * median([r.rps for r in rs]) / limit:.0f}%", f"{median([r.cpu_us for r in rs]):.0f}",
-                         str(sum(r.rejected for r in rs)), str(sum(r.other_errors for r in rs))])
+    def row(conns: int, name: str, rs: list[LoadResult]) -> list[str]:
+        ratio = [r.p99_ms / r.p50_ms for r in rs if r.p50_ms > 0]
+        return [str(conns), name, spread([r.rps for r in rs]), spread([r.p50_ms for r in rs], "{:.1f}"),
+                spread([r.p99_ms for r in rs], "{:.1f}"), spread(ratio, "{:.1f}"),
+                f"{100 * median([r.rps for r in rs]) / limit:.0f}%", f"{median([r.cpu_us for r in rs]):.0f}",
+                str(sum(r.rejected for r in rs)), str(sum(r.other_errors for r in rs))]
+
+    rows = [row(conns, name, rs) for conns in args.conns for name in ("naive", "ganserve")
+            if (rs := res.runs.get((name, conns), []))]
+    if res.fastapi_only.get("/generate"):
+        rows.append(row(64, "ganserve, fast path off", res.fastapi_only["/generate"]))
     lines.append(markdown_table(["conns", "server", "req/s", "p50 ms", "p99 ms", "p99/p50", "of limit",
                                  "server CPU µs/req", "503s", "other errors"], rows))
     lines += ["", *cpu_table(args, res)]
@@ -546,10 +582,22 @@ def report(args: argparse.Namespace, res: Results, device: str) -> str:
     return "\n".join(lines)
 
 
+def _workers(device: str) -> str:
+    from app.batcher import inference_threads, inference_workers
+
+    dev = torch.device(device)
+    workers = inference_workers(dev)
+    threads = inference_threads(dev, workers)
+    each = f"{threads} torch thread(s) each" if threads else "on the device"
+    return f"{workers} forward pass(es) side by side, {each} (`app.batcher.inference_workers` / `inference_threads`)"
+
+
 def cpu_table(args: argparse.Namespace, res: Results, conns: int = 64) -> list[str]:
     """Where the CPU goes at ``conns`` connections: µs per answered request, by thread, and the load generator's."""
-    points = [("no-op `/healthz` (ganserve)", res.noop)]
+    points = [("no-op `/healthz` (ganserve)", res.noop),
+              ("no-op `/healthz` (ganserve, fast path off)", res.fastapi_only.get("/healthz", []))]
     points += [(name, res.runs.get((name, conns), [])) for name in ("naive", "ganserve")]
+    points.append(("ganserve, fast path off", res.fastapi_only.get("/generate", [])))
     rows = []
     for label, rs in points:
         if not rs:

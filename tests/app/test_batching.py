@@ -22,8 +22,9 @@ from tests.app.images import pixels
 
 @pytest.fixture
 def gated(tiny_checkpoints: Path) -> Iterator[tuple[TestClient, threading.Event, threading.Event, list[int]]]:
-    """A client whose COND forward pass waits for ``gate``; ``entered`` is set when one starts."""
-    app = create_app(make_settings(tiny_checkpoints, queue_size=1, request_timeout_s=5, max_wait_ms=0))
+    """A client whose COND forward pass (one worker) waits for ``gate``; ``entered`` is set when one starts."""
+    app = create_app(make_settings(tiny_checkpoints, queue_size=1, request_timeout_s=5, max_wait_ms=0,
+                                   inference_workers=1))
     gate, entered, sizes = threading.Event(), threading.Event(), []
     with TestClient(app) as client:
         wait_ready(client)
@@ -93,6 +94,38 @@ def test_queue_full_is_503_with_retry_after(gated: tuple[TestClient, threading.E
         gate.set()
         assert first.result().status_code == 200 and second.result().status_code == 200
     assert 'reason="queue_full"' in client.get("/metrics").text
+
+
+def test_workers_compute_batches_side_by_side(tiny_checkpoints: Path) -> None:
+    """With 2 workers a second batch starts while the first is still in its forward pass; a third
+    request waits for a free worker and then makes its own batch."""
+    app = create_app(make_settings(tiny_checkpoints, max_wait_ms=0, inference_workers=2, inference_threads=1))
+    gate, running, peak, lock = threading.Event(), [0], [0], threading.Lock()
+    with TestClient(app) as client:
+        wait_ready(client)
+        batcher = app.state.service.registry.models[COND].batcher
+        assert batcher.workers == 2 and batcher.threads == 1
+
+        def forward(*args: Any) -> np.ndarray:
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            gate.wait(10)
+            with lock:
+                running[0] -= 1
+            return forward_uint8(*args)
+
+        batcher._forward = forward
+        with ThreadPoolExecutor(3) as pool:
+            first = pool.submit(client.get, "/generate", params={"label": 0, "seed": 1})
+            wait_for(lambda: running[0] == 1)
+            second = pool.submit(client.get, "/generate", params={"label": 1, "seed": 2})
+            wait_for(lambda: running[0] == 2)  # both in a forward pass at once
+            third = pool.submit(client.get, "/generate", params={"label": 2, "seed": 3})
+            wait_for(lambda: batcher.depth == 1)  # no free worker: it queues
+            gate.set()
+            assert [f.result().status_code for f in (first, second, third)] == [200, 200, 200]
+        assert peak[0] == 2
 
 
 def test_deadline_is_503(tiny_checkpoints: Path) -> None:
