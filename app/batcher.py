@@ -2,18 +2,19 @@
 
 A request is a block of latents (a grid of n seeds, or the frames of an animation) with
 their labels. The batcher's consumer task takes every request that is waiting and runs the
-concatenated block through the generator under ``torch.inference_mode()`` in the model's
-own worker thread; requests that queued meanwhile make the next batch, so under load the
-event loop (HTTP) and the worker (forward passes) run side by side on two cores. Only when
-a request arrives at an empty queue in the middle of a burst does the consumer wait for
-company — at most ``max_wait_ms`` — and a lone request runs at once.
+concatenated block through the generator under ``torch.inference_mode()`` in one of the
+model's worker threads; requests that queue meanwhile make the next batch. With several
+workers (on the CPU one per core by default, each pass single-threaded) the next batch
+starts as soon as a worker is free, so the event loop (HTTP) and the forward passes share
+the cores without OpenMP barriers. Only when a request arrives at an empty queue in the
+middle of a burst does the consumer wait for company — at most ``max_wait_ms`` — and a lone
+request runs at once.
 
-The worker thread also encodes each request's images (``generate(..., encode=...)``) right
-after the batch, so the event loop hands off one batch per forward pass instead of one job
-per request. Tensors stay on the device until one ``uint8`` copy per batch. Eval-mode
-networks are batch-independent, so an image made alone or inside a batch is the same image
-(within float rounding: ≤ 1 grey level).
-"""
+The worker also encodes each request's images (``generate(..., encode=...)``) right after
+the batch, so the event loop hands off one batch per forward pass instead of one job per
+request. Tensors stay on the device until one ``uint8`` copy per batch. Eval-mode networks
+are batch-independent, so an image made alone or inside a batch is the same image (within
+float rounding: ≤ 1 grey level)."""
 
 from __future__ import annotations
 
