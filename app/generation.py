@@ -4,7 +4,6 @@ the batcher call, ETags, the image cache and the response headers."""
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 from typing import Any
 from urllib.parse import quote
@@ -117,9 +116,10 @@ async def run(service: Service, model: LoadedModel, z: torch.Tensor, labels: tor
 
 
 def make_etag(model: LoadedModel, kind: str, params: dict[str, Any]) -> str:
-    """A strong ETag from the weights' sha256 and the canonical request values."""
-    canonical = json.dumps([ENCODING_VERSION, model.config.generator_sha256, kind, params],
-                           sort_keys=True, separators=(",", ":"))
+    """A strong ETag from the weights' sha256 and the canonical request values (sorted ``name=repr``
+    pairs: ints, floats at their shortest exact repr, strings quoted, None)."""
+    values = "&".join(f"{k}={params[k]!r}" for k in sorted(params))
+    canonical = f"{ENCODING_VERSION}|{model.config.generator_sha256}|{kind}|{values}"
     return '"' + hashlib.sha256(canonical.encode()).hexdigest()[:32] + '"'
 
 
