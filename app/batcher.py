@@ -35,6 +35,7 @@ from torch import nn
 
 from app.metrics import Metrics
 from training.images import to_uint8
+from training.latent import latents
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,26 @@ class GenerationFailed(Exception):
 Encoder = Callable[[np.ndarray], Any]  # (k, H, W, C) uint8 → the response body (PNG or GIF bytes)
 
 
+@dataclass(frozen=True)
+class SeededLatents:
+    """The latents of seeds seed…seed+rows−1 (the seed rule, scaled by ``truncation``), drawn in the
+    worker thread rather than on the event loop."""
+
+    seed: int
+    rows: int
+    z_dim: int
+    truncation: float = 1.0
+
+    def __call__(self) -> torch.Tensor:
+        return latents(range(self.seed, self.seed + self.rows), self.z_dim, self.truncation)
+
+
+Latents = torch.Tensor | SeededLatents  # (k, z_dim) float32 on the CPU, or how to draw them
+
+
 @dataclass(eq=False)  # identity: jobs live in sets
 class Job:
-    z: torch.Tensor  # (k, z_dim) float32 on the CPU
+    z: Latents
     labels: torch.Tensor | None  # (k,) int64, (k, K) float32 soft labels, or None
     deadline: float  # time.monotonic() after which nobody waits for the result
     future: asyncio.Future[Any] = field(repr=False)
@@ -69,7 +87,10 @@ class Job:
 
     @property
     def rows(self) -> int:
-        return int(self.z.shape[0])
+        return self.z.rows if isinstance(self.z, SeededLatents) else int(self.z.shape[0])
+
+    def latents(self) -> torch.Tensor:
+        return self.z() if isinstance(self.z, SeededLatents) else self.z
 
 
 def _merge_labels(jobs: list[Job], num_classes: int) -> torch.Tensor | None:
@@ -216,7 +237,7 @@ class Batcher:
     def depth(self) -> int:
         return self._queue.qsize()
 
-    async def generate(self, z: torch.Tensor, labels: torch.Tensor | None, timeout: float,
+    async def generate(self, z: Latents, labels: torch.Tensor | None, timeout: float,
                        encode: Encoder | None = None) -> Any:
         """Queue one request and wait for its (k, H, W, C) uint8 images, or for ``encode(images)``
         computed in the worker thread when ``encode`` is given.
@@ -316,7 +337,7 @@ class Batcher:
         → ((ok, value) per job, forward seconds); a failing forward pass raises, a failing encode
         fails its own job only.
         """
-        z = torch.cat([j.z for j in jobs]) if len(jobs) > 1 else jobs[0].z
+        z = torch.cat([j.latents() for j in jobs]) if len(jobs) > 1 else jobs[0].latents()
         labels = _merge_labels(jobs, self.num_classes)
         start = time.perf_counter()
         images = self._forward(self.generator, z, labels, self.device, self.max_batch)

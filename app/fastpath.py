@@ -10,7 +10,7 @@ throughput.
 string is *plainly* valid — known parameters, each at most once, digits for the integers, a
 ``0.x``/``1`` truncation, a model name of the checkpoint pattern, all in range — is parsed here
 with a few string checks and handed to the very function the FastAPI route calls
-(:func:`app.routes.images.render_png`): same model lookup, labels, ETags, cache, batcher,
+(:func:`app.routes.images.render_png_parts`): same model lookup, labels, ETags, cache, batcher,
 headers and error answers. Every other request — anything unusual, out of range or malformed
 — goes on to FastAPI unchanged, so every 422 and its message still come from the one
 validation the OpenAPI schema documents. ``GET /healthz`` is answered here too (static bytes):
@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.routes.images import MAX_N, MAX_SCALE, render_png
+from app.routes.images import MAX_N, MAX_SCALE, render_png_parts
 from app.service import ApiError, Service
 from training.latent import SEED_MAX
 
@@ -55,6 +55,18 @@ def _int_in(text: str, lo: int, hi: int) -> int | None:
     return value if lo <= value <= hi else None
 
 
+def _pairs(query: str) -> list[tuple[str, str]]:
+    """``parse_qsl(query, keep_blank_values=True)``, without its unquoting when there is nothing to unquote."""
+    if "%" in query or "+" in query:
+        return parse_qsl(query, keep_blank_values=True)
+    out = []
+    for field in query.split("&"):
+        if field:
+            name, _, value = field.partition("=")
+            out.append((name, value))
+    return out
+
+
 def parse_generate_query(query_string: bytes) -> dict[str, Any] | None:
     """The parameters of a plainly valid ``/generate`` query, or None to let FastAPI judge it.
 
@@ -65,7 +77,7 @@ def parse_generate_query(query_string: bytes) -> dict[str, Any] | None:
     if not query_string:
         return out
     seen: set[str] = set()
-    for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+    for key, value in _pairs(query_string.decode("latin-1")):
         if key not in out:
             continue
         if key in seen:
@@ -125,8 +137,15 @@ class FastPath:
         scope["route"] = self.generate_route
         request = Request(scope, receive)
         try:
-            response = await render_png(self.service, request, p["model"], p["label"], p["seed"], p["n"],
-                                        p["truncation"], p["scale"])
+            status, body, headers = await render_png_parts(self.service, request, p["model"], p["label"], p["seed"],
+                                                           p["n"], p["truncation"], p["scale"])
         except ApiError as e:
-            response = e.response()
-        await response(scope, receive, send)
+            await e.response()(scope, receive, send)
+            return
+        # The messages starlette's Response(body, media_type="image/png", headers=headers) sends (304: no
+        # length, no type), without building one.
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        if status != 304:
+            raw += [(b"content-length", str(len(body)).encode()), (b"content-type", b"image/png")]
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": body})

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import torch
 from fastapi import Request, Response
 
-from app.batcher import BatcherClosed, Encoder, GenerationFailed, QueueFull
+from app.batcher import BatcherClosed, Encoder, GenerationFailed, Latents, QueueFull
 from app.forward import DeviceOutOfMemory, NonFiniteOutput
 from app.registry import LoadedModel, UnknownModel
 from app.service import ApiError, Service
@@ -87,7 +87,7 @@ def check_budget(pixels: int, limit: int, what: str) -> None:
                             "lower n, frames or scale")
 
 
-async def run(service: Service, model: LoadedModel, z: torch.Tensor, labels: torch.Tensor | None,
+async def run(service: Service, model: LoadedModel, z: Latents, labels: torch.Tensor | None,
               encode: Encoder | None = None) -> Any:
     """Queue a block of latents on the model's batcher → (k, H, W, C) uint8, or ``encode`` of them
     (computed in the model's worker thread, right after its batch), or a 503."""

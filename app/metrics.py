@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+MAX_LABEL_SETS = 4096  # cached label children of the request metrics (the label values are bounded anyway)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
@@ -53,6 +54,8 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # Label children resolved once per label set (``labels()`` validates and locks on every call).
+        self._children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,9 +75,14 @@ class MetricsMiddleware:
         finally:
             route = _route_template(scope)
             state: dict[str, Any] = scope.get("state") or {}
-            model = str(state.get("metrics_model", ""))
-            self.metrics.requests.labels(route, scope.get("method", ""), str(status or 500), model).inc()
-            self.metrics.latency.labels(route, model).observe(time.perf_counter() - start)
+            key = (route, str(scope.get("method", "")), str(status or 500), str(state.get("metrics_model", "")))
+            children = self._children.get(key)
+            if children is None:
+                children = (self.metrics.requests.labels(*key), self.metrics.latency.labels(key[0], key[3]))
+                if len(self._children) < MAX_LABEL_SETS:
+                    self._children[key] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - start)
 
 
 def _route_template(scope: Scope) -> str:

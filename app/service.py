@@ -47,12 +47,12 @@ class ImageCache:
 
     def __init__(self, size: int, metrics: Metrics) -> None:
         self.size = size
-        self.metrics = metrics
+        self._hit, self._miss = metrics.cache.labels("hit"), metrics.cache.labels("miss")
         self._items: OrderedDict[str, bytes] = OrderedDict()
 
     def get(self, key: str) -> bytes | None:
         data = self._items.get(key)
-        self.metrics.cache.labels("hit" if data is not None else "miss").inc()
+        (self._hit if data is not None else self._miss).inc()
         if data is not None:
             self._items.move_to_end(key)
         return data

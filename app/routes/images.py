@@ -9,10 +9,11 @@ import torch
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from app import generation as gen
+from app.batcher import SeededLatents
 from app.imaging import encode_grid, grid_shape
 from app.service import ERROR_RESPONSES, ServiceDep
 from training.checkpoint import NAME_PATTERN
-from training.latent import SEED_MAX, grid_seeds, latents
+from training.latent import SEED_MAX, grid_seeds
 
 router = APIRouter(tags=["images"])
 
@@ -46,10 +47,11 @@ PNG_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def render_png(
+async def render_png_parts(
     service: gen.Service, request: Request, model_name: str | None, label_raw: str | None, seed: int | None,
     n: int, truncation: float, scale: int,
-) -> Response:
+) -> tuple[int, bytes, dict[str, str]]:
+    """(status 200 or 304, PNG bytes or b"", headers) of a PNG request; ApiError for a 4xx / 503."""
     model = gen.lookup_model(service, request, model_name)
     cfg = model.config
     label = gen.resolve_label(model, label_raw)
@@ -68,17 +70,28 @@ async def render_png(
     headers = gen.image_headers(model, etag, fixed, str(seed), None if label is None else str(label),
                                 None if label is None else cfg.class_names[label])
     if fixed and gen.etag_matches(request, etag):
-        return gen.not_modified(headers)
+        return 304, b"", headers
     cache = service.cache
     if fixed and cache is not None and (body := cache.get(etag)) is not None:
-        return Response(body, media_type="image/png", headers=headers)
+        return 200, body, headers
 
-    seeds = grid_seeds(seed, n)
-    z = latents(seeds, cfg.z_dim, truncation)  # (n, z_dim) on the CPU
+    grid_seeds(seed, n)  # checks the range
+    z = SeededLatents(seed, n, cfg.z_dim, float(truncation))  # drawn in the model's worker thread
     labels = None if label is None else torch.full((n,), label, dtype=torch.long)
     body = await gen.run(service, model, z, labels, encode=partial(encode_grid, scale=scale))  # encoded off-loop
     if fixed and cache is not None:
         cache.put(etag, body)
+    return 200, body, headers
+
+
+async def render_png(
+    service: gen.Service, request: Request, model_name: str | None, label_raw: str | None, seed: int | None,
+    n: int, truncation: float, scale: int,
+) -> Response:
+    status, body, headers = await render_png_parts(service, request, model_name, label_raw, seed, n, truncation,
+                                                   scale)
+    if status == 304:
+        return gen.not_modified(headers)
     return Response(body, media_type="image/png", headers=headers)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -76,13 +76,13 @@ def test_conditional_requests_and_healthz_answer_alike(clients) -> None:
 def test_plain_queries_take_the_fast_path_and_count_as_their_route(clients, monkeypatch) -> None:
     fast, _ = clients
     calls: list[tuple[object, ...]] = []
-    real = fastpath.render_png
+    real = fastpath.render_png_parts
 
     async def spy(*args):
         calls.append(args[2:])
         return await real(*args)
 
-    monkeypatch.setattr(fastpath, "render_png", spy)
+    monkeypatch.setattr(fastpath, "render_png_parts", spy)
     assert fast.get("/generate?seed=3&label=circle&scale=2").status_code == 200
     assert fast.get("/generate?seed=-3").status_code == 422  # left to FastAPI's validation
     assert calls == [(None, "circle", 3, 1, 1.0, 2)]
@@ -90,6 +90,11 @@ def test_plain_queries_take_the_fast_path_and_count_as_their_route(clients, monk
     metrics = fast.get("/metrics").text
     assert 'ganserve_requests_total{method="GET",model="tiny-cgan",route="/generate",status="200"}' in metrics
     assert 'ganserve_requests_total{method="GET",model="",route="/healthz",status="200"}' in metrics
+
+
+@given(st.text(alphabet="ab=&;+%20x", max_size=20))
+def test_query_pairs_are_parse_qsl(query) -> None:
+    assert fastpath._pairs(query) == parse_qsl(query, keep_blank_values=True)
 
 
 def test_the_parser_takes_only_plain_spellings() -> None:
