@@ -21,10 +21,11 @@ def run_bench(script: str, timeout: float) -> str:
 
 @pytest.mark.slow
 def test_serving_bench_quick() -> None:
-    text = run_bench("serving.py", 45)
+    text = run_bench("serving.py", 120)
     assert "| conns | server | req/s |" in text
     for conns in (1, 8, 64, 256):
         assert f"| {conns} | naive |" in text and f"| {conns} | ganserve |" in text
+    assert "| 64 | ganserve, fast path off |" in text and "passes side by side" in text
     assert "**limit**" in text and "| target | measured | met |" in text
     assert "/interpolate?frames=48" in text
 
