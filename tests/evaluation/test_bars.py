@@ -48,3 +48,13 @@ def test_write_replaces_only_the_marked_section(tmp_path):
 
     with pytest.raises(ValueError, match="no <!-- bars:start -->"):
         write_between_markers(tmp_path / "plain.md", "x")
+
+
+def test_per_class_relative_to_the_evaluator():
+    from training.evaluation.bars import per_class_relative
+
+    m = {**GOOD, "accuracy_per_class": {"a": 0.9, "shirt": 0.75}, "accuracy_per_class_real": {"a": 0.92, "shirt": 0.76}}
+    assert check(m, True)["every class ≥ 0.8"] is False  # the bar as written
+    assert per_class_relative(m) is True  # but as good as the evaluator can tell
+    assert per_class_relative({**m, "accuracy_per_class": {"a": 0.5, "shirt": 0.75}}) is False
+    assert per_class_relative({**m, "num_samples": 100}) is None and per_class_relative(GOOD) is None
