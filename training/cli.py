@@ -161,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="experiments to run: upsampling, conditioning")
     x.add_argument("--points", type=_int_list, default=(2, 5, 10), help="epochs at which runs are measured")
     x.add_argument("--seeds", type=_int_list, default=(0, 1, 2), help="training seeds per variant")
+    x.add_argument("--seeds-for", action="append", default=[], metavar="NAME=SEEDS",
+                   help="other seeds for one experiment, e.g. conditioning=0 (repeatable)")
     x.add_argument("--samples", type=_int_range(100, 100_000), default=10_000, help="generated images per measurement")
     x.add_argument("--work", default="runs/experiments", help="run folders and results.json (resumable)")
     x.add_argument("--out", default="docs/experiments.md")
@@ -282,9 +284,18 @@ def cmd_experiments(args: argparse.Namespace, argv: Sequence[str], parser: argpa
         parser.error(f"unknown experiment(s) {', '.join(unknown)}; choose from {', '.join(EXPERIMENTS)}")
     if 0 in args.points:
         parser.error("--points: epochs start at 1")
+    seeds_for: dict[str, tuple[int, ...]] = {}
+    for item in args.seeds_for:
+        name, sep, seeds = item.partition("=")
+        if not sep or name not in EXPERIMENTS:
+            parser.error(f"--seeds-for: expected NAME=SEEDS with NAME one of {', '.join(EXPERIMENTS)}, got {item!r}")
+        try:
+            seeds_for[name] = tuple(_int_list(seeds))
+        except argparse.ArgumentTypeError as e:
+            parser.error(f"--seeds-for {name}: {e}")
     plan = Plan(tuple(args.names), tuple(sorted(args.points)), tuple(args.seeds), args.samples, Path(args.work),
                 Path(args.out), data_dir=args.data_dir, max_steps_per_epoch=args.max_steps_per_epoch,
-                threads=args.threads, width=args.width)
+                threads=args.threads, width=args.width, seeds_for=seeds_for)
     out = main(plan, _command_line(argv))
     print(f"wrote {out}")
     return 0

@@ -86,6 +86,10 @@ class Plan:
     max_steps_per_epoch: int = 0  # smoke tests: cut every epoch short
     threads: int = 0
     width: int = 64  # ngf = ndf of every run (the shipped models use 64)
+    seeds_for: dict[str, tuple[int, ...]] = field(default_factory=dict)  # per-experiment override of seeds
+
+    def seeds_of(self, exp: str) -> tuple[int, ...]:
+        return self.seeds_for.get(exp, self.seeds)
 
 
 def _key(exp: str, variant: str, seed: int, epoch: int) -> str:
@@ -106,7 +110,7 @@ def run_plan(plan: Plan, command: str) -> dict[str, Any]:
     for exp in plan.experiments:
         _, variants, _ = EXPERIMENTS[exp]
         for v in variants:
-            for seed in plan.seeds:
+            for seed in plan.seeds_of(exp):
                 base = plan.work / exp / v.key / f"seed{seed}"
                 for epoch in plan.points:
                     key = _key(exp, v.key, seed, epoch)
@@ -129,7 +133,7 @@ def run_plan(plan: Plan, command: str) -> dict[str, Any]:
                     metrics["min_class_accuracy"] = min(acc.values()) if acc else None
                     results[key] = {"metrics": metrics, "train_seconds": ck.training.seconds,
                                     "images_seen": ck.training.images_seen}
-                    if seed == plan.seeds[0]:  # one sample grid per variant and point, for the doc
+                    if seed == plan.seeds_of(exp)[0]:  # one sample grid per variant and point, for the doc
                         grid = plan.out.parent / "experiments" / f"{exp}-{v.key}-epoch{epoch}.png"
                         grid.parent.mkdir(parents=True, exist_ok=True)
                         shutil.copyfile(base / "checkpoint" / "samples.png", grid)
@@ -162,13 +166,15 @@ def _series(results: dict[str, Any], exp: str, variant: str, seeds: Sequence[int
 
 
 def _verdict_upsampling(results: dict[str, Any], plan: Plan, last: int) -> list[str]:
+    seeds = plan.seeds_of("upsampling")
+
     def values(keys: list[str], metric: str) -> list[float]:
-        return [v for k in keys for v in _series(results, "upsampling", k, plan.seeds, last, metric) if v is not None]
+        return [v for k in keys for v in _series(results, "upsampling", k, seeds, last, metric) if v is not None]
 
     def seed_spread(keys: list[str]) -> float | None:
         """Mean over variants of the standard deviation of FID across seeds (None with one seed)."""
-        sds = [s[1] for k in keys if (s := _stats(_series(results, "upsampling", k, plan.seeds, last, "fid")))]
-        return statistics.fmean(sds) if len(plan.seeds) > 1 and sds else None
+        sds = [s[1] for k in keys if (s := _stats(_series(results, "upsampling", k, seeds, last, "fid")))]
+        return statistics.fmean(sds) if len(seeds) > 1 and sds else None
 
     lines = []
     for a_keys, b_keys, a, b in (
@@ -189,7 +195,7 @@ def _verdict_upsampling(results: dict[str, Any], plan: Plan, last: int) -> list[
         else:
             judged = f"the gap is within twice the seed-to-seed spread ({spread:.2f}): not a clear difference."
         lines.append(f"- At epoch {last}, {better} reaches a lower FID than {worse} ({min(ma, mb):.2f} vs "
-                     f"{max(ma, mb):.2f}, mean over two variants × {len(plan.seeds)} seed(s)); {judged}")
+                     f"{max(ma, mb):.2f}, mean over two variants × {len(seeds)} seed(s)); {judged}")
     ca = values(["convT-before", "convT-after"], "checkerboard_ratio")
     cb = values(["nearest-before", "nearest-after"], "checkerboard_ratio")
     if ca and cb:
@@ -199,10 +205,11 @@ def _verdict_upsampling(results: dict[str, Any], plan: Plan, last: int) -> list[
 
 
 def _verdict_conditioning(results: dict[str, Any], plan: Plan, last: int) -> list[str]:
+    seeds = plan.seeds_of("conditioning")
     lines = []
     for v in EXPERIMENTS["conditioning"][1]:
-        acc = _stats(_series(results, "conditioning", v.key, plan.seeds, last, "accuracy"))
-        worst = _stats(_series(results, "conditioning", v.key, plan.seeds, last, "min_class_accuracy"))
+        acc = _stats(_series(results, "conditioning", v.key, seeds, last, "accuracy"))
+        worst = _stats(_series(results, "conditioning", v.key, seeds, last, "min_class_accuracy"))
         if acc is None or worst is None:
             continue
         state = "follows its labels" if worst[0] >= 0.8 else (
@@ -215,7 +222,9 @@ def _verdict_conditioning(results: dict[str, Any], plan: Plan, last: int) -> lis
 def render(results: dict[str, Any], plan: Plan, command: str) -> str:
     lines = ["# Experiments", "",
              "Regenerated from measurements by:", "", "```", command, "```", "",
-             f"Dataset `{plan.dataset}`; seeds {', '.join(map(str, plan.seeds))}; each run measured at epochs "
+             f"Dataset `{plan.dataset}`; training seeds "
+             + "; ".join(f"{e} {', '.join(map(str, plan.seeds_of(e)))}" for e in plan.experiments)
+             + "; each run measured at epochs "
              f"{', '.join(map(str, plan.points))} with the dataset's evaluator on {plan.samples} samples "
              "(see `checkpoints/evaluators/README.md`; numbers are mean ± standard deviation over seeds). "
              "Every run uses the defaults of `python -m training train` (Adam 2e-4, β1 0.5, batch 128, "
@@ -228,14 +237,14 @@ def render(results: dict[str, Any], plan: Plan, command: str) -> str:
                   "| --- | ---: | " + " | ".join("---:" for _ in metrics) + " | ---: |"]
         for v in variants:
             for epoch in plan.points:
-                cells = [_cell(_stats(_series(results, exp, v.key, plan.seeds, epoch, m))) for m in metrics]
-                secs = [results[k]["train_seconds"] for s in plan.seeds
+                cells = [_cell(_stats(_series(results, exp, v.key, plan.seeds_of(exp), epoch, m))) for m in metrics]
+                secs = [results[k]["train_seconds"] for s in plan.seeds_of(exp)
                         if (k := _key(exp, v.key, s, epoch)) in results]
                 lines.append(f"| {v.label} | {epoch} | " + " | ".join(cells) + f" | {_cell(_stats(secs))} |")
         lines += ["", "### What the numbers say", ""]
         verdict = _verdict_upsampling if exp == "upsampling" else _verdict_conditioning
         lines += verdict(results, plan, last) or ["- Not enough finished runs to compare yet."]
-        lines += ["", "Sample grids of seed " + str(plan.seeds[0]) + f" at epoch {last}:", ""]
+        lines += ["", "Sample grids of seed " + str(plan.seeds_of(exp)[0]) + f" at epoch {last}:", ""]
         for v in variants:
             lines.append(f"![{v.label}](experiments/{exp}-{v.key}-epoch{last}.png)")
         lines.append("")

@@ -48,3 +48,28 @@ def test_every_experiment_names_real_training_options():
     for _, variants, _ in EXPERIMENTS.values():
         for v in variants:
             assert set(v.options) <= fields, v
+
+
+def test_an_experiment_can_have_its_own_seeds():
+    plan = Plan(("upsampling", "conditioning"), (10,), (0, 1, 2), 1000, Path("w"), Path("docs/experiments.md"),
+                seeds_for={"conditioning": (7,)})
+    assert plan.seeds_of("conditioning") == (7,) and plan.seeds_of("upsampling") == (0, 1, 2)
+    results = {_key("conditioning", "cgan-10", 7, 10): {
+        "metrics": {"accuracy": 0.9, "min_class_accuracy": 0.85, "coverage": 0.8, "fid": 5.0, "modes_covered": 10},
+        "train_seconds": 60.0, "images_seen": 1000}}
+    md = render(results, plan, "cmd")
+    assert "upsampling 0, 1, 2; conditioning 7" in md
+    assert "| cGAN, 10 classes | 10 | 0.900 ± 0.000 | 0.850 ± 0.000 |" in md
+    assert "cGAN, 10 classes: sample accuracy 0.900 ± 0.000, worst class 0.850 ± 0.000" in md
+    assert "Sample grids of seed 7" in md
+
+
+def test_bad_seeds_for_is_a_cli_error(capsys):
+    import pytest
+
+    from training.cli import main
+
+    for bad in ("conditioning", "nope=1", "conditioning=a"):
+        with pytest.raises(SystemExit):
+            main(["experiments", "--seeds-for", bad, "--work", "/nonexistent/w"])
+        assert "--seeds-for" in capsys.readouterr().err
