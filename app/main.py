@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.fastpath import FastPath
-from app.metrics import Metrics, MetricsMiddleware
+from app.metrics import Metrics, MetricsMiddleware, process_exiting
 from app.registry import Registry, resolve_device
 from app.routes import frontend, health, images, interpolate, models
 from app.service import LIMIT_RESPONSES, ApiError, ErrorOut, FieldError, ImageCache, Service
@@ -68,6 +68,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await task
         await registry.close()
         service.registry = None
+        process_exiting()
 
 
 class CatchAllMiddleware:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -30,22 +31,43 @@ class Metrics:
                                         ["model"], buckets=BATCH_BUCKETS, registry=r)
         self.forward_seconds = Histogram("ganserve_forward_seconds", "time of one batched forward pass",
                                          ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        # With several processes (python -m app --processes N) gauges add up over the living ones.
         self.queue_depth = Gauge("ganserve_queue_depth", "requests waiting for a forward pass",
-                                 ["model"], registry=r)
+                                 ["model"], registry=r, multiprocess_mode="livesum")
         self.rejected = Counter("ganserve_rejected_total", "generation requests refused (queue full, deadline)",
                                 ["model", "reason"], registry=r)
         self.cache = Counter("ganserve_cache_total", "encoded-image cache lookups", ["result"], registry=r)
-        self.models_loaded = Gauge("ganserve_models_loaded", "checkpoints being served", registry=r)
-        self.models_refused = Gauge("ganserve_models_refused", "checkpoint entries refused", registry=r)
+        self.models_loaded = Gauge("ganserve_models_loaded", "checkpoints being served", registry=r,
+                                   multiprocess_mode="livemax")
+        self.models_refused = Gauge("ganserve_models_refused", "checkpoint entries refused", registry=r,
+                                    multiprocess_mode="livemax")
         self.reloads = Counter("ganserve_reloads_total", "checkpoint (re)loads by outcome", ["outcome"], registry=r)
 
     def forget_model(self, model: str) -> None:
         """Drop the per-model gauges of a model that left the registry."""
+        if multiprocess_dir() is not None:  # prometheus_client cannot remove labels there: zero it
+            self.queue_depth.labels(model).set(0)
+            return
         with contextlib.suppress(KeyError):
             self.queue_depth.remove(model)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The text format; with several processes (``PROMETHEUS_MULTIPROC_DIR``) the sum over all of them."""
+        if multiprocess_dir() is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)
+        return generate_latest(merged)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def process_exiting() -> None:
+    """Drop this process's live gauges from the shared metrics (several processes only)."""
+    if multiprocess_dir() is not None:
+        multiprocess.mark_process_dead(os.getpid())
 
 
 class MetricsMiddleware:

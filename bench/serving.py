@@ -194,6 +194,7 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
     prefix: list[str] = field(default_factory=lambda: [sys.executable, "-m"])
+    processes: int = 1  # > 1: started as `python -m app --processes N` (ganserve's own launcher)
 
     @property
     def base(self) -> str:
@@ -202,6 +203,9 @@ class Server:
     def start(self, log_dir: Path) -> None:
         self.log = log_dir / f"{self.name}.log"
         cmd = [*self.prefix, "uvicorn", self.app, "--port", str(self.port), *UVICORN_FLAGS]
+        if self.processes > 1:
+            cmd = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(self.port), "--processes",
+                   str(self.processes)]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **self.env}, stdout=out,
                                          stderr=subprocess.STDOUT)
@@ -226,15 +230,17 @@ class Server:
             return str(r.read().decode())
 
     def thread_cpu(self) -> dict[int, float]:
-        """CPU seconds (user + system) used so far by each thread of the server process (Linux)."""
+        """CPU seconds (user + system) used so far by each thread of the server process and of the
+        processes it started (Linux)."""
         assert self.proc is not None
         out: dict[int, float] = {}
-        for task in Path(f"/proc/{self.proc.pid}/task").glob("*"):
-            try:
-                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            out[int(task.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        for pid in [self.proc.pid, *_descendants(self.proc.pid)]:
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                try:
+                    fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                out[int(task.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         return out
 
     def load(self, tool: str, path: str, classes: int, conns: int, duration: float) -> LoadResult:
@@ -247,8 +253,9 @@ class Server:
         main = delta.pop(self.proc.pid, 0.0)
         worker = max(delta.values(), default=0.0)
         r.server_cpu_s = main + sum(delta.values())
-        r.thread_cpu_s = {"event loop (main thread)": main, "busiest other thread": worker,
-                          "all other threads": sum(delta.values()) - worker}
+        if self.processes == 1:  # else there are several event loops: only the total means something
+            r.thread_cpu_s = {"event loop (main thread)": main, "busiest other thread": worker,
+                              "all other threads": sum(delta.values()) - worker}
         if tool == "wrk":
             r.client_cpu_s = _children_cpu() - client_before
         return r
@@ -264,6 +271,22 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def _descendants(pid: int) -> list[int]:
+    """Pids of the processes below ``pid`` (uvicorn's worker processes, the resource tracker)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [p for p, parent in parents.items() if parent in frontier]
+        found += kids
+        frontier = kids
+    return found
 
 
 def _children_cpu() -> float:
@@ -303,6 +326,7 @@ class Results:
     forward1: dict[int, list[float]] = field(default_factory=dict)  # threads → images/s at batch 1
     forward_parallel: dict[int, list[float]] = field(default_factory=dict)  # workers (1 thread each) → images/s
     fastapi_only: dict[str, list[LoadResult]] = field(default_factory=dict)  # ganserve without its fast path
+    multi: dict[str, list[LoadResult]] = field(default_factory=dict)  # ganserve in one process per core
     encode: dict[str, float] = field(default_factory=dict)
     interp: dict[str, list[float]] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)
@@ -377,7 +401,9 @@ def run(args: argparse.Namespace) -> Results:
         naive = Server("naive", "bench.naive_server:app", {"NAIVE_CHECKPOINT": str(ckpt)}, "/healthz")
         # The same service with its fast path off (every request through FastAPI), at 64 connections only.
         plain = Server("ganserve-fastapi", "app.main:app", {**ganserve.env, "GANSERVE_FAST_PATH": "false"}, "/readyz")
-        servers = [naive, ganserve, plain]
+        cores = os.cpu_count() or 1
+        multi = Server("ganserve-multi", "app.main:app", dict(ganserve.env), "/readyz", processes=cores)
+        servers = [naive, ganserve, plain] + ([multi] if cores > 1 else [])
         try:
             for s in servers:
                 s.start(tmp)
@@ -393,6 +419,12 @@ def run(args: argparse.Namespace) -> Results:
                     res.fastapi_only.setdefault(path, []).append(r)
                     print(f"rep {rep + 1}/{args.reps} ganserve without fast path {path} c=64: {r.rps:.0f} req/s, "
                           f"{r.cpu_us:.0f} µs CPU/req", flush=True)
+                if multi in servers:
+                    for path in ("/healthz", "/generate"):
+                        r = multi.load(tool, path, classes, 64, args.duration)
+                        res.multi.setdefault(path, []).append(r)
+                        print(f"rep {rep + 1}/{args.reps} ganserve in {cores} processes {path} c=64: {r.rps:.0f} "
+                              f"req/s, {r.cpu_us:.0f} µs CPU/req", flush=True)
                 for conns in args.conns:
                     for s in (naive, ganserve):
                         r = s.load(tool, "/generate", classes, conns, args.duration)
@@ -529,6 +561,8 @@ def report(args: argparse.Namespace, res: Results, device: str) -> str:
               for t, v in res.forward1.items()],
             *[["no-op route with the fast path off (`/healthz` through FastAPI's router), req/s",
                spread([r.rps for r in res.fastapi_only["/healthz"]])] for _ in [0] if res.fastapi_only.get("/healthz")],
+            *[[f"no-op route of ganserve in {os.cpu_count()} processes (`python -m app --processes`), req/s",
+               spread([r.rps for r in res.multi["/healthz"]])] for _ in [0] if res.multi.get("/healthz")],
             [f"**limit** = 1 / (1/{median(noop):.0f} + 1/{median(raw):.0f}), req/s", f"**{limit:.0f}**"],
             ["PNG encode of one 28×28 image, scale 1 / scale 4, µs",
              f"{res.encode['png1_us']:.0f} / {res.encode['png4_us']:.0f}"],
@@ -539,17 +573,22 @@ def report(args: argparse.Namespace, res: Results, device: str) -> str:
         "**`GET /generate` with random labels and seeds**",
         "",
     ]
-    def row(conns: int, name: str, rs: list[LoadResult]) -> list[str]:
+    def row(conns: int, name: str, rs: list[LoadResult], of: float = limit) -> list[str]:
         ratio = [r.p99_ms / r.p50_ms for r in rs if r.p50_ms > 0]
         return [str(conns), name, spread([r.rps for r in rs]), spread([r.p50_ms for r in rs], "{:.1f}"),
                 spread([r.p99_ms for r in rs], "{:.1f}"), spread(ratio, "{:.1f}"),
-                f"{100 * median([r.rps for r in rs]) / limit:.0f}%", f"{median([r.cpu_us for r in rs]):.0f}",
+                f"{100 * median([r.rps for r in rs]) / of:.0f}%", f"{median([r.cpu_us for r in rs]):.0f}",
                 str(sum(r.rejected for r in rs)), str(sum(r.other_errors for r in rs))]
 
     rows = [row(conns, name, rs) for conns in args.conns for name in ("naive", "ganserve")
             if (rs := res.runs.get((name, conns), []))]
     if res.fastapi_only.get("/generate"):
         rows.append(row(64, "ganserve, fast path off", res.fastapi_only["/generate"]))
+    if res.multi.get("/generate") and res.multi.get("/healthz"):
+        # against the limit with its own no-op (N processes answer /healthz faster than one)
+        limit_multi = 1 / (1 / median([r.rps for r in res.multi["/healthz"]]) + 1 / median(raw))
+        rows.append(row(64, f"ganserve, {os.cpu_count()} processes (of its own limit, {limit_multi:.0f})",
+                        res.multi["/generate"], limit_multi))
     lines.append(markdown_table(["conns", "server", "req/s", "p50 ms", "p99 ms", "p99/p50", "of limit",
                                  "server CPU µs/req", "503s", "other errors"], rows))
     lines += ["", *cpu_table(args, res)]
@@ -598,13 +637,16 @@ def cpu_table(args: argparse.Namespace, res: Results, conns: int = 64) -> list[s
               ("no-op `/healthz` (ganserve, fast path off)", res.fastapi_only.get("/healthz", []))]
     points += [(name, res.runs.get((name, conns), [])) for name in ("naive", "ganserve")]
     points.append(("ganserve, fast path off", res.fastapi_only.get("/generate", [])))
+    points.append((f"no-op `/healthz` (ganserve, {os.cpu_count()} processes)", res.multi.get("/healthz", [])))
+    points.append((f"ganserve, {os.cpu_count()} processes", res.multi.get("/generate", [])))
     rows = []
     for label, rs in points:
         if not rs:
             continue
 
         def per_req(get, rs=rs) -> str:
-            return f"{median([1e6 * get(r) / r.requests for r in rs if r.requests]):.0f}"
+            value = median([1e6 * get(r) / r.requests for r in rs if r.requests])
+            return "–" if value != value else f"{value:.0f}"  # NaN: not split by thread
 
         rows.append([label, per_req(lambda r: r.server_cpu_s),
                      per_req(lambda r: r.thread_cpu_s.get("event loop (main thread)", float("nan"))),

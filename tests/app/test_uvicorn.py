@@ -60,3 +60,55 @@ def test_uvicorn_serves(tiny_checkpoints: Path) -> None:
             out, _ = proc.communicate()
     assert "Traceback" not in out, out
     assert f"model {COND}: ready on cpu" in out or "ready on" in out, out
+
+
+def test_several_processes_share_the_socket_and_add_up_their_metrics(tiny_checkpoints: Path, tmp_path: Path) -> None:
+    """``python -m app --processes 2``: the copies answer on one port, /metrics counts the requests of all
+    (the stale file of an earlier run is cleared first)."""
+    port = _free_port()
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_1.db").write_bytes(b"stale")  # from an earlier run: must not be added in
+    env = {**os.environ, "GANSERVE_CHECKPOINTS": str(tiny_checkpoints), "GANSERVE_DEFAULT_MODEL": COND,
+           "GANSERVE_RELOAD_INTERVAL_S": "0", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    proc = subprocess.Popen([sys.executable, "-m", "app", "--port", str(port), "--processes", "2"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        until, ready = time.monotonic() + 90, 0
+        while time.monotonic() < until and proc.poll() is None and ready < 10:
+            try:  # a new connection each time: the kernel spreads them over both processes
+                ready = ready + 1 if httpx.get(f"{base}/readyz", timeout=2).status_code == 200 else 0
+            except httpx.TransportError:
+                ready = 0
+            time.sleep(0.05)
+        assert ready >= 10, "not every process became ready"
+        for seed in range(30):
+            r = httpx.get(f"{base}/generate", params={"label": 1, "seed": seed}, timeout=10)
+            assert r.status_code == 200 and r.headers["x-seed"] == str(seed)
+        metrics = httpx.get(f"{base}/metrics", timeout=10).text
+        line = 'ganserve_requests_total{method="GET",model="tiny-cgan",route="/generate",status="200"} 30.0'
+        assert line in metrics, metrics[:2000]
+        assert "ganserve_models_loaded 3.0" in metrics
+        assert not (metrics_dir / "counter_1.db").exists()
+    finally:
+        proc.terminate()
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert "Traceback" not in out, out[-3000:]
+    assert metrics_dir.exists()  # given by the caller: left in place
+
+
+def test_bad_launcher_options_name_the_flag(capsys) -> None:
+    import pytest
+
+    from app.__main__ import main
+
+    for argv, flag in ((["--processes", "0"], "--processes"), (["--processes", "x"], "--processes"),
+                       (["--port", "70000"], "--port")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2 and flag in capsys.readouterr().err
