@@ -73,3 +73,27 @@ def test_bad_seeds_for_is_a_cli_error(capsys):
         with pytest.raises(SystemExit):
             main(["experiments", "--seeds-for", bad, "--work", "/nonexistent/w"])
         assert "--seeds-for" in capsys.readouterr().err
+
+
+def _cond(worst: dict[str, float], seeds=(0,), epoch=4) -> dict:
+    return {_key("conditioning", k, s, epoch): {
+        "metrics": {"accuracy": w + 0.1, "min_class_accuracy": w, "coverage": 0.5, "fid": 9.0, "modes_covered": 10},
+        "train_seconds": 1.0, "images_seen": 1} for k, w in worst.items() for s in seeds}
+
+
+def test_the_acgan_collapse_verdict_follows_the_numbers():
+    plan = Plan(("conditioning",), (4,), (0,), 1000, Path("w"), Path("docs/experiments.md"))
+    collapsed = render(_cond({"acgan-10": 0.1, "acgan-5": 0.9, "acgan-10-tricks": 0.3, "cgan-10": 0.85}), plan, "c")
+    assert "the collapse with more classes is reproduced" in collapsed
+    assert "move ACGAN's worst class from 0.100 to 0.300" in collapsed
+    fine = render(_cond({"acgan-10": 0.82, "acgan-5": 0.9}), plan, "c")
+    assert "no collapse with 10 Fashion-MNIST classes" in fine and "reproduced" not in fine
+
+
+def test_upsampling_verdict_is_compared_with_the_seed_article():
+    results = fake_results({"convT-before": [20, 21, 22], "convT-after": [21, 22, 23],
+                            "nearest-before": [10, 11, 12], "nearest-after": [11, 12, 13]})
+    md = render(results, PLAN, "cmd")
+    assert "nearest+conv reaches a lower FID than transposed conv" in md
+    assert "**The seed article found the opposite** (transposed conv better" in md
+    assert "Why the answer can differ" in md
