@@ -141,19 +141,20 @@ def run_plan(plan: Plan, command: str) -> dict[str, Any]:
     return results
 
 
-def _stats(values: Sequence[float | None]) -> tuple[float, float] | None:
+def _stats(values: Sequence[float | None]) -> tuple[float, float | None] | None:
+    """(mean, standard deviation over seeds; None from a single seed) of the values measured."""
     vals = [float(v) for v in values if v is not None]
     if not vals:
         return None
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
 
 
-def _cell(s: tuple[float, float] | None) -> str:
+def _cell(s: tuple[float, float | None] | None) -> str:
     if s is None:
         return "–"
     mean, sd = s
     digits = 2 if abs(mean) >= 10 else 3
-    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+    return f"{mean:.{digits}f}" if sd is None else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
 def _series(results: dict[str, Any], exp: str, variant: str, seeds: Sequence[int], epoch: int,
@@ -173,7 +174,8 @@ def _verdict_upsampling(results: dict[str, Any], plan: Plan, last: int) -> list[
 
     def seed_spread(keys: list[str]) -> float | None:
         """Mean over variants of the standard deviation of FID across seeds (None with one seed)."""
-        sds = [s[1] for k in keys if (s := _stats(_series(results, "upsampling", k, seeds, last, "fid")))]
+        sds = [s[1] for k in keys if (s := _stats(_series(results, "upsampling", k, seeds, last, "fid")))
+               and s[1] is not None]
         return statistics.fmean(sds) if len(seeds) > 1 and sds else None
 
     lines = []
@@ -213,17 +215,16 @@ def _verdict_upsampling(results: dict[str, Any], plan: Plan, last: int) -> list[
 
 
 WHY_UPSAMPLING = (
-    "Why the answer can differ from the seed article's: a stride-2 transposed convolution with a 4×4 kernel "
-    "covers the output pixels unevenly (alternately by 1 and 2 kernel taps per axis), so until its weights learn "
-    "to cancel that, it adds energy at the period-2 frequency — the checkerboard the article sees as crosses in "
-    "its ConvT samples, and what the checkerboard column measures (1 = as much as real images). Nearest "
-    "upsampling followed by a 3×3 convolution cannot produce that pattern and starts smooth, which helps most "
-    "early in training; at 28×28 grey garments there is also little fine texture, where the extra freedom of "
-    "a learned upsampling pays off on 64×64 faces. The article compared single runs after ~60 epochs; here "
-    "every variant gets the same number of epochs, several seeds, and is measured at several points, so the "
-    "table shows whether an early lead lasts. Batch-norm before the ReLU normalises what the activation "
-    "sees (half the units active); after it, BN re-centres already rectified values, which the article found "
-    "worse — the BN rows say whether that holds here.")
+    "How to read this against the seed article: it trained single 64×64 anime-face runs for ~60 epochs and "
+    "judged the samples by eye; here every variant gets the same budget (the epochs above), several seeds and "
+    "numbers at several points. Two mechanisms bear on the comparison. A stride-2 transposed convolution with a "
+    "4×4 kernel covers the output pixels unevenly, which can add energy at the period-2 frequency (the crosses "
+    "in the article's ConvT samples); the checkerboard column measures exactly that (1 = as much as real "
+    "images), so it shows whether it happened here. Nearest upsampling followed by a 3×3 convolution cannot make "
+    "that pattern and gives smooth images from the start (a ratio below 1: less fine detail than real images), "
+    "which may explain a faster start; whether such a lead lasts needs longer runs than these. The two "
+    "batch-norm placements differ in what the ReLU sees: normalised pre-activations (before) or rectified "
+    "values that BN then re-centres (after).")
 
 
 def _verdict_conditioning(results: dict[str, Any], plan: Plan, last: int) -> list[str]:
@@ -251,8 +252,9 @@ def _verdict_conditioning(results: dict[str, Any], plan: Plan, last: int) -> lis
             f"right with 10 and worked with 5. Here the "
             f"worst class of ACGAN is {w10:.3f} with 10 classes and {w5:.3f} with 5: "
             + ("**the collapse with more classes is reproduced**." if collapsed else
-               "**no collapse with 10 Fashion-MNIST classes**: 6,000 images a class (the article had 300–6,000) "
-               "and ten visually distinct classes give the auxiliary classifier an easy task."))
+               "**no collapse with 10 Fashion-MNIST classes** — likely because it has 6,000 images a class (the "
+               "article had as few as 300–400 for some) and ten visually distinct classes, an easy task for the "
+               "auxiliary classifier."))
     if w10 is not None and w10t is not None:
         lines.append(f"- D-classifier pretraining + noisy labels move ACGAN's worst class from {w10:.3f} to "
                      f"{w10t:.3f} (the article saw pretraining barely help).")
@@ -272,6 +274,11 @@ def render(results: dict[str, Any], plan: Plan, command: str) -> str:
              "Every run uses the defaults of `python -m training train` (Adam 2e-4, β1 0.5, batch 128, "
              f"EMA generator) with width (ngf = ndf) {plan.width}, unless the variant says otherwise.", ""]
     last = max(plan.points)
+    total = sum(r["train_seconds"] for k, r in results.items() if k.endswith(f"/epoch{last}")
+                and k.split("/", 1)[0] in plan.experiments)
+    lines += [f"All runs together trained for {total / 3600:.1f} h of wall-clock time (evaluations excluded). "
+              f"The budget is small — {last} epoch(s) a run — because everything here ran on a 2-core CPU: the "
+              "tables show early training, and a verdict on it says nothing about where longer runs end.", ""]
     for exp in plan.experiments:
         title, variants, metrics = EXPERIMENTS[exp]
         lines += [f"## {exp}: {title}", ""]
