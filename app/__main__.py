@@ -19,35 +19,17 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from training.argtypes import int_range
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-
-
-def _processes(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of processes 1…64, got {text!r}") from None
-    if not 1 <= value <= 64:
-        raise argparse.ArgumentTypeError(f"expected 1…64 processes, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number 1…65535, got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number 1…65535, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m app", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=_port, default=8000)
-    p.add_argument("--processes", type=_processes, default=1,
+    p.add_argument("--port", type=int_range(1, 65535), default=8000)
+    p.add_argument("--processes", type=int_range(1, 64), default=1,
                    help="copies of the service behind the one socket (e.g. the number of cores)")
     p.add_argument("--access-log", action="store_true", help="log every request (off: faster)")
     return p

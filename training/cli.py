@@ -16,24 +16,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from training.argtypes import int_range
 from training.config import ConfigError, TrainConfig
 from training.devices import device_available
 from training.models.common import RESOLUTIONS
 
 log = logging.getLogger("training")
-
-
-def _int_range(lo: int, hi: int | None = None) -> Callable[[str], int]:
-    def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
-        if v < lo or (hi is not None and v > hi):
-            raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi if hi is not None else '∞'}], got {v}")
-        return v
-
-    return parse
 
 
 def _float_range(lo: float, hi: float, lo_open: bool = False) -> Callable[[str], float]:
@@ -92,21 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--family", type=_family, required=True, help="model family (see `python -m training families`)")
     t.add_argument("--dataset", type=_dataset, required=True, help="fashion-mnist | mnist | synthetic | folder:PATH")
     t.add_argument("--out", required=True, help="checkpoint folder to write, e.g. checkpoints/my-model")
-    t.add_argument("--epochs", type=_int_range(1, 100_000), default=d["epochs"].default)
+    t.add_argument("--epochs", type=int_range(1, 100_000), default=d["epochs"].default)
     t.add_argument("--name", default="", help="model name (default: the --out folder's name)")
     t.add_argument("--run-dir", default="", help="where resume state, grids and TensorBoard logs go "
                                                 "(default: runs/NAME)")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's resume state")
     t.add_argument("--data-dir", default=None, help="folder with IDX files (mnist, fashion-mnist)")
     t.add_argument("--classes", type=_classes, default=None, help="train on a subset of class indices, e.g. 0,1,2,3,4")
-    t.add_argument("--synthetic-size", type=_int_range(6, 1_000_000), default=d["synthetic_size"].default)
+    t.add_argument("--synthetic-size", type=int_range(6, 1_000_000), default=d["synthetic_size"].default)
     t.add_argument("--resolution", type=int, choices=RESOLUTIONS, default=d["resolution"].default)
     t.add_argument("--channels", type=int, choices=(1, 3), default=d["channels"].default)
-    t.add_argument("--z-dim", type=_int_range(1, 4096), default=d["z_dim"].default)
-    t.add_argument("--width", type=_int_range(1, 1024), default=d["width"].default, help="ngf = ndf")
+    t.add_argument("--z-dim", type=int_range(1, 4096), default=d["z_dim"].default)
+    t.add_argument("--width", type=int_range(1, 1024), default=d["width"].default, help="ngf = ndf")
     t.add_argument("--upsample", choices=("convT", "nearest-conv"), default=d["upsample"].default)
     t.add_argument("--bn", choices=("before-act", "after-act"), default=d["bn"].default)
-    t.add_argument("--batch-size", type=_int_range(2, 65_536), default=d["batch_size"].default)
+    t.add_argument("--batch-size", type=int_range(2, 65_536), default=d["batch_size"].default)
     t.add_argument("--lr-g", type=_float_range(0, 1, lo_open=True), default=d["lr_g"].default)
     t.add_argument("--lr-d", type=_float_range(0, 1, lo_open=True), default=d["lr_d"].default)
     t.add_argument("--beta1", type=_float_range(0, 1), default=d["beta1"].default)
@@ -117,39 +105,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one-sided: D's real targets become 1 − s")
     t.add_argument("--noisy-labels", type=_float_range(0, 0.5), default=d["noisy_labels"].default,
                    help="probability of flipping each real/fake target of D")
-    t.add_argument("--pretrain-d-epochs", type=_int_range(0, 1000), default=d["pretrain_d_epochs"].default,
+    t.add_argument("--pretrain-d-epochs", type=int_range(0, 1000), default=d["pretrain_d_epochs"].default,
                    help="ACGAN: epochs of D-classifier pretraining on real images")
-    t.add_argument("--n-critic", type=_int_range(1, 100), default=d["n_critic"].default)
+    t.add_argument("--n-critic", type=int_range(1, 100), default=d["n_critic"].default)
     t.add_argument("--gp-weight", type=_float_range(0, 1e6), default=d["gp_weight"].default)
     t.add_argument("--kl-weight", type=_float_range(0, 1e6), default=d["kl_weight"].default)
     t.add_argument("--ema-decay", type=_float_range(0, 1), default=d["ema_decay"].default)
-    t.add_argument("--seed", type=_int_range(0, 2**32 - 1), default=d["seed"].default)
+    t.add_argument("--seed", type=int_range(0, 2**32 - 1), default=d["seed"].default)
     t.add_argument("--device", default=d["device"].default, help="auto | cpu | cuda | cuda:N | mps")
-    t.add_argument("--threads", type=_int_range(0, 1024), default=d["threads"].default)
+    t.add_argument("--threads", type=int_range(0, 1024), default=d["threads"].default)
     t.add_argument("--channels-last", action="store_true")
     t.add_argument("--save-dtype", choices=("float16", "float32"), default=d["save_dtype"].default)
-    t.add_argument("--log-every", type=_int_range(1), default=d["log_every"].default)
-    t.add_argument("--max-steps", type=_int_range(0), default=d["max_steps"].default,
+    t.add_argument("--log-every", type=int_range(1), default=d["log_every"].default)
+    t.add_argument("--max-steps", type=int_range(0), default=d["max_steps"].default,
                    help="stop after this many optimisation steps (0: no limit)")
-    t.add_argument("--eval-every", type=_int_range(0, 100_000), default=d["eval_every"].default,
+    t.add_argument("--eval-every", type=int_range(0, 100_000), default=d["eval_every"].default,
                    help="evaluate the checkpoint every N epochs and after the last with the dataset's evaluator "
                         "(mnist, fashion-mnist): metrics go into config.json, their history into "
                         "training.evaluations (0: never)")
-    t.add_argument("--eval-samples", type=_int_range(100, 1_000_000), default=d["eval_samples"].default,
+    t.add_argument("--eval-samples", type=int_range(100, 1_000_000), default=d["eval_samples"].default,
                    help="generated images per --eval-every evaluation")
-    t.add_argument("--grid-cols", type=_int_range(1, 64), default=d["grid_cols"].default)
+    t.add_argument("--grid-cols", type=int_range(1, 64), default=d["grid_cols"].default)
     t.add_argument("--no-tensorboard", action="store_true")
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
     s = sub.add_parser("sample", help="render images from a checkpoint through load_generator")
     s.add_argument("checkpoint", help="checkpoint folder")
-    s.add_argument("--seed", type=_int_range(0, 2**32 - 1), default=0)
+    s.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0)
     s.add_argument("--label", default=None, help="class index or name (conditional models)")
-    s.add_argument("--n", type=_int_range(1, 1024), default=1)
-    s.add_argument("--nrow", type=_int_range(1, 1024), default=8)
+    s.add_argument("--n", type=int_range(1, 1024), default=1)
+    s.add_argument("--nrow", type=int_range(1, 1024), default=8)
     s.add_argument("--truncation", type=_float_range(0, 1, lo_open=True), default=1.0)
-    s.add_argument("--scale", type=_int_range(1, 8), default=1)
+    s.add_argument("--scale", type=int_range(1, 8), default=1)
     s.add_argument("--device", default="cpu")
     s.add_argument("--out", required=True, help="PNG file to write")
 
@@ -163,13 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--seeds", type=_int_list, default=(0, 1, 2), help="training seeds per variant")
     x.add_argument("--seeds-for", action="append", default=[], metavar="NAME=SEEDS",
                    help="other seeds for one experiment, e.g. conditioning=0 (repeatable)")
-    x.add_argument("--samples", type=_int_range(100, 100_000), default=10_000, help="generated images per measurement")
+    x.add_argument("--samples", type=int_range(100, 100_000), default=10_000, help="generated images per measurement")
     x.add_argument("--work", default="runs/experiments", help="run folders and results.json (resumable)")
     x.add_argument("--out", default="docs/experiments.md")
     x.add_argument("--data-dir", default=None)
-    x.add_argument("--threads", type=_int_range(0, 1024), default=0)
-    x.add_argument("--width", type=_int_range(8, 512), default=64, help="ngf = ndf of every run")
-    x.add_argument("--max-steps-per-epoch", type=_int_range(0), default=0, help="cut epochs short (smoke tests)")
+    x.add_argument("--threads", type=int_range(0, 1024), default=0)
+    x.add_argument("--width", type=int_range(8, 512), default=64, help="ngf = ndf of every run")
+    x.add_argument("--max-steps-per-epoch", type=int_range(0), default=0, help="cut epochs short (smoke tests)")
 
     from training.evaluation import cli as evaluation_cli
 

@@ -23,6 +23,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _stop(proc: subprocess.Popen[str], timeout: float) -> str:
+    """Terminate the server (kill it if it does not stop in time) → everything it printed."""
+    proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
+
+
 def test_uvicorn_serves(tiny_checkpoints: Path) -> None:
     port = _free_port()
     env = {**os.environ, "GANSERVE_CHECKPOINTS": str(tiny_checkpoints), "GANSERVE_DEVICE": "auto",
@@ -52,12 +63,7 @@ def test_uvicorn_serves(tiny_checkpoints: Path) -> None:
         bad = httpx.get(f"{base}/generate", params={"seed": "x"}, timeout=10)
         assert bad.status_code == 422
     finally:
-        proc.terminate()
-        try:
-            out, _ = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out = _stop(proc, 15)
     assert "Traceback" not in out, out
     assert f"model {COND}: ready on cpu" in out or "ready on" in out, out
 
@@ -92,12 +98,7 @@ def test_several_processes_share_the_socket_and_add_up_their_metrics(tiny_checkp
         assert "ganserve_models_loaded 3.0" in metrics
         assert not (metrics_dir / "counter_1.db").exists()
     finally:
-        proc.terminate()
-        try:
-            out, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out = _stop(proc, 30)
     assert "Traceback" not in out, out[-3000:]
     assert metrics_dir.exists()  # given by the caller: left in place
 

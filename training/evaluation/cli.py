@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from training.argtypes import int_range
 from training.devices import device_available
 
 COMMANDS: tuple[str, ...] = ("bars", "train-evaluator", "evaluate")
@@ -26,19 +27,6 @@ EPOCHS = {"fashion-mnist": 15, "mnist": 40, "synthetic": 10}
 AUGMENT = {"fashion-mnist": "shift", "mnist": "affine", "synthetic": "shift"}
 
 log = logging.getLogger("training.evaluation")
-
-
-def _positive(lo: int, hi: int) -> Any:
-    def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi}], got {v}")
-        return v
-
-    return parse
 
 
 def _lr(s: str) -> float:
@@ -57,31 +45,31 @@ def add_commands(sub: Any) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     t.add_argument("--dataset", choices=EVALUATOR_DATASETS, required=True)
     t.add_argument("--out", default=None, help="evaluator folder (default: checkpoints/evaluators/DATASET)")
-    t.add_argument("--epochs", type=_positive(1, 10_000), default=None,
+    t.add_argument("--epochs", type=int_range(1, 10_000), default=None,
                    help=f"default per dataset: {EPOCHS}")
-    t.add_argument("--batch-size", type=_positive(2, 65_536), default=128)
+    t.add_argument("--batch-size", type=int_range(2, 65_536), default=128)
     t.add_argument("--lr", type=_lr, default=2e-3, help="peak learning rate of the one-cycle schedule")
     t.add_argument("--augment", choices=("none", "shift", "affine"), default=None,
                    help=f"default per dataset: {AUGMENT}")
-    t.add_argument("--width", type=_positive(1, 512), default=32, help="channels of the first conv stage")
-    t.add_argument("--feature-dim", type=_positive(2, 4096), default=128, help="width of the feature layer")
-    t.add_argument("--seed", type=_positive(0, 2**32 - 1), default=0)
-    t.add_argument("--threads", type=_positive(0, 1024), default=2, help="torch CPU threads (0: torch's default)")
+    t.add_argument("--width", type=int_range(1, 512), default=32, help="channels of the first conv stage")
+    t.add_argument("--feature-dim", type=int_range(2, 4096), default=128, help="width of the feature layer")
+    t.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0)
+    t.add_argument("--threads", type=int_range(0, 1024), default=2, help="torch CPU threads (0: torch's default)")
     t.add_argument("--data-dir", default=None, help="folder with IDX files (mnist, fashion-mnist)")
 
     e = sub.add_parser("evaluate", help="measure a checkpoint with its dataset's evaluator; writes config.json metrics",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     e.add_argument("checkpoint", help="checkpoint folder")
-    e.add_argument("--samples", type=_positive(10, 1_000_000), default=10_000,
+    e.add_argument("--samples", type=int_range(10, 1_000_000), default=10_000,
                    help="generated images (seeds SEED..SEED+N-1; labels cycled over the classes)")
-    e.add_argument("--batch-size", type=_positive(1, 65_536), default=500,
+    e.add_argument("--batch-size", type=int_range(1, 65_536), default=500,
                    help="images per generator / evaluator forward pass")
-    e.add_argument("--seed", type=_positive(0, 2**32 - 1), default=0, help="first seed of the samples")
+    e.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, help="first seed of the samples")
     e.add_argument("--evaluators", default=None,
                    help="folder of evaluators (default: $GANSERVE_EVALUATORS, else checkpoints/evaluators)")
     e.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps")
-    e.add_argument("--threads", type=_positive(0, 1024), default=2, help="torch CPU threads (0: torch's default)")
-    e.add_argument("--kid-subsets", type=_positive(1, 10_000), default=100, help="random subsets KID averages over")
+    e.add_argument("--threads", type=int_range(0, 1024), default=2, help="torch CPU threads (0: torch's default)")
+    e.add_argument("--kid-subsets", type=int_range(1, 10_000), default=100, help="random subsets KID averages over")
     e.add_argument("--no-write", action="store_true", help="print the metrics without touching config.json")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
 
