@@ -29,15 +29,15 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.routes.images import MAX_N, MAX_SCALE, render_png_parts
+from app.routes.images import MAX_LABEL, MAX_N, MAX_SCALE, render_png_parts
 from app.service import ApiError, Service
+from training.checkpoint import NAME_PATTERN
 from training.latent import SEED_MAX
 
 # Only the plain spellings; anything else (signs, spaces, exponents, "1_000", "0x10"…) is left to FastAPI.
 _DIGITS = re.compile(r"[0-9]{1,10}")
 _TRUNCATION = re.compile(r"(?:0|1)(?:\.[0-9]{1,16})?|\.[0-9]{1,16}")
-_MODEL = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # training.checkpoint.NAME_PATTERN, fully matched
-_MAX_LABEL = 200
+_MODEL = re.compile(NAME_PATTERN.removeprefix("^").removesuffix("$"))  # fully matched: no "$" before a newline
 _INT_RANGES = {"seed": (0, SEED_MAX), "n": (1, MAX_N), "scale": (1, MAX_SCALE)}
 _GENERATE_DEFAULTS: dict[str, Any] = {"model": None, "label": None, "seed": None, "n": 1, "truncation": 1.0,
                                       "scale": 1}
@@ -88,7 +88,7 @@ def parse_generate_query(query_string: bytes) -> dict[str, Any] | None:
                 return None
             out[key] = value
         elif key == "label":
-            if len(value) > _MAX_LABEL:
+            if len(value) > MAX_LABEL:
                 return None
             out[key] = value
         elif key in _INT_RANGES:

@@ -13,17 +13,18 @@ from app.batcher import SeededLatents
 from app.imaging import encode_grid, grid_shape
 from app.service import ERROR_RESPONSES, ServiceDep
 from training.checkpoint import NAME_PATTERN
-from training.latent import SEED_MAX, grid_seeds
+from training.latent import SEED_MAX
 
 router = APIRouter(tags=["images"])
 
 MAX_N = 64
+MAX_LABEL = 200  # characters of a label query
 MAX_SCALE = 8
 
 ModelQuery = Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=64,
                                          description="model name (default: the service's default model)")]
 ModelPath = Annotated[str, Path(pattern=NAME_PATTERN, max_length=64, description="model name")]
-LabelQuery = Annotated[str | None, Query(max_length=200, description=(
+LabelQuery = Annotated[str | None, Query(max_length=MAX_LABEL, description=(
     "class index (0…K−1) or class name of a conditional model; drawn at random when omitted; "
     "not allowed on unconditional models"))]
 SeedQuery = Annotated[int | None, Query(ge=0, le=SEED_MAX, description=(
@@ -75,7 +76,6 @@ async def render_png_parts(
     if fixed and cache is not None and (body := cache.get(etag)) is not None:
         return 200, body, headers
 
-    grid_seeds(seed, n)  # checks the range
     z = SeededLatents(seed, n, cfg.z_dim, float(truncation))  # drawn in the model's worker thread
     labels = None if label is None else torch.full((n,), label, dtype=torch.long)
     body = await gen.run(service, model, z, labels, encode=partial(encode_grid, scale=scale))  # encoded off-loop
