@@ -1,20 +1,20 @@
 """Per-model micro-batcher: concurrent requests share one forward pass, off the event loop.
 
 A request is a block of latents (a grid of n seeds, or the frames of an animation) with
-their labels. The batcher's consumer task takes every request that is waiting and runs the
-concatenated block through the generator under ``torch.inference_mode()`` in one of the
-model's worker threads; requests that queue meanwhile make the next batch. With several
-workers (on the CPU one per core by default, each pass single-threaded) the next batch
-starts as soon as a worker is free, so the event loop (HTTP) and the forward passes share
-the cores without OpenMP barriers. Only when a request arrives at an empty queue in the
-middle of a burst does the consumer wait for company — at most ``max_wait_ms`` — and a lone
-request runs at once.
+their labels. The event loop puts it in the model's queue; the model's worker threads take
+every request that is waiting and run the concatenated block through the generator under
+``torch.inference_mode()``; requests that queue meanwhile make the next batch. With several
+workers (on the CPU one per core by default, each pass single-threaded) a free worker starts
+the next batch at once, so the event loop (HTTP) and the forward passes share the cores
+without OpenMP barriers, and the workers never wait for the busy event loop to hand them
+work. Only when a request arrives at an empty queue in the middle of a burst (others still
+being computed) does a worker wait for company — at most ``max_wait_ms`` — and a lone request
+runs at once.
 
 The worker also encodes each request's images (``generate(..., encode=...)``) right after
-the batch, so the event loop hands off one batch per forward pass instead of one job per
-request. Tensors stay on the device until one ``uint8`` copy per batch. Eval-mode networks
-are batch-independent, so an image made alone or inside a batch is the same image (within
-float rounding: ≤ 1 grey level)."""
+the batch and hands the event loop one callback per batch. Tensors stay on the device until
+one ``uint8`` copy per batch. Eval-mode networks are batch-independent, so an image made
+alone or inside a batch is the same image (within float rounding: ≤ 1 grey level)."""
 
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ import contextlib
 import copy
 import logging
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,7 +83,7 @@ class Job:
     labels: torch.Tensor | None  # (k,) int64, (k, K) float32 soft labels, or None
     deadline: float  # time.monotonic() after which nobody waits for the result
     future: asyncio.Future[Any] = field(repr=False)
-    in_burst: bool = False  # another request arrived shortly before this one: worth waiting for more
+    in_burst: bool = False  # other requests were in the batcher when this one came: worth waiting for more
     encode: Encoder | None = None  # run in the worker thread on this job's images
 
     @property
@@ -186,7 +187,14 @@ def _expire(future: asyncio.Future[Any]) -> None:
 
 
 class Batcher:
-    """The queue and consumer task of one loaded model."""
+    """The queue and worker threads of one loaded model.
+
+    The event loop only queues jobs and, once per batch, hands the results to the waiting
+    requests; the worker threads take their batches from the queue themselves. A worker that
+    finishes a batch starts the next one at once, without waiting for the event loop — which
+    under load is busy parsing and answering requests, and would otherwise leave the cores idle
+    between batches.
+    """
 
     def __init__(
         self,
@@ -209,29 +217,28 @@ class Batcher:
         self.num_classes = num_classes
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
+        self.queue_size = queue_size
         self.metrics = metrics
         self._forward = forward
-        self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=queue_size)
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()  # None: a worker's signal to stop
         self._closed = False
-        self._busy = 0  # batches being computed
+        self._lock = threading.Lock()  # guards _inflight (jobs in a worker's hands)
         self._inflight: set[Job] = set()
-        self._batches: set[asyncio.Task[None]] = set()
-        self._last_arrival = -1e9
-        self._task: asyncio.Task[None] | None = None
+        self._pending = 0  # requests between generate() and their answer (event-loop thread only)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._threads: list[threading.Thread] = []
         self._depth = metrics.queue_depth.labels(name)
-        # Dedicated worker threads per model (they keep their torch thread setting): up to ``workers``
-        # batches are computed side by side, each collected when a worker is free to take it.
+        # Up to ``workers`` batches are computed side by side, each in its own thread with its own
+        # torch thread setting.
         self.workers = workers or inference_workers(device)
         self.threads = inference_threads(device, self.workers) if threads == -1 else threads
-        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix=f"ganserve-{name}",
-                                            initializer=self._init_worker)
-
-    def _init_worker(self) -> None:
-        if self.threads:
-            torch.set_num_threads(self.threads)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher:{self.name}")
+        self._loop = asyncio.get_running_loop()
+        for i in range(self.workers):
+            t = threading.Thread(target=self._worker, name=f"ganserve-{self.name}_{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
 
     @property
     def depth(self) -> int:
@@ -247,19 +254,17 @@ class Batcher:
         """
         if self._closed:
             raise BatcherClosed(self.name)
-        loop = asyncio.get_running_loop()
-        now = time.monotonic()
-        job = Job(z, labels, now + timeout, loop.create_future(), in_burst=now - self._last_arrival <= self.max_wait,
-                  encode=encode)
-        self._last_arrival = now
-        try:
-            self._queue.put_nowait(job)
-        except asyncio.QueueFull:
+        if self._queue.qsize() >= self.queue_size:
             self.metrics.rejected.labels(self.name, "queue_full").inc()
-            raise QueueFull(self.name) from None
+            raise QueueFull(self.name)
+        loop = asyncio.get_running_loop()
+        job = Job(z, labels, time.monotonic() + timeout, loop.create_future(), in_burst=self._pending > 0,
+                  encode=encode)
+        self._queue.put(job)
+        self._pending += 1
         self._depth.set(self._queue.qsize())
         # One timer handle per request (cheaper than wait_for + shield). A cancelled caller (client gone)
-        # cancels the job's future, and the consumer skips it.
+        # cancels the job's future, and the worker skips it.
         timer = loop.call_later(timeout, _expire, job.future)
         try:
             return await job.future
@@ -267,72 +272,68 @@ class Batcher:
             self.metrics.rejected.labels(self.name, "deadline").inc()
             raise
         finally:
+            self._pending -= 1
             timer.cancel()
 
-    async def _collect(self) -> list[Job]:
+    # -- worker threads ---------------------------------------------------------------------------
+
+    def _worker(self) -> None:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        while True:
+            jobs = self._collect()
+            if jobs is None:
+                return
+            now = time.monotonic()
+            live = [j for j in jobs if not j.future.done() and j.deadline > now]
+            if not live:
+                continue
+            with self._lock:
+                self._inflight.update(live)
+            try:
+                self._run_batch(live)
+            finally:
+                with self._lock:
+                    self._inflight.difference_update(live)
+
+    def _collect(self) -> list[Job] | None:
         """The next batch: every waiting job (up to ``max_batch`` rows), without waiting when there
         was a backlog; when the queue was empty, the first job waits up to ``max_wait`` for company
-        only if it came in a burst (another request arrived within ``max_wait`` before it).
+        only if it came in a burst (other requests were queued or being computed when it arrived).
+        None: stop.
 
-        A lone request runs at once; under load, the requests that queued during the previous forward
-        pass are the batch (waiting then would only leave the worker idle).
+        A lone request runs at once — and so does each request of a client that sends one after
+        the other, however quickly: nobody else is coming. Under load, the requests that queued
+        during the previous forward pass are the batch (waiting then would only leave the worker idle).
         """
         backlog = not self._queue.empty()
-        jobs = [await self._queue.get()]
-        rows = jobs[0].rows
-        while rows < self.max_batch and not self._queue.empty():
-            job = self._queue.get_nowait()
-            jobs.append(job)
-            rows += job.rows
-        if backlog or len(jobs) > 1 or not jobs[0].in_burst:
-            return jobs
+        first = self._queue.get()
+        if first is None:
+            return None
+        jobs, rows = [first], first.rows
+        wait = not backlog and first.in_burst
         until = time.monotonic() + self.max_wait
         while rows < self.max_batch:
             try:
                 job = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
+            except queue.Empty:
                 remaining = until - time.monotonic()
-                if remaining <= 0:
+                if not wait or len(jobs) > 1 or remaining <= 0:
                     break
                 try:
-                    job = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
+                    job = self._queue.get(timeout=remaining)
+                except queue.Empty:
                     break
+            if job is None:  # stopping: leave the signal for this worker's next turn
+                self._queue.put(None)
+                break
             jobs.append(job)
             rows += job.rows
+        self._depth.set(self._queue.qsize())
         return jobs
 
-    async def _run(self) -> None:
-        free = asyncio.Semaphore(self.workers)
-        while True:
-            await free.acquire()  # a batch is collected only when a worker can start it at once
-            try:
-                jobs = await self._collect()
-            except BaseException:
-                free.release()
-                raise
-            self._depth.set(self._queue.qsize())
-            now = time.monotonic()
-            live = [j for j in jobs if not j.future.done() and j.deadline > now]
-            if not live:
-                free.release()
-                continue
-            self._busy += 1
-            self._inflight.update(live)
-            task = asyncio.get_running_loop().create_task(self._batch(live, free))
-            self._batches.add(task)
-            task.add_done_callback(self._batches.discard)
-
-    async def _batch(self, jobs: list[Job], free: asyncio.Semaphore) -> None:
-        try:
-            await self._run_batch(jobs)
-        finally:
-            self._busy -= 1
-            self._inflight.difference_update(jobs)
-            free.release()
-
     def _work(self, jobs: list[Job]) -> tuple[list[tuple[bool, Any]], float]:
-        """In the worker thread: one forward pass for all the jobs, then each job's encode.
+        """One forward pass for all the jobs, then each job's encode.
 
         → ((ok, value) per job, forward seconds); a failing forward pass raises, a failing encode
         fails its own job only.
@@ -356,42 +357,50 @@ class Batcher:
                 results.append((False, e))
         return results, seconds
 
-    async def _run_batch(self, jobs: list[Job]) -> None:
+    def _run_batch(self, jobs: list[Job]) -> None:
         try:
-            loop = asyncio.get_running_loop()
-            results, seconds = await loop.run_in_executor(self._executor, self._work, jobs)
+            results, seconds = self._work(jobs)
         except Exception as e:  # the forward pass failed: every waiting request gets a clean 503
             log.exception("model %s: forward pass of %d request(s) failed", self.name, len(jobs))
-            for j in jobs:
-                if not j.future.done():
-                    j.future.set_exception(GenerationFailed(f"{type(e).__name__}"))
-            return
-        self.metrics.forward_seconds.labels(self.name).observe(seconds)
+            results, seconds = [(False, GenerationFailed(type(e).__name__)) for _ in jobs], -1.0
         self.metrics.batch_size.labels(self.name).observe(sum(j.rows for j in jobs))
         self.metrics.batch_requests.labels(self.name).observe(len(jobs))
-        for j, (ok, value) in zip(jobs, results, strict=True):
-            if j.future.done():
-                continue
-            if ok:
-                j.future.set_result(value)
-            else:
-                j.future.set_exception(value)
+        if seconds >= 0:
+            self.metrics.forward_seconds.labels(self.name).observe(seconds)
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+            self._loop.call_soon_threadsafe(_deliver, jobs, results)
 
     async def close(self, grace: float = 10.0) -> None:
         """Stop taking requests, let the queued ones finish (up to ``grace`` s), then stop."""
         self._closed = True
         until = time.monotonic() + grace
-        while (self._queue.qsize() or self._busy) and time.monotonic() < until:
+        while (self._queue.qsize() or self._inflight) and time.monotonic() < until:
             await asyncio.sleep(0.01)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        leftovers = list(self._inflight)
-        while not self._queue.empty():
-            leftovers.append(self._queue.get_nowait())
+        leftovers: list[Job] = []
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                leftovers.append(job)
+        for _ in self._threads:
+            self._queue.put(None)
+        with self._lock:
+            leftovers.extend(self._inflight)
         for job in leftovers:
             if not job.future.done():
                 job.future.set_exception(BatcherClosed(self.name))
-        self._executor.shutdown(wait=False)
         self.metrics.forget_model(self.name)
+
+
+def _deliver(jobs: list[Job], results: list[tuple[bool, Any]]) -> None:
+    """On the event loop: the results of one batch to the requests still waiting for them."""
+    for j, (ok, value) in zip(jobs, results, strict=True):
+        if j.future.done():
+            continue
+        if ok:
+            j.future.set_result(value)
+        else:
+            j.future.set_exception(value)

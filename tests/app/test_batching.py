@@ -181,3 +181,14 @@ def test_a_lone_request_does_not_wait(tiny_checkpoints: Path) -> None:
         start = time.perf_counter()
         assert client.get("/generate", params={"label": 0}).status_code == 200
         assert time.perf_counter() - start < 0.3
+
+
+def test_one_request_after_another_does_not_wait(tiny_checkpoints: Path) -> None:
+    """A client that sends its requests one after the other, however quickly, is never "a burst":
+    nobody else is coming, so none of its requests waits max_wait_ms for company."""
+    with TestClient(create_app(make_settings(tiny_checkpoints, max_wait_ms=400))) as client:
+        wait_ready(client)
+        start = time.perf_counter()
+        for seed in range(5):
+            assert client.get("/generate", params={"label": 0, "seed": seed}).status_code == 200
+        assert time.perf_counter() - start < 0.4 * 2  # waiting would have cost ≥ 4 × 0.4 s
