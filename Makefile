@@ -6,7 +6,7 @@ PORT ?= 8000
 .PHONY: serve test setup-serve setup-test lint typecheck pytest bench screenshots experiments
 
 serve: setup-serve  ## set up and start the service on the shipped checkpoints
-	$(PYTHON) -m uvicorn app.main:app --host $(HOST) --port $(PORT)
+	$(PYTHON) -m app --host $(HOST) --port $(PORT)
 
 test: setup-test lint typecheck pytest  ## set up and run the whole test suite
 

@@ -1,12 +1,14 @@
-"""``python -m app [--host H] [--port P] [--processes N]``: serve with uvicorn, in one or more processes.
+"""``python -m app [--host H] [--port P] [--processes N|auto]``: serve with uvicorn, in one or more processes.
 
-One process (the default) is ``uvicorn app.main:app``. With ``--processes N`` uvicorn runs N
-copies of the service behind one socket (the kernel spreads the connections); each copy loads
-the checkpoints and has its own event loop, batcher and image cache, so the Python work of
-HTTP handling runs on N cores instead of behind one interpreter lock. The Prometheus metrics
-are then kept in ``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary folder unless set) and
-``/metrics`` adds up all the processes. On a GPU box run one process per GPU instead
-(``GANSERVE_DEVICE=cuda:N``, one container each, as docker-compose.yml does).
+One process is ``uvicorn app.main:app``. With ``--processes N`` uvicorn runs N copies of the
+service behind one socket (the kernel spreads the connections); each copy loads the checkpoints
+and has its own event loop, batcher and image cache, so the Python work of HTTP handling runs
+on N cores instead of behind one interpreter lock (1.7× the requests/s of one process on 2
+cores: docs/performance.md). The default, ``auto``, is one process per CPU core (at most 4)
+when the service runs on the CPU, and one process when it runs on a GPU — there, run one
+process per GPU instead (``GANSERVE_DEVICE=cuda:N``, one container each, as docker-compose.yml
+does). With several processes the Prometheus metrics are kept in ``PROMETHEUS_MULTIPROC_DIR``
+(a fresh temporary folder unless set) and ``/metrics`` adds up all the processes.
 """
 
 from __future__ import annotations
@@ -19,9 +21,29 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from training.argtypes import int_range
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+MAX_AUTO_PROCESSES = 4
+_process_count = int_range(1, 64)
+
+
+def processes_arg(s: str) -> int | str:
+    """``--processes``: ``auto`` or a count in [1, 64]."""
+    return "auto" if s.strip().lower() == "auto" else _process_count(s)
+
+
+def auto_processes() -> int:
+    """One process per core (at most ``MAX_AUTO_PROCESSES``) on the CPU; 1 when the service's
+    device (``GANSERVE_DEVICE``) resolves to an accelerator."""
+    from app.registry import resolve_device
+    from app.settings import Settings
+
+    spec = Settings().device
+    on_cpu = spec == "cpu" or (spec == "auto" and resolve_device("auto").type == "cpu")
+    return max(1, min(MAX_AUTO_PROCESSES, os.cpu_count() or 1)) if on_cpu else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int_range(1, 65535), default=8000)
-    p.add_argument("--processes", type=int_range(1, 64), default=1,
-                   help="copies of the service behind the one socket (e.g. the number of cores)")
+    p.add_argument("--processes", type=processes_arg, default="auto",
+                   help=f"copies of the service behind the one socket: 1…64, or auto (one per CPU core, at most "
+                        f"{MAX_AUTO_PROCESSES}, on the CPU; 1 on a GPU)")
     p.add_argument("--access-log", action="store_true", help="log every request (off: faster)")
     return p
 
@@ -54,9 +77,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import uvicorn
 
-    folder, ours = prepare_metrics_dir(args.processes)
     try:
-        uvicorn.run("app.main:app", host=args.host, port=args.port, workers=args.processes,
+        processes = auto_processes() if args.processes == "auto" else int(args.processes)
+    except ValidationError as e:  # a bad GANSERVE_* variable: the service would refuse to start anyway
+        problems = "; ".join(f"GANSERVE_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors())
+        build_parser().error(f"invalid setting in the environment: {problems}")
+    folder, ours = prepare_metrics_dir(processes)
+    try:
+        uvicorn.run("app.main:app", host=args.host, port=args.port, workers=processes,
                     access_log=args.access_log)
     finally:
         if folder is not None and ours:

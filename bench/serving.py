@@ -7,10 +7,12 @@ What it measures, in this order:
 
 1. the two ceilings of the work, in-process: the generator's batched forward pass (images/s
    at batch 64, with 1 and with 2 torch threads) and, separately, the PNG/GIF encode costs;
-2. both servers under uvicorn (same flags), loaded by ``wrk`` (else a small asyncio client)
-   with random labels and seeds at 1, 8, 64 and 256 connections, plus the no-op ceiling
-   (ganserve's cheapest route, ``/healthz``, at 64 connections with the same load generator).
-   Repetitions interleave the servers, so slow drift of the machine hits both alike;
+2. both servers under uvicorn, loaded by ``wrk`` (else a small asyncio client) with random
+   labels and seeds at 1, 8, 64 and 256 connections — ganserve as ``python -m app`` starts it
+   (its default: one process per core on a CPU box) — plus the no-op ceiling (ganserve's
+   cheapest route, ``/healthz``, at 64 connections with the same load generator), and at 64
+   connections ganserve in one process, with and without its fast path. Repetitions
+   interleave the servers, so slow drift of the machine hits them alike;
 3. a 48-frame interpolation GIF against 48 single-image requests.
 
 The limit of the machine for this work is 1 / (1/no-op req/s + 1/raw batched images/s).
@@ -194,7 +196,7 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
     prefix: list[str] = field(default_factory=lambda: [sys.executable, "-m"])
-    processes: int = 1  # > 1: started as `python -m app --processes N` (ganserve's own launcher)
+    processes: int = 1  # 0: `python -m app` (ganserve's launcher, its default process count); 1: uvicorn
 
     @property
     def base(self) -> str:
@@ -203,9 +205,9 @@ class Server:
     def start(self, log_dir: Path) -> None:
         self.log = log_dir / f"{self.name}.log"
         cmd = [*self.prefix, "uvicorn", self.app, "--port", str(self.port), *UVICORN_FLAGS]
-        if self.processes > 1:
-            cmd = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(self.port), "--processes",
-                   str(self.processes)]
+        if self.processes != 1:
+            cmd = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(self.port)]
+            cmd += ["--processes", str(self.processes)] if self.processes > 1 else []
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **self.env}, stdout=out,
                                          stderr=subprocess.STDOUT)
@@ -326,11 +328,28 @@ class Results:
     forward1: dict[int, list[float]] = field(default_factory=dict)  # threads → images/s at batch 1
     forward_parallel: dict[int, list[float]] = field(default_factory=dict)  # workers (1 thread each) → images/s
     fastapi_only: dict[str, list[LoadResult]] = field(default_factory=dict)  # ganserve without its fast path
-    multi: dict[str, list[LoadResult]] = field(default_factory=dict)  # ganserve in one process per core
+    single: dict[str, list[LoadResult]] = field(default_factory=dict)  # ganserve in one process (uvicorn)
+    processes: int = 1  # ganserve's default process count here (`python -m app`)
     encode: dict[str, float] = field(default_factory=dict)
     interp: dict[str, list[float]] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)
     profile: list[tuple[str, float]] | None = None
+
+
+def default_processes(env: dict[str, str]) -> int:
+    """How many processes ``python -m app`` starts with this environment (its ``auto``)."""
+    from app.__main__ import auto_processes
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return auto_processes()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def interpolation_timings(ganserve: Server, naive: Server, classes: int, reps: int) -> dict[str, list[float]]:
@@ -394,16 +413,16 @@ def run(args: argparse.Namespace) -> Results:
         res.encode = encode_costs(ckpt, 0.2 if args.quick else 1.0)
         print("forward images/s at batch 64:", {t: f"{median(v):.0f}" for t, v in res.forward.items()}, flush=True)
 
-        # 2. the servers
-        ganserve = Server("ganserve", "app.main:app", {
-            "GANSERVE_CHECKPOINTS": str(tmp), "GANSERVE_DEFAULT_MODEL": ckpt.name, "GANSERVE_DEVICE": str(device),
-            "GANSERVE_LOG_LEVEL": "WARNING"}, "/readyz")
+        # 2. the servers: ganserve as `python -m app` starts it (one process per core on a CPU box), and,
+        # at 64 connections only, in one process (`uvicorn app.main:app`) with and without its fast path.
+        env = {"GANSERVE_CHECKPOINTS": str(tmp), "GANSERVE_DEFAULT_MODEL": ckpt.name, "GANSERVE_DEVICE": str(device),
+               "GANSERVE_LOG_LEVEL": "WARNING"}
+        res.processes = default_processes(env)
+        ganserve = Server("ganserve", "app.main:app", env, "/readyz", processes=0)
         naive = Server("naive", "bench.naive_server:app", {"NAIVE_CHECKPOINT": str(ckpt)}, "/healthz")
-        # The same service with its fast path off (every request through FastAPI), at 64 connections only.
-        plain = Server("ganserve-fastapi", "app.main:app", {**ganserve.env, "GANSERVE_FAST_PATH": "false"}, "/readyz")
-        cores = os.cpu_count() or 1
-        multi = Server("ganserve-multi", "app.main:app", dict(ganserve.env), "/readyz", processes=cores)
-        servers = [naive, ganserve, plain] + ([multi] if cores > 1 else [])
+        single = Server("ganserve-1", "app.main:app", dict(env), "/readyz")
+        plain = Server("ganserve-fastapi", "app.main:app", {**env, "GANSERVE_FAST_PATH": "false"}, "/readyz")
+        servers = [naive, ganserve, plain] + ([single] if res.processes > 1 else [])
         try:
             for s in servers:
                 s.start(tmp)
@@ -419,12 +438,13 @@ def run(args: argparse.Namespace) -> Results:
                     res.fastapi_only.setdefault(path, []).append(r)
                     print(f"rep {rep + 1}/{args.reps} ganserve without fast path {path} c=64: {r.rps:.0f} req/s, "
                           f"{r.cpu_us:.0f} µs CPU/req", flush=True)
-                if multi in servers:
+                if single in servers:
                     for path in ("/healthz", "/generate"):
-                        r = multi.load(tool, path, classes, 64, args.duration)
-                        res.multi.setdefault(path, []).append(r)
-                        print(f"rep {rep + 1}/{args.reps} ganserve in {cores} processes {path} c=64: {r.rps:.0f} "
-                              f"req/s, {r.cpu_us:.0f} µs CPU/req", flush=True)
+                        r = single.load(tool, path, classes, 64, args.duration)
+                        res.single.setdefault(path, []).append(r)
+                        print(f"rep {rep + 1}/{args.reps} ganserve in 1 process {path} c=64: {r.rps:.0f} "
+                              f"req/s, p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, {r.cpu_us:.0f} µs CPU/req",
+                              flush=True)
                 for conns in args.conns:
                     for s in (naive, ganserve):
                         r = s.load(tool, "/generate", classes, conns, args.duration)
@@ -543,14 +563,18 @@ def report(args: argparse.Namespace, res: Results, device: str) -> str:
         "",
         *args.header,
         f"- load average after the run: {load_average()}",
-        f"- checkpoint: {args.ckpt_note}; both servers: `python -m uvicorn … {' '.join(UVICORN_FLAGS)}` "
-        "(uvloop + httptools)",
-        f"- ganserve's model workers: {_workers(device)}",
+        f"- checkpoint: {args.ckpt_note}; naive: `python -m uvicorn bench.naive_server:app … "
+        f"{' '.join(UVICORN_FLAGS)}`; ganserve: `python -m app` ({res.processes} process(es), its default here), "
+        f"and in one process `python -m uvicorn app.main:app … {' '.join(UVICORN_FLAGS)}` (uvloop + httptools)",
+        f"- ganserve's model workers, in each process: {_workers(device)}",
         "",
         "**Ceilings and the limit** (the same run)",
         "",
         markdown_table(["what", "value"], [
-            ["no-op route (`/healthz` of ganserve, 64 connections), req/s", spread(noop)],
+            [f"no-op route (`/healthz` of ganserve, {res.processes} process(es), 64 connections), req/s",
+             spread(noop)],
+            *[["no-op route of ganserve in 1 process, req/s", spread([r.rps for r in res.single["/healthz"]])]
+              for _ in [0] if res.single.get("/healthz")],
             *[[f"raw batched forward as served, batch 64, {t} torch thread(s), images/s", spread(v)]
               for t, v in res.forward.items()],
             *[[f"raw batched forward as loaded (no rewrite), batch 64, {t} torch thread(s), images/s", spread(v)]
@@ -561,8 +585,6 @@ def report(args: argparse.Namespace, res: Results, device: str) -> str:
               for t, v in res.forward1.items()],
             *[["no-op route with the fast path off (`/healthz` through FastAPI's router), req/s",
                spread([r.rps for r in res.fastapi_only["/healthz"]])] for _ in [0] if res.fastapi_only.get("/healthz")],
-            *[[f"no-op route of ganserve in {os.cpu_count()} processes (`python -m app --processes`), req/s",
-               spread([r.rps for r in res.multi["/healthz"]])] for _ in [0] if res.multi.get("/healthz")],
             [f"**limit** = 1 / (1/{median(noop):.0f} + 1/{median(raw):.0f}), req/s", f"**{limit:.0f}**"],
             ["PNG encode of one 28×28 image, scale 1 / scale 4, µs",
              f"{res.encode['png1_us']:.0f} / {res.encode['png4_us']:.0f}"],
@@ -582,13 +604,10 @@ def report(args: argparse.Namespace, res: Results, device: str) -> str:
 
     rows = [row(conns, name, rs) for conns in args.conns for name in ("naive", "ganserve")
             if (rs := res.runs.get((name, conns), []))]
+    if res.single.get("/generate"):
+        rows.append(row(64, "ganserve, 1 process", res.single["/generate"]))
     if res.fastapi_only.get("/generate"):
-        rows.append(row(64, "ganserve, fast path off", res.fastapi_only["/generate"]))
-    if res.multi.get("/generate") and res.multi.get("/healthz"):
-        # against the limit with its own no-op (N processes answer /healthz faster than one)
-        limit_multi = 1 / (1 / median([r.rps for r in res.multi["/healthz"]]) + 1 / median(raw))
-        rows.append(row(64, f"ganserve, {os.cpu_count()} processes (of its own limit, {limit_multi:.0f})",
-                        res.multi["/generate"], limit_multi))
+        rows.append(row(64, "ganserve, 1 process, fast path off", res.fastapi_only["/generate"]))
     lines.append(markdown_table(["conns", "server", "req/s", "p50 ms", "p99 ms", "p99/p50", "of limit",
                                  "server CPU µs/req", "503s", "other errors"], rows))
     lines += ["", *cpu_table(args, res)]
@@ -633,12 +652,14 @@ def _workers(device: str) -> str:
 
 def cpu_table(args: argparse.Namespace, res: Results, conns: int = 64) -> list[str]:
     """Where the CPU goes at ``conns`` connections: µs per answered request, by thread, and the load generator's."""
-    points = [("no-op `/healthz` (ganserve)", res.noop),
-              ("no-op `/healthz` (ganserve, fast path off)", res.fastapi_only.get("/healthz", []))]
-    points += [(name, res.runs.get((name, conns), [])) for name in ("naive", "ganserve")]
-    points.append(("ganserve, fast path off", res.fastapi_only.get("/generate", [])))
-    points.append((f"no-op `/healthz` (ganserve, {os.cpu_count()} processes)", res.multi.get("/healthz", [])))
-    points.append((f"ganserve, {os.cpu_count()} processes", res.multi.get("/generate", [])))
+    n = f"{res.processes} process(es)"
+    points = [(f"no-op `/healthz` (ganserve, {n})", res.noop),
+              ("no-op `/healthz` (ganserve, 1 process)", res.single.get("/healthz", [])),
+              ("no-op `/healthz` (ganserve, 1 process, fast path off)", res.fastapi_only.get("/healthz", [])),
+              ("naive", res.runs.get(("naive", conns), [])),
+              (f"ganserve ({n})", res.runs.get(("ganserve", conns), [])),
+              ("ganserve, 1 process", res.single.get("/generate", [])),
+              ("ganserve, 1 process, fast path off", res.fastapi_only.get("/generate", []))]
     rows = []
     for label, rs in points:
         if not rs:
@@ -654,8 +675,9 @@ def cpu_table(args: argparse.Namespace, res: Results, conns: int = 64) -> list[s
                      per_req(lambda r: r.thread_cpu_s.get("all other threads", float("nan"))),
                      per_req(lambda r: r.client_cpu_s)])
     return [f"**CPU per answered request at {conns} connections** (µs; from /proc, so other load on the machine "
-            "does not inflate it much; ganserve's busiest other thread is the model's forward/encode worker, the "
-            "naive server's is one of its thread-pool threads)", "",
+            "does not inflate it much; split by thread for one-process servers only — ganserve's busiest other "
+            "thread is one of the model's forward/encode workers, the naive server's one of its thread-pool "
+            "threads)", "",
             markdown_table(["server", "server total", "event loop thread", "busiest other thread",
                             "all other threads", "load generator"], rows)]
 

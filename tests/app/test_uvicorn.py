@@ -10,7 +10,10 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
+import torch
 
+from app.__main__ import MAX_AUTO_PROCESSES, auto_processes, build_parser, main
 from tests.app.conftest import COND
 from tests.app.images import decode
 
@@ -103,13 +106,30 @@ def test_several_processes_share_the_socket_and_add_up_their_metrics(tiny_checkp
     assert metrics_dir.exists()  # given by the caller: left in place
 
 
-def test_bad_launcher_options_name_the_flag(capsys) -> None:
-    import pytest
-
-    from app.__main__ import main
-
+def test_bad_launcher_options_name_the_flag(capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     for argv, flag in ((["--processes", "0"], "--processes"), (["--processes", "x"], "--processes"),
                        (["--port", "70000"], "--port")):
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 2 and flag in capsys.readouterr().err
+    monkeypatch.setenv("GANSERVE_DEVICE", "tpu")  # the service would not start: say so before starting it
+    with pytest.raises(SystemExit) as e:
+        main([])
+    assert e.value.code == 2 and "GANSERVE_DEVICE" in capsys.readouterr().err.upper()
+
+
+def test_auto_processes_is_one_per_core_on_the_cpu_and_one_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert build_parser().parse_args([]).processes == "auto"
+    assert build_parser().parse_args(["--processes", "AUTO"]).processes == "auto"
+    assert build_parser().parse_args(["--processes", "3"]).processes == 3
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setenv("GANSERVE_DEVICE", "cpu")
+    assert auto_processes() == 2
+    monkeypatch.setattr(os, "cpu_count", lambda: 32)
+    assert auto_processes() == MAX_AUTO_PROCESSES
+    monkeypatch.setenv("GANSERVE_DEVICE", "cuda:1")  # one process per GPU
+    assert auto_processes() == 1
+    monkeypatch.setenv("GANSERVE_DEVICE", "auto")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert auto_processes() == 1
