@@ -3,12 +3,13 @@
 One process is ``uvicorn app.main:app``. With ``--processes N`` uvicorn runs N copies of the
 service behind one socket (the kernel spreads the connections); each copy loads the checkpoints
 and has its own event loop, batcher and image cache, so the Python work of HTTP handling runs
-on N cores instead of behind one interpreter lock (1.7× the requests/s of one process on 2
-cores: docs/performance.md). The default, ``auto``, is one process per CPU core (at most 4)
-when the service runs on the CPU, and one process when it runs on a GPU — there, run one
-process per GPU instead (``GANSERVE_DEVICE=cuda:N``, one container each, as docker-compose.yml
-does). With several processes the Prometheus metrics are kept in ``PROMETHEUS_MULTIPROC_DIR``
-(a fresh temporary folder unless set) and ``/metrics`` adds up all the processes.
+on N cores instead of behind one interpreter lock (docs/performance.md has the numbers), and
+each plans its model workers for its share of the cores (``GANSERVE_CORES``). The default,
+``auto``, is one process per CPU core (at most 4) when the service runs on the CPU, and one
+process when it runs on a GPU — there, run one process per GPU instead
+(``GANSERVE_DEVICE=cuda:N``, one container each, as docker-compose.yml does). With several processes the
+Prometheus metrics are kept in ``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary folder unless
+set) and ``/metrics`` adds up all the processes.
 """
 
 from __future__ import annotations
@@ -73,6 +74,15 @@ def prepare_metrics_dir(processes: int) -> tuple[Path | None, bool]:
     return folder, not given
 
 
+def share_cores(processes: int) -> None:
+    """Each of N processes plans its model workers for cores / N of the machine's cores
+    (``GANSERVE_CORES``, unless set): on 2 cores, 2 processes of 1 single-threaded worker each —
+    rather than 2 each, which would put 4 forward passes on 2 cores (0.84× the requests/s,
+    docs/performance.md)."""
+    if processes > 1 and "GANSERVE_CORES" not in os.environ:
+        os.environ["GANSERVE_CORES"] = str(max(1, (os.cpu_count() or 1) // processes))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import uvicorn
@@ -83,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems = "; ".join(f"GANSERVE_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors())
         build_parser().error(f"invalid setting in the environment: {problems}")
     folder, ours = prepare_metrics_dir(processes)
+    share_cores(processes)
     try:
         uvicorn.run("app.main:app", host=args.host, port=args.port, workers=processes,
                     access_log=args.access_log)

@@ -162,23 +162,25 @@ def prepare_for_inference(generator: nn.Module) -> nn.Module:
     return fast
 
 
-def inference_workers(device: torch.device) -> int:
-    """Worker threads (concurrent forward passes) of a model: on the CPU one per core, at most 4;
-    on an accelerator 1 (the device runs one batch at a time anyway)."""
+def inference_workers(device: torch.device, cores: int = 0) -> int:
+    """Worker threads (concurrent forward passes) of a model: on the CPU one per core this process
+    may use (``cores``; 0: all of the machine's), at most 4; on an accelerator 1 (the device runs one
+    batch at a time anyway)."""
     if device.type != "cpu":
         return 1
-    return max(1, min(4, os.cpu_count() or 1))
+    return max(1, min(4, cores or os.cpu_count() or 1))
 
 
-def inference_threads(device: torch.device, workers: int = 1) -> int | None:
-    """Intra-op torch threads of each worker on the CPU: the cores but one (the event loop's) shared
-    among the workers, at least 1 — on 2 cores, 2 workers × 1 thread. Single-threaded forward passes
-    side by side use both cores without OpenMP barriers: with 2 threads per pass, a pass waits at
-    every barrier for whichever thread the event loop (or anything else) preempted, and runs several
-    times slower (docs/performance.md). None on accelerators, where the device does the work."""
+def inference_threads(device: torch.device, workers: int = 1, cores: int = 0) -> int | None:
+    """Intra-op torch threads of each worker on the CPU: the process's cores (``cores``; 0: all of
+    the machine's) but one (the event loop's) shared among the workers, at least 1 — on 2 cores,
+    2 workers × 1 thread. Single-threaded forward passes side by side use the cores without OpenMP
+    barriers: with 2 threads per pass, a pass waits at every barrier for whichever thread the event
+    loop (or anything else) preempted, and runs several times slower (docs/performance.md). None on
+    accelerators, where the device does the work."""
     if device.type != "cpu":
         return None
-    return max(1, ((os.cpu_count() or 1) - 1) // max(1, workers))
+    return max(1, ((cores or os.cpu_count() or 1) - 1) // max(1, workers))
 
 
 def _expire(future: asyncio.Future[Any]) -> None:
@@ -209,7 +211,8 @@ class Batcher:
         metrics: Metrics,
         forward: Callable[..., np.ndarray] = forward_uint8,
         threads: int | None = -1,  # torch threads of each worker; -1: inference_threads(device); None: as is
-        workers: int = 0,  # concurrent forward passes (worker threads); 0: inference_workers(device)
+        workers: int = 0,  # concurrent forward passes (worker threads); 0: inference_workers(device, cores)
+        cores: int = 0,  # CPU cores this process plans for; 0: all of the machine's
     ) -> None:
         self.name = name
         self.generator = prepare_for_inference(generator)
@@ -230,8 +233,8 @@ class Batcher:
         self._depth = metrics.queue_depth.labels(name)
         # Up to ``workers`` batches are computed side by side, each in its own thread with its own
         # torch thread setting.
-        self.workers = workers or inference_workers(device)
-        self.threads = inference_threads(device, self.workers) if threads == -1 else threads
+        self.workers = workers or inference_workers(device, cores)
+        self.threads = inference_threads(device, self.workers, cores) if threads == -1 else threads
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()

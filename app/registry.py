@@ -231,6 +231,7 @@ class Registry:
             model.name, model.generator, model.device, model.config.num_classes,
             max_batch=s.max_batch, max_wait_ms=s.max_wait_ms, queue_size=s.queue_size, metrics=self.metrics,
             forward=make_forward(model.health), workers=s.inference_workers, threads=s.inference_threads or -1,
+            cores=s.cores,
         )
         model.batcher.start()
 

@@ -26,9 +26,11 @@ class Settings(BaseSettings):
     queue_size: int = Field(default=256, ge=1, description="requests waiting per model before 503 + Retry-After")
     request_timeout_s: float = Field(default=30.0, gt=0, description="per-request deadline for generation")
     inference_workers: int = Field(default=0, ge=0, le=64, description="concurrent forward passes per model; "
-                                   "0: one per CPU core (at most 4), 1 on a GPU")
+                                   "0: one per CPU core of the process (at most 4), 1 on a GPU")
     inference_threads: int = Field(default=0, ge=0, le=1024, description="torch threads of each forward pass on "
-                                   "the CPU; 0: (cores − 1) / workers, at least 1")
+                                   "the CPU; 0: (cores of the process − 1) / workers, at least 1")
+    cores: int = Field(default=0, ge=0, le=1024, description="CPU cores this process plans its workers for; 0: all "
+                       "of the machine's (python -m app sets cores / processes for each of its processes)")
     warmup_batch: int = Field(default=8, ge=1, le=1024, description="latents in the warm-up forward pass")
 
     # Limits of one request (besides n ≤ 64, frames ≤ 120, scale ≤ 8 of the HTTP contract).

@@ -472,8 +472,8 @@ def run(args: argparse.Namespace) -> Results:
 # Where the event loop's time inside request handling goes: (group, path fragments), first match wins.
 PROFILE_GROUPS = [
     ("uvicorn: HTTP parsing and writing", ("uvicorn/", "httptools", "h11")),
-    ("batcher hand-off (queue, futures, executor)", ("app/batcher", "concurrent/futures", "asyncio/queues",
-                                                     "asyncio/futures", "asyncio/tasks")),
+    ("batcher hand-off (queue, futures, timers)", ("app/batcher", "queue", "asyncio/futures", "asyncio/tasks",
+                                                   "asyncio/events")),
     ("ganserve route code (model, label, latents, ETag, headers)", ("app/routes", "app/generation", "app/service",
                                                                     "app/fastpath",
                                                                     "training/", "json/", "hashlib", "numpy",
@@ -566,7 +566,7 @@ def report(args: argparse.Namespace, res: Results, device: str) -> str:
         f"- checkpoint: {args.ckpt_note}; naive: `python -m uvicorn bench.naive_server:app … "
         f"{' '.join(UVICORN_FLAGS)}`; ganserve: `python -m app` ({res.processes} process(es), its default here), "
         f"and in one process `python -m uvicorn app.main:app … {' '.join(UVICORN_FLAGS)}` (uvloop + httptools)",
-        f"- ganserve's model workers, in each process: {_workers(device)}",
+        f"- ganserve's model workers: {_workers(device, res.processes)}",
         "",
         "**Ceilings and the limit** (the same run)",
         "",
@@ -640,14 +640,20 @@ def report(args: argparse.Namespace, res: Results, device: str) -> str:
     return "\n".join(lines)
 
 
-def _workers(device: str) -> str:
+def _workers(device: str, processes: int) -> str:
     from app.batcher import inference_threads, inference_workers
 
     dev = torch.device(device)
-    workers = inference_workers(dev)
-    threads = inference_threads(dev, workers)
-    each = f"{threads} torch thread(s) each" if threads else "on the device"
-    return f"{workers} forward pass(es) side by side, {each} (`app.batcher.inference_workers` / `inference_threads`)"
+
+    def plan(cores: int) -> str:
+        workers = inference_workers(dev, cores)
+        threads = inference_threads(dev, workers, cores)
+        return f"{workers} forward pass(es) side by side, " + (f"{threads} torch thread(s) each" if threads
+                                                                else "on the device")
+
+    share = max(1, (os.cpu_count() or 1) // processes)
+    return (f"in each of the default's {processes} process(es) {plan(share)}; in one process {plan(0)} "
+            "(`app.batcher.inference_workers` / `inference_threads`)")
 
 
 def cpu_table(args: argparse.Namespace, res: Results, conns: int = 64) -> list[str]:

@@ -13,7 +13,9 @@ import httpx
 import pytest
 import torch
 
-from app.__main__ import MAX_AUTO_PROCESSES, auto_processes, build_parser, main
+from app.__main__ import MAX_AUTO_PROCESSES, auto_processes, build_parser, main, share_cores
+from app.batcher import inference_threads, inference_workers
+from app.settings import Settings
 from tests.app.conftest import COND
 from tests.app.images import decode
 
@@ -133,3 +135,20 @@ def test_auto_processes_is_one_per_core_on_the_cpu_and_one_on_a_gpu(monkeypatch:
     monkeypatch.setenv("GANSERVE_DEVICE", "auto")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert auto_processes() == 1
+
+
+def test_processes_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each of N processes plans its workers for cores / N (unless GANSERVE_CORES says otherwise)."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.delenv("GANSERVE_CORES", raising=False)
+    share_cores(1)
+    assert "GANSERVE_CORES" not in os.environ
+    share_cores(4)
+    assert os.environ["GANSERVE_CORES"] == "2"
+    cpu = torch.device("cpu")
+    cores = Settings().cores
+    workers = inference_workers(cpu, cores)
+    assert (cores, workers, inference_threads(cpu, workers, cores)) == (2, 2, 1)
+    monkeypatch.setenv("GANSERVE_CORES", "3")
+    share_cores(2)
+    assert os.environ["GANSERVE_CORES"] == "3"  # the operator's choice stands
