@@ -44,4 +44,6 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4)"]
 
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--workers", "1", "--no-access-log"]
+# python -m app: one process on a GPU (GANSERVE_DEVICE=cuda: one container per GPU), one per core of the
+# container's cpuset on the CPU (docs/performance.md).
+CMD ["python", "-m", "app", "--host", "0.0.0.0", "--port", "8000"]

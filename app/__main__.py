@@ -40,11 +40,11 @@ def auto_processes() -> int:
     """One process per core (at most ``MAX_AUTO_PROCESSES``) on the CPU; 1 when the service's
     device (``GANSERVE_DEVICE``) resolves to an accelerator."""
     from app.registry import resolve_device
-    from app.settings import Settings
+    from app.settings import Settings, usable_cores
 
     spec = Settings().device
     on_cpu = spec == "cpu" or (spec == "auto" and resolve_device("auto").type == "cpu")
-    return max(1, min(MAX_AUTO_PROCESSES, os.cpu_count() or 1)) if on_cpu else 1
+    return max(1, min(MAX_AUTO_PROCESSES, usable_cores())) if on_cpu else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,7 +80,9 @@ def share_cores(processes: int) -> None:
     rather than 2 each, which would put 4 forward passes on 2 cores (0.84× the requests/s,
     docs/performance.md)."""
     if processes > 1 and "GANSERVE_CORES" not in os.environ:
-        os.environ["GANSERVE_CORES"] = str(max(1, (os.cpu_count() or 1) // processes))
+        from app.settings import usable_cores
+
+        os.environ["GANSERVE_CORES"] = str(max(1, usable_cores() // processes))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import copy
 import logging
-import os
 import queue
 import threading
 import time
@@ -35,6 +34,7 @@ import torch
 from torch import nn
 
 from app.metrics import Metrics
+from app.settings import usable_cores
 from training.images import to_uint8
 from training.latent import latents
 
@@ -164,11 +164,11 @@ def prepare_for_inference(generator: nn.Module) -> nn.Module:
 
 def inference_workers(device: torch.device, cores: int = 0) -> int:
     """Worker threads (concurrent forward passes) of a model: on the CPU one per core this process
-    may use (``cores``; 0: all of the machine's), at most 4; on an accelerator 1 (the device runs one
+    may use (``cores``; 0: all it may run on), at most 4; on an accelerator 1 (the device runs one
     batch at a time anyway)."""
     if device.type != "cpu":
         return 1
-    return max(1, min(4, cores or os.cpu_count() or 1))
+    return max(1, min(4, cores or usable_cores()))
 
 
 def inference_threads(device: torch.device, workers: int = 1, cores: int = 0) -> int | None:
@@ -180,7 +180,7 @@ def inference_threads(device: torch.device, workers: int = 1, cores: int = 0) ->
     accelerators, where the device does the work."""
     if device.type != "cpu":
         return None
-    return max(1, ((cores or os.cpu_count() or 1) - 1) // max(1, workers))
+    return max(1, ((cores or usable_cores()) - 1) // max(1, workers))
 
 
 def _expire(future: asyncio.Future[Any]) -> None:

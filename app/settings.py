@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -9,6 +10,15 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda|cuda:\d{1,2})$")
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its CPU affinity (``taskset``, a container's
+    ``--cpuset-cpus``) where the OS tells it, else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no sched_getaffinity (macOS, Windows)
+        return os.cpu_count() or 1
 
 
 class Settings(BaseSettings):

@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import torch
 
+from app.settings import usable_cores
 from bench.common import (
     ROOT,
     command_line,
@@ -406,8 +407,8 @@ def run(args: argparse.Namespace) -> Results:
                 res.forward.setdefault(t, []).append(forward_rate(ckpt, device, 64, t, fwd_seconds))
                 res.forward_loaded.setdefault(t, []).append(forward_rate(ckpt, device, 64, t, fwd_seconds, False))
                 res.forward1.setdefault(t, []).append(forward_rate(ckpt, device, 1, t, fwd_seconds / 2))
-            if device.type == "cpu" and (os.cpu_count() or 1) > 1:  # ganserve's workers: passes side by side
-                w = os.cpu_count() or 1
+            if device.type == "cpu" and usable_cores() > 1:  # ganserve's workers: passes side by side
+                w = usable_cores()
                 res.forward_parallel.setdefault(w, []).append(forward_rate(ckpt, device, 64, 1, fwd_seconds,
                                                                            workers=w))
         res.encode = encode_costs(ckpt, 0.2 if args.quick else 1.0)
@@ -651,7 +652,7 @@ def _workers(device: str, processes: int) -> str:
         return f"{workers} forward pass(es) side by side, " + (f"{threads} torch thread(s) each" if threads
                                                                 else "on the device")
 
-    share = max(1, (os.cpu_count() or 1) // processes)
+    share = max(1, usable_cores() // processes)
     return (f"in each of the default's {processes} process(es) {plan(share)}; in one process {plan(0)} "
             "(`app.batcher.inference_workers` / `inference_threads`)")
 

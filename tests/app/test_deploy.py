@@ -64,6 +64,6 @@ def test_compose_services() -> None:
 
 def test_dockerfile_serves_the_app() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    assert 'CMD ["uvicorn", "app.main:app"' in text
+    assert 'CMD ["python", "-m", "app", "--host", "0.0.0.0"' in text
     assert "HEALTHCHECK" in text and "/readyz" in text
     assert "USER ganserve" in text

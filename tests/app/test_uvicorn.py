@@ -13,9 +13,10 @@ import httpx
 import pytest
 import torch
 
+import app.settings as settings_module
 from app.__main__ import MAX_AUTO_PROCESSES, auto_processes, build_parser, main, share_cores
 from app.batcher import inference_threads, inference_workers
-from app.settings import Settings
+from app.settings import Settings, usable_cores
 from tests.app.conftest import COND
 from tests.app.images import decode
 
@@ -125,10 +126,10 @@ def test_auto_processes_is_one_per_core_on_the_cpu_and_one_on_a_gpu(monkeypatch:
     assert build_parser().parse_args([]).processes == "auto"
     assert build_parser().parse_args(["--processes", "AUTO"]).processes == "auto"
     assert build_parser().parse_args(["--processes", "3"]).processes == 3
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(settings_module, "usable_cores", lambda: 2)
     monkeypatch.setenv("GANSERVE_DEVICE", "cpu")
     assert auto_processes() == 2
-    monkeypatch.setattr(os, "cpu_count", lambda: 32)
+    monkeypatch.setattr(settings_module, "usable_cores", lambda: 32)
     assert auto_processes() == MAX_AUTO_PROCESSES
     monkeypatch.setenv("GANSERVE_DEVICE", "cuda:1")  # one process per GPU
     assert auto_processes() == 1
@@ -137,9 +138,15 @@ def test_auto_processes_is_one_per_core_on_the_cpu_and_one_on_a_gpu(monkeypatch:
     assert auto_processes() == 1
 
 
+def test_usable_cores_follow_the_cpu_affinity() -> None:
+    if hasattr(os, "sched_getaffinity"):
+        assert usable_cores() == len(os.sched_getaffinity(0))
+    assert 1 <= usable_cores() <= (os.cpu_count() or 1)
+
+
 def test_processes_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each of N processes plans its workers for cores / N (unless GANSERVE_CORES says otherwise)."""
-    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(settings_module, "usable_cores", lambda: 8)
     monkeypatch.delenv("GANSERVE_CORES", raising=False)
     share_cores(1)
     assert "GANSERVE_CORES" not in os.environ
