@@ -68,7 +68,7 @@ def time_to_bars(evaluations: list[dict[str, Any]]) -> str:
 
 def table(folder: str | Path) -> str:
     rows = ["| checkpoint | family | dataset | epochs | train min | min to bars | FID (floor) | accuracy (real) | "
-            "coverage | bars cleared |", "| --- | --- | --- | ---: | ---: | --- | --- | --- | ---: | --- |"]
+            "coverage (floor) | bars cleared |", "| --- | --- | --- | ---: | ---: | --- | --- | --- | --- | --- |"]
     for path in sorted(p for p in Path(folder).iterdir() if (p / "config.json").exists()):
         try:
             cfg = read_config(path)
@@ -90,7 +90,8 @@ def table(folder: str | Path) -> str:
         rows.append(f"| {cfg.name} | {cfg.family} | {cfg.dataset.name} | {cfg.training.epochs} | "
                     f"{cfg.training.seconds / 60:.0f} | {time_to_bars(cfg.training.evaluations)} | "
                     f"{_num(m, 'fid', 1)} ({_num(m, 'fid_floor', 2)}) | "
-                    f"{_num(m, 'accuracy')} ({_num(m, 'sample_accuracy_real')}) | {_num(m, 'coverage')} | {verdict} |")
+                    f"{_num(m, 'accuracy')} ({_num(m, 'sample_accuracy_real')}) | "
+                    f"{_num(m, 'coverage')} ({_num(m, 'coverage_floor')}) | {verdict} |")
     return "\n".join(rows)
 
 
