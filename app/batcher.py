@@ -295,6 +295,9 @@ class Batcher:
                 self._inflight.update(live)
             try:
                 self._run_batch(live)
+            except Exception:  # never let a worker die (the model would stop answering): fail this batch
+                log.exception("model %s: worker error on a batch of %d request(s)", self.name, len(live))
+                self._hand_over(live, [(False, GenerationFailed("WorkerError")) for _ in live])
             finally:
                 with self._lock:
                     self._inflight.difference_update(live)
@@ -370,6 +373,9 @@ class Batcher:
         self.metrics.batch_requests.labels(self.name).observe(len(jobs))
         if seconds >= 0:
             self.metrics.forward_seconds.labels(self.name).observe(seconds)
+        self._hand_over(jobs, results)
+
+    def _hand_over(self, jobs: list[Job], results: list[tuple[bool, Any]]) -> None:
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
             self._loop.call_soon_threadsafe(_deliver, jobs, results)

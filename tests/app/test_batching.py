@@ -192,3 +192,27 @@ def test_one_request_after_another_does_not_wait(tiny_checkpoints: Path) -> None
         for seed in range(5):
             assert client.get("/generate", params={"label": 0, "seed": seed}).status_code == 200
         assert time.perf_counter() - start < 0.4 * 2  # waiting would have cost ≥ 4 × 0.4 s
+
+
+def test_a_worker_survives_an_error_outside_the_forward_pass(tiny_checkpoints: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """An error after the forward pass (here: the metrics) fails that batch with a 503, and the
+    worker goes on serving the next one."""
+    app = create_app(make_settings(tiny_checkpoints, inference_workers=1))
+    with TestClient(app) as client:
+        wait_ready(client)
+        batcher = app.state.service.registry.models[COND].batcher
+        real = batcher.metrics.batch_size
+
+        class Broken:
+            def labels(self, *args: Any) -> Any:
+                raise RuntimeError("metrics store unavailable (simulated)")
+
+        batcher.metrics.batch_size = Broken()
+        try:
+            r = client.get("/generate", params={"label": 0, "seed": 1})
+        finally:
+            batcher.metrics.batch_size = real
+        assert r.status_code == 503 and r.json()["detail"] == "generation failed"
+        assert client.get("/generate", params={"label": 0, "seed": 2}).status_code == 200
+    assert any("worker error" in rec.getMessage() and rec.exc_info for rec in caplog.records)
