@@ -41,8 +41,8 @@ def test_evaluations_are_recorded_and_survive_resume(tmp_path, monkeypatch, eval
 
 def test_eval_every_needs_an_evaluator_and_a_sampleable_family(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit):
-        main(["train", "--family", "dcgan", "--dataset", "synthetic", "--out", str(tmp_path / "x"),
-              "--eval-every", "1"])
+        main(["train", "--family", "dcgan", "--dataset", f"folder:{tmp_path}", "--out", str(tmp_path / "x"),
+              "--eval-every", "1"])  # a user's own images: no evaluator
     assert "--eval-every needs a dataset with an evaluator" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--family", "ae", "--dataset", "fashion-mnist", "--out", str(tmp_path / "x"),
