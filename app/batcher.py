@@ -172,8 +172,8 @@ def inference_workers(device: torch.device, cores: int = 0) -> int:
 
 
 def inference_threads(device: torch.device, workers: int = 1, cores: int = 0) -> int | None:
-    """Intra-op torch threads of each worker on the CPU: the process's cores (``cores``; 0: all of
-    the machine's) but one (the event loop's) shared among the workers, at least 1 — on 2 cores,
+    """Intra-op torch threads of each worker on the CPU: the process's cores (``cores``; 0: all it
+    may run on) but one (the event loop's) shared among the workers, at least 1 — on 2 cores,
     2 workers × 1 thread. Single-threaded forward passes side by side use the cores without OpenMP
     barriers: with 2 threads per pass, a pass waits at every barrier for whichever thread the event
     loop (or anything else) preempted, and runs several times slower (docs/performance.md). None on
@@ -212,7 +212,7 @@ class Batcher:
         forward: Callable[..., np.ndarray] = forward_uint8,
         threads: int | None = -1,  # torch threads of each worker; -1: inference_threads(device); None: as is
         workers: int = 0,  # concurrent forward passes (worker threads); 0: inference_workers(device, cores)
-        cores: int = 0,  # CPU cores this process plans for; 0: all of the machine's
+        cores: int = 0,  # CPU cores this process plans for; 0: all it may run on
     ) -> None:
         self.name = name
         self.generator = prepare_for_inference(generator)

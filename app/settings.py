@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     inference_threads: int = Field(default=0, ge=0, le=1024, description="torch threads of each forward pass on "
                                    "the CPU; 0: (cores of the process − 1) / workers, at least 1")
     cores: int = Field(default=0, ge=0, le=1024, description="CPU cores this process plans its workers for; 0: all "
-                       "of the machine's (python -m app sets cores / processes for each of its processes)")
+                       "it may run on (python -m app sets cores / processes for each of its processes)")
     warmup_batch: int = Field(default=8, ge=1, le=1024, description="latents in the warm-up forward pass")
 
     # Limits of one request (besides n ≤ 64, frames ≤ 120, scale ≤ 8 of the HTTP contract).
