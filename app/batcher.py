@@ -75,12 +75,16 @@ class SeededLatents:
 
 
 Latents = torch.Tensor | SeededLatents  # (k, z_dim) float32 on the CPU, or how to draw them
+# A request's labels: (k,) int64, (k, K) float32 soft labels, or one class index for all its k rows —
+# turned into a tensor in the worker thread (a torch call on the event loop hands the interpreter
+# lock to a busy worker and waits to get it back).
+Labels = torch.Tensor | int | None
 
 
 @dataclass(eq=False)  # identity: jobs live in sets
 class Job:
     z: Latents
-    labels: torch.Tensor | None  # (k,) int64, (k, K) float32 soft labels, or None
+    labels: Labels  # (k,) int64, (k, K) float32 soft labels, one class index for all k rows, or None
     deadline: float  # time.monotonic() after which nobody waits for the result
     future: asyncio.Future[Any] = field(repr=False)
     in_burst: bool = False  # other requests were in the batcher when this one came: worth waiting for more
@@ -101,7 +105,11 @@ def _merge_labels(jobs: list[Job], num_classes: int) -> torch.Tensor | None:
     parts = [j.labels for j in jobs]
     if any(p is None for p in parts):
         raise ValueError("a conditional model got a request without labels")
-    tensors = [p for p in parts if p is not None]
+    hard = [p for p in parts if isinstance(p, int)]
+    if len(hard) == len(parts):  # the usual batch: one class index per request
+        return torch.tensor([c for c, j in zip(hard, jobs, strict=True) for _ in range(j.rows)], dtype=torch.long)
+    tensors = [torch.full((j.rows,), p, dtype=torch.long) if isinstance(p, int) else p
+               for j, p in zip(jobs, parts, strict=True) if p is not None]
     if all(t.dim() == 1 for t in tensors):
         return torch.cat(tensors)
     soft = [
@@ -171,6 +179,18 @@ def inference_workers(device: torch.device, cores: int = 0) -> int:
     return max(1, min(4, cores or usable_cores()))
 
 
+def default_max_batch(device: torch.device) -> int:
+    """Rows of one forward pass when ``GANSERVE_MAX_BATCH`` is 0: 32 on the CPU, 64 on accelerators.
+
+    On the CPU a larger pass is not cheaper per image once its activations outgrow the caches:
+    two single-threaded passes side by side of the shipped 28×28 generator do ~11.7k images/s at
+    16–24 rows and ~9.4k at 64, the 64×64 RGB one ~980 at 48 and ~410 at 64 (one-off measurement
+    with ``bench.serving.forward_rate``; docs/performance.md has the bench's own table). On a GPU
+    larger passes keep paying off; 64 is the old default, not measured here.
+    """
+    return 32 if device.type == "cpu" else 64
+
+
 def inference_threads(device: torch.device, workers: int = 1, cores: int = 0) -> int | None:
     """Intra-op torch threads of each worker on the CPU: the process's cores (``cores``; 0: all it
     may run on) but one (the event loop's) shared among the workers, at least 1 — on 2 cores,
@@ -205,7 +225,7 @@ class Batcher:
         device: torch.device,
         num_classes: int,
         *,
-        max_batch: int,
+        max_batch: int,  # 0: default_max_batch(device)
         max_wait_ms: float,
         queue_size: int,
         metrics: Metrics,
@@ -218,7 +238,7 @@ class Batcher:
         self.generator = prepare_for_inference(generator)
         self.device = device
         self.num_classes = num_classes
-        self.max_batch = max_batch
+        self.max_batch = max_batch or default_max_batch(device)
         self.max_wait = max_wait_ms / 1000.0
         self.queue_size = queue_size
         self.metrics = metrics
@@ -247,7 +267,7 @@ class Batcher:
     def depth(self) -> int:
         return self._queue.qsize()
 
-    async def generate(self, z: Latents, labels: torch.Tensor | None, timeout: float,
+    async def generate(self, z: Latents, labels: Labels, timeout: float,
                        encode: Encoder | None = None) -> Any:
         """Queue one request and wait for its (k, H, W, C) uint8 images, or for ``encode(images)``
         computed in the worker thread when ``encode`` is given.

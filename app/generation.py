@@ -8,16 +8,15 @@ import secrets
 from typing import Any
 from urllib.parse import quote
 
-import torch
 from fastapi import Request, Response
 
-from app.batcher import BatcherClosed, Encoder, GenerationFailed, Latents, QueueFull
+from app.batcher import BatcherClosed, Encoder, GenerationFailed, Labels, Latents, QueueFull
 from app.forward import DeviceOutOfMemory, NonFiniteOutput
 from app.registry import LoadedModel, UnknownModel
 from app.service import ApiError, Service
 from training.latent import SEED_MAX
 
-ENCODING_VERSION = "2"  # part of every ETag: bump when the encoded bytes change for the same request
+ENCODING_VERSION = "3"  # part of every ETag: bump when the encoded bytes change for the same request
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 
@@ -87,7 +86,7 @@ def check_budget(pixels: int, limit: int, what: str) -> None:
                             "lower n, frames or scale")
 
 
-async def run(service: Service, model: LoadedModel, z: Latents, labels: torch.Tensor | None,
+async def run(service: Service, model: LoadedModel, z: Latents, labels: Labels,
               encode: Encoder | None = None) -> Any:
     """Queue a block of latents on the model's batcher → (k, H, W, C) uint8, or ``encode`` of them
     (computed in the model's worker thread, right after its batch), or a 503."""

@@ -29,10 +29,16 @@ def grid_shape(n: int, height: int, width: int, scale: int, nrow: int | None = N
     return (rows * (height + PADDING) + PADDING) * scale, (ncol * (width + PADDING) + PADDING) * scale
 
 
+# zlib level of the service's PNGs. Level 1 against zlib's default 6, on 28×28 images of the shipped
+# mnist-cgan (timeit, one-off): 13 vs 20 µs an encode for ~5 % more bytes (~350 vs ~333). The encode
+# is part of every request's CPU time; the bytes are a few hundred either way.
+PNG_LEVEL = 1
+
+
 def encode_grid(images: np.ndarray, scale: int, nrow: int | None = None) -> bytes:
     """(B, H, W, C) uint8 → PNG bytes: the image alone when B = 1, else a grid, upscaled ``scale``×."""
     image = images[0] if len(images) == 1 else make_grid(images, nrow or grid_side(len(images)), PADDING)
-    return png_bytes(upscale(image, scale))
+    return png_bytes(upscale(image, scale), PNG_LEVEL)
 
 
 def encode_gif(frames: np.ndarray, scale: int, fps: float) -> bytes:

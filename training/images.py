@@ -11,9 +11,21 @@ from PIL import Image
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, C, H, W) in [-1, 1] on any device → (B, H, W, C) uint8 on the CPU."""
-    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
+    """(B, C, H, W) in [-1, 1] on any device → (B, H, W, C) uint8 on the CPU.
+
+    clamp to [-1, 1], then (x + 1) · 127.5 rounded half to even. On an accelerator the conversion
+    runs there (a quarter of the bytes cross to the host); on the CPU it runs in numpy, the same
+    arithmetic in one chain of array operations instead of eight torch calls (half the time for a
+    serving batch, and each torch call lets the interpreter lock go to another thread — on the
+    service's worker thread, a wait to get it back).
+    """
+    if images.device.type != "cpu":
+        x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return x.permute(0, 2, 3, 1).cpu().numpy()
+    a = np.clip(images.detach().float().numpy(), -1.0, 1.0)  # a new float32 array: safe to change in place
+    a += 1.0
+    a *= 127.5
+    return np.rint(a, out=a).astype(np.uint8).transpose(0, 2, 3, 1)
 
 
 def make_grid(images: np.ndarray, nrow: int, padding: int = 2, pad_value: int = 0) -> np.ndarray:

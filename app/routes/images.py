@@ -5,7 +5,6 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Any
 
-import torch
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from app import generation as gen
@@ -77,8 +76,8 @@ async def render_png_parts(
         return 200, body, headers
 
     z = SeededLatents(seed, n, cfg.z_dim, float(truncation))  # drawn in the model's worker thread
-    labels = None if label is None else torch.full((n,), label, dtype=torch.long)
-    body = await gen.run(service, model, z, labels, encode=partial(encode_grid, scale=scale))  # encoded off-loop
+    # The label goes as an int (the worker makes the tensor), the image is encoded in the worker too.
+    body = await gen.run(service, model, z, label, encode=partial(encode_grid, scale=scale))
     if fixed and cache is not None:
         cache.put(etag, body)
     return 200, body, headers

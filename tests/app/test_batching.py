@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 import app.routes.images as images_route
-from app.batcher import forward_uint8
+from app.batcher import default_max_batch, forward_uint8
 from app.main import create_app
 from tests.app.conftest import COND, make_settings, wait_for, wait_ready
 from tests.app.images import pixels
@@ -77,6 +78,16 @@ def test_big_requests_are_split_into_max_batch_chunks(tiny_checkpoints: Path) ->
         big = client.get("/generate", params={"label": 0, "seed": 0, "n": 10})
     assert small.status_code == big.status_code == 200
     assert np.abs(pixels(small.content) - pixels(big.content)).max() <= 1
+
+
+def test_max_batch_zero_means_the_device_default(tiny_checkpoints: Path) -> None:
+    assert default_max_batch(torch.device("cpu")) == 32
+    assert default_max_batch(torch.device("cuda", 0)) == 64  # a device object only: no CUDA call
+    with TestClient(create_app(make_settings(tiny_checkpoints, max_batch=0))) as client:
+        wait_ready(client)
+        batcher = client.app.state.service.registry.models[COND].batcher  # type: ignore[attr-defined]
+        assert batcher.max_batch == 32
+        assert client.get("/generate", params={"label": 0, "seed": 0, "n": 40}).status_code == 200  # two passes
 
 
 def test_queue_full_is_503_with_retry_after(gated: tuple[TestClient, threading.Event, threading.Event, list[int]]
