@@ -28,6 +28,7 @@ class TrainConfig:
     width: int = 64  # ngf = ndf
     upsample: str = "convT"
     bn: str = "before-act"
+    minibatch_std: bool = False  # D sees the batch's feature standard deviation as one more channel
     batch_size: int = 128
     lr_g: float = 2e-4
     lr_d: float = 2e-4

@@ -146,7 +146,11 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, fam: Family, data: ImageData, d: Dist, device: torch.device) -> None:
         self.cfg, self.fam, self.data, self.dist, self.device = cfg, fam, data, d, device
         self.num_classes = len(data.class_names)
-        opts = ArchOptions(cfg.z_dim, self.num_classes, cfg.channels, cfg.resolution, cfg.width, cfg.upsample, cfg.bn)
+        if cfg.minibatch_std and not fam.minibatch_std:
+            raise ConfigError(f"--minibatch-std needs a convolutional discriminator (dcgan, cgan, acgan, wgan-gp); "
+                              f"--family {cfg.family} has none")
+        opts = ArchOptions(cfg.z_dim, self.num_classes, cfg.channels, cfg.resolution, cfg.width, cfg.upsample, cfg.bn,
+                           cfg.minibatch_std)
         self.g_class, self.g_kwargs, aux = fam.build(opts)
         torch.manual_seed(cfg.seed)  # identical init on every rank
         self.g_raw = build_generator(self.g_class, self.g_kwargs).to(device)
@@ -411,9 +415,12 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
     if cfg.extra.get("resume") and state_path.exists():
         st = torch.load(state_path, map_location=device, weights_only=True)
         saved = json.loads(st["config"])
-        for key in ("family", "dataset", "resolution", "channels", "z_dim", "width", "upsample", "bn", "classes"):
-            if saved.get(key) != cfg.to_json().get(key):
-                raise ConfigError(f"--resume: run folder {run_dir} was trained with {key}={saved.get(key)!r}, "
+        defaults = TrainConfig(family="", dataset="", out="").to_json()  # for keys older runs did not save
+        for key in ("family", "dataset", "resolution", "channels", "z_dim", "width", "upsample", "bn", "classes",
+                    "minibatch_std"):
+            was = saved.get(key, defaults[key])
+            if was != cfg.to_json().get(key):
+                raise ConfigError(f"--resume: run folder {run_dir} was trained with {key}={was!r}, "
                                  f"not {cfg.to_json().get(key)!r}")
         trainer.load_state(st)
         start_epoch, seconds, images_seen = int(st["epoch"]), float(st["seconds"]), int(st["images_seen"])

@@ -3,7 +3,7 @@ import torch
 
 from training.models import ArchOptions, build_generator, family_names, get_family
 from training.models.common import RESOLUTIONS
-from training.models.dcgan import DCGenerator
+from training.models.dcgan import DCDiscriminator, DCGenerator, with_minibatch_std
 
 FAMILIES = family_names()
 
@@ -96,3 +96,32 @@ def test_eval_mode_output_does_not_depend_on_the_batch():
 
 def test_resolutions_constant():
     assert RESOLUTIONS == (28, 32, 64, 96)
+
+
+def test_minibatch_std_channel_is_the_mean_feature_std_over_the_batch():
+    h = torch.randn(6, 3, 2, 2)
+    out = with_minibatch_std(h)
+    assert out.shape == (6, 4, 2, 2) and torch.equal(out[:, :3], h)
+    want = h.std(dim=0, unbiased=False).mean()
+    assert torch.allclose(out[:, 3], want.expand(6, 2, 2), atol=1e-6)
+    same = with_minibatch_std(h[:1].expand(6, -1, -1, -1))  # a batch of identical fakes: (almost) zero
+    assert same[:, 3].abs().max() < 1e-3
+    assert with_minibatch_std(h[:1])[:, 3].abs().max() < 1e-3  # a batch of one
+
+
+@pytest.mark.parametrize(("cond", "norm"), [("none", "batch"), ("concat", "batch"), ("class-head", "batch"),
+                                            ("none", "layer")])
+def test_discriminators_take_minibatch_std(cond, norm):
+    d = DCDiscriminator(1, 28, 8, 4 if cond != "none" else 0, cond, norm, minibatch_std=True)
+    labels = torch.tensor([0, 1, 2]) if cond != "none" else None
+    out = d(torch.randn(3, 1, 28, 28), labels)
+    adv = out[0] if cond == "class-head" else out
+    assert adv.shape == (3,) and torch.isfinite(adv).all()
+    # The same images in a batch of varied ones and in a batch of copies get different scores.
+    x = torch.randn(3, 1, 28, 28)
+    d.eval()
+    varied = d(x, labels)
+    copies = d(x[:1].expand(3, -1, -1, -1), labels[:1].expand(3) if labels is not None else None)
+    varied0 = varied[0] if cond == "class-head" else varied
+    copies0 = copies[0] if cond == "class-head" else copies
+    assert not torch.allclose(varied0[0], copies0[0])

@@ -101,6 +101,18 @@ def test_resume_refuses_a_different_architecture(tmp_path, tiny_args, capsys):
     assert main(base) == 0
     assert main([*base, "--resume", "--epochs", "2", "--width", "16"]) == 2
     assert "--resume: run folder" in capsys.readouterr().err
+    assert main([*base, "--resume", "--epochs", "2", "--minibatch-std"]) == 2  # another discriminator
+    assert "minibatch_std=False" in capsys.readouterr().err
+
+
+def test_minibatch_std_discriminator_trains_and_resumes(tmp_path, tiny_args):
+    out, run = tmp_path / "mb", tmp_path / "run"
+    base = ["train", "--family", "cgan", "--dataset", "synthetic", "--out", str(out), "--run-dir", str(run),
+            "--minibatch-std", *tiny_args]
+    assert main([*base, "--epochs", "1"]) == 0
+    assert main([*base, "--epochs", "2", "--resume"]) == 0
+    cfg = read_config(out)
+    assert cfg.training.options["minibatch_std"] is True and cfg.training.epochs == 2
 
 
 @pytest.mark.slow

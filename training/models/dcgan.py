@@ -74,6 +74,7 @@ class DCDiscriminator(nn.Module):
         num_classes: int = 0,
         cond: str = "none",
         norm: str = "batch",
+        minibatch_std: bool = False,
     ) -> None:
         super().__init__()
         base, stages = upsampling_plan(resolution)
@@ -90,7 +91,8 @@ class DCDiscriminator(nn.Module):
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             ch_in, ch = ch, ch * 2
         self.features = nn.Sequential(*layers)  # (B, ch_in, base, base)
-        self.adv = nn.Conv2d(ch_in, 1, base, 1, 0)
+        self.minibatch_std = minibatch_std
+        self.adv = nn.Conv2d(ch_in + int(minibatch_std), 1, base, 1, 0)
         self.cls = nn.Conv2d(ch_in, num_classes, base, 1, 0) if cond == "class-head" else None
         dcgan_init(self)
 
@@ -102,10 +104,19 @@ class DCDiscriminator(nn.Module):
             assert y is not None
             x = torch.cat([x, y[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3]).to(x.dtype)], 1)
         h = self.features(x)
-        adv = self.adv(h).flatten()
+        adv = self.adv(with_minibatch_std(h) if self.minibatch_std else h).flatten()
         if self.cls is not None:
             return adv, self.cls(h).flatten(1)
         return adv
+
+
+def with_minibatch_std(h: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) → (B, C + 1, H, W): the standard deviation of each feature at each position over
+    the batch, averaged into one number, as a constant extra channel (ProGAN's minibatch standard
+    deviation). Fakes that look alike give a small number that D can learn to spot, which pushes G
+    toward the data's variety. A batch of one gives 0."""
+    std = h.float().var(dim=0, unbiased=False).add(1e-8).sqrt().mean().to(h.dtype)
+    return torch.cat([h, std.expand(h.shape[0], 1, h.shape[2], h.shape[3])], 1)
 
 
 def _generator_kwargs(o: ArchOptions, conditional: bool) -> dict[str, Any]:
@@ -122,10 +133,11 @@ def _generator_kwargs(o: ArchOptions, conditional: bool) -> dict[str, Any]:
 
 def _family(name: str, objective: Any, conditional: bool, cond: str, norm: str, doc: str) -> Family:
     def build(o: ArchOptions) -> tuple[str, dict[str, Any], nn.Module]:
-        d = DCDiscriminator(o.channels, o.resolution, o.width, o.num_classes if conditional else 0, cond, norm)
+        d = DCDiscriminator(o.channels, o.resolution, o.width, o.num_classes if conditional else 0, cond, norm,
+                            o.minibatch_std)
         return "DCGenerator", _generator_kwargs(o, conditional), d
 
-    return register_family(Family(name, objective, conditional, True, build, doc))
+    return register_family(Family(name, objective, conditional, True, build, doc, minibatch_std=True))
 
 
 _family("dcgan", "gan", False, "none", "batch", "unconditional DCGAN (BCE or hinge loss)")

@@ -43,6 +43,7 @@ class Family:
     sampleable: bool
     build: Callable[[ArchOptions], tuple[str, dict[str, Any], nn.Module]]
     description: str
+    minibatch_std: bool = False  # its discriminator takes ArchOptions.minibatch_std
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class ArchOptions:
     width: int  # ngf / ndf, the base channel count
     upsample: str  # "convT" | "nearest-conv"
     bn: str  # "before-act" | "after-act"
+    minibatch_std: bool = False  # discriminators that support it add a minibatch standard-deviation channel
 
 
 def register_family(family: Family) -> Family:
