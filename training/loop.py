@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DistributedSampler
 
 from training import losses
-from training.checkpoint import CheckpointConfig, atomic_write_bytes, read_config, save_checkpoint
+from training.checkpoint import CheckpointConfig, atomic_write_bytes, read_config, save_checkpoint, update_metrics
 from training.config import ConfigError, TrainConfig
 from training.data import ImageData, load_dataset, to_float
 from training.devices import pick_device
@@ -526,7 +526,11 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
             if cfg.max_steps and trainer.step_count >= cfg.max_steps:
                 break
         if result is None:  # nothing left to train (resumed a finished run): still write outputs
+            before = read_config(out_dir) if d.main and (out_dir / "config.json").exists() else None
             result = save_outputs(max(epoch, start_epoch))
+            if (result is not None and before is not None and before.metrics
+                    and before.generator_sha256 == result.generator_sha256):  # the same weights: same measurements
+                result = update_metrics(out_dir, before.metrics, before.evaluator_sha256)
         if d.world > 1:
             dist.barrier()  # no rank tears the group down while rank 0 is still writing
     except KeyboardInterrupt:

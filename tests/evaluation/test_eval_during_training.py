@@ -35,8 +35,15 @@ def test_evaluations_are_recorded_and_survive_resume(tmp_path, monkeypatch, eval
     assert cfg.evaluator_sha256 == cfg.metrics["evaluator"]["sha256"]
 
     assert main(["train", *common, "--epochs", "4", "--resume"]) == 0
-    evals2 = read_config(out).training.evaluations
+    done = read_config(out)
+    evals2 = done.training.evaluations
     assert [e["epoch"] for e in evals2] == [2, 3, 4] and evals2[:2] == evals
+
+    # Re-running the finished command (e.g. to record it) rewrites the same weights: the metrics stay.
+    assert main(["train", *common, "--epochs", "4", "--resume"]) == 0
+    again = read_config(out)
+    assert again.generator_sha256 == done.generator_sha256
+    assert again.metrics == done.metrics and again.evaluator_sha256 == done.evaluator_sha256
 
 
 def test_eval_every_needs_an_evaluator_and_a_sampleable_family(tmp_path, capsys) -> None:
