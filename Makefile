@@ -32,7 +32,6 @@ bench:  ## serving (vs a naive server) and training benchmarks → docs/performa
 	$(PYTHON) bench/serving.py
 	$(PYTHON) bench/training.py
 
-experiments:  ## re-run the seed articles' experiments → docs/experiments.md (~1.5 h of CPU; resumable)
+experiments:  ## re-run the seed articles' experiments → docs/experiments.md (~2 h of CPU; resumable)
 	$(PYTHON) -m training experiments upsampling conditioning --points 1,2,4 --seeds 0,1,2 \
-		--seeds-for conditioning=0 --samples 5000 --width 32 --threads 1 --work runs/experiments \
-		--out docs/experiments.md
+		--samples 5000 --width 32 --threads 1 --work runs/experiments --out docs/experiments.md
