@@ -150,7 +150,27 @@ def weights_bytes(module: nn.Module, dtype: str = "float32", metadata: dict[str,
         for k, v in module.state_dict().items()
     }
     meta = metadata if metadata is not None else {"ganserve_format_version": str(FORMAT_VERSION)}
-    return st_save(state, metadata={"format": "pt", **meta})
+    return canonical_metadata_order(st_save(state, metadata={"format": "pt", **meta}))
+
+
+def canonical_metadata_order(data: bytes) -> bytes:
+    """The same safetensors bytes with the header's ``__metadata__`` entries in sorted order.
+
+    safetensors (0.8.0 here) writes the metadata map in a random order on every save
+    (safetensors/safetensors#584), so the same weights could get a different sha256 each time they
+    were saved. The header is re-written with the same compact JSON and the same padded length
+    (only the order of the metadata entries changes), so the tensor offsets stay valid.
+    """
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    meta = header.get("__metadata__")
+    if not meta:
+        return data
+    header["__metadata__"] = dict(sorted(meta.items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > n:  # cannot happen for a reordering; keep the original rather than break the file
+        return data
+    return data[:8] + text + b" " * (n - len(text)) + data[8 + n :]
 
 
 def save_checkpoint(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from training.argtypes import int_range
-from training.config import ConfigError, TrainConfig
+from training.config import KEEP_BEST, ConfigError, TrainConfig
 from training.devices import device_available
 from training.models.common import RESOLUTIONS
 
@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "training.evaluations (0: never)")
     t.add_argument("--eval-samples", type=int_range(100, 1_000_000), default=d["eval_samples"].default,
                    help="generated images per --eval-every evaluation")
+    t.add_argument("--keep-best", choices=tuple(KEEP_BEST), default=d["keep_best"].default,
+                   help="the --out checkpoint holds the weights of the best --eval-every evaluation so far "
+                        "(lowest fid, highest coverage) instead of the latest epoch's; GAN training swings, and the "
+                        "last epoch is not always the best (default: the latest)")
     t.add_argument("--grid-cols", type=int_range(1, 64), default=d["grid_cols"].default)
     t.add_argument("--no-tensorboard", action="store_true")
     t.add_argument("--no-progress", action="store_true")
@@ -191,6 +195,8 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str], parser: argparse.Ar
                          f"not --family {args.family}")
     if args.device != "auto" and not device_available(args.device):
         parser.error(f"--device {args.device!r} is not available here (auto, cpu, cuda[:N], mps)")
+    if args.keep_best and not args.eval_every:
+        parser.error("--keep-best needs --eval-every N: it keeps the best of those evaluations")
     if args.eval_every:
         from training.evaluation.evaluator import available_evaluators, default_evaluator_root
         from training.models import get_family

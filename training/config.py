@@ -6,6 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+# The metrics ``--keep-best`` can select on, and whether a higher value is better.
+KEEP_BEST: dict[str, bool] = {"fid": False, "coverage": True}
+
 
 class ConfigError(ValueError):
     """An option combination the run cannot use; the message starts with the flag."""
@@ -50,6 +53,7 @@ class TrainConfig:
     log_every: int = 50
     max_steps: int = 0  # stop after this many steps in total (0: no limit); for smoke tests
     eval_every: int = 0  # evaluate the checkpoint every N epochs and after the last (0: never)
+    keep_best: str = ""  # "fid" | "coverage": the out folder keeps the best evaluated weights ("": the latest)
     eval_samples: int = 10_000
     grid_cols: int = 10
     tensorboard: bool = True

@@ -30,7 +30,7 @@ from torch.utils.data import DistributedSampler
 
 from training import losses
 from training.checkpoint import CheckpointConfig, atomic_write_bytes, read_config, save_checkpoint, update_metrics
-from training.config import ConfigError, TrainConfig
+from training.config import KEEP_BEST, ConfigError, TrainConfig
 from training.data import ImageData, load_dataset, to_float
 from training.devices import pick_device
 from training.images import make_grid, png_bytes, to_uint8
@@ -453,17 +453,45 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
         torch.save(trainer.state(epoch, seconds, images_seen, evaluations), buf)
         atomic_write_bytes(state_path, buf.getvalue())
 
-    def save_outputs(epochs_done: int) -> CheckpointConfig | None:
-        if not d.main:
-            return None
+    def epoch_grid(epochs_done: int) -> bytes:
+        """The fixed-latent sample grid of the EMA generator: into runs/…/grids and TensorBoard."""
         grid = render_grid(trainer.ema.model, grid_z, grid_y, cfg.grid_cols, device)
         atomic_write_bytes(run_dir / "grids" / f"epoch_{epochs_done:04d}.png", grid)
         if writer is not None:
             arr = np.asarray(Image.open(io.BytesIO(grid)).convert("RGB"))
             writer.add_image("samples_ema", arr, epochs_done, dataformats="HWC")
+        return grid
+
+    def save_outputs(epochs_done: int, folder: Path = out_dir) -> CheckpointConfig | None:
+        if not d.main:
+            return None
+        grid = epoch_grid(epochs_done)
         config = checkpoint_config(cfg, trainer, data, epochs_done, seconds, images_seen, d.world, commit,
                                    evaluations)
-        return save_checkpoint(out_dir, trainer.ema.model, config, grid, cfg.save_dtype)
+        return save_checkpoint(folder, trainer.ema.model, config, grid, cfg.save_dtype)
+
+    def keep_if_best(epochs_done: int) -> CheckpointConfig:
+        """``--keep-best``: write and measure this epoch's weights beside the run; they replace the --out
+        checkpoint only if they measure better. The --out config gets the run's whole evaluation history
+        either way."""
+        candidate = run_dir / "candidate"
+        save_outputs(epochs_done, candidate)
+        evaluate_during_training(cfg, candidate, epochs_done, seconds, images_seen, device, fam.conditional,
+                                 evaluations, writer)
+        new = read_config(candidate).metrics.get(cfg.keep_best)
+        old = read_config(out_dir) if (out_dir / "config.json").exists() else None
+        kept = None if old is None else old.metrics.get(cfg.keep_best)
+        higher = KEEP_BEST[cfg.keep_best]
+        if old is None or kept is None or (new is not None and (new > kept if higher else new < kept)):
+            measured = read_config(candidate)
+            save_outputs(epochs_done)  # the same weights as the candidate's
+            was = "nothing" if old is None else f"epoch {old.training.epochs}" + (
+                "" if kept is None else f" ({kept:.4g})")
+            log.info("--keep-best %s: epoch %d (%s) replaces %s", cfg.keep_best, epochs_done, new, was)
+            return update_metrics(out_dir, measured.metrics, measured.evaluator_sha256, evaluations)
+        log.info("--keep-best %s: epoch %d (%s) does not beat epoch %d (%.4g): kept", cfg.keep_best, epochs_done,
+                 new, old.training.epochs, kept)
+        return update_metrics(out_dir, {}, old.evaluator_sha256, evaluations)
 
     if cfg.pretrain_d_epochs and start_epoch == 0 and trainer.step_count == 0:
         if fam.objective != "acgan":
@@ -517,14 +545,23 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
             if d.main:
                 log.info("epoch %d/%d done in %.1fs (%s)", epoch + 1, cfg.epochs, time.perf_counter() - t0,
                          ", ".join(f"{k} {float(v):.3f}" for k, v in metrics.items()))
-            result = save_outputs(epoch + 1)
-            if d.main and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-                evaluate_during_training(cfg, out_dir, epoch + 1, seconds, images_seen, device, fam.conditional,
-                                         evaluations, writer)
-                result = read_config(out_dir)
+            measure = cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs)
+            if cfg.keep_best:  # --out changes only when an evaluation says the new weights are better
+                if d.main and measure:
+                    result = keep_if_best(epoch + 1)
+                elif d.main:
+                    epoch_grid(epoch + 1)
+            else:
+                result = save_outputs(epoch + 1)
+                if d.main and measure:
+                    evaluate_during_training(cfg, out_dir, epoch + 1, seconds, images_seen, device, fam.conditional,
+                                             evaluations, writer)
+                    result = read_config(out_dir)
             save_state(epoch + 1)
             if cfg.max_steps and trainer.step_count >= cfg.max_steps:
                 break
+        if result is None and cfg.keep_best and d.main and (out_dir / "config.json").exists():
+            result = read_config(out_dir)  # the best so far stays
         if result is None:  # nothing left to train (resumed a finished run): still write outputs
             before = read_config(out_dir) if d.main and (out_dir / "config.json").exists() else None
             result = save_outputs(max(epoch, start_epoch))

@@ -1,5 +1,6 @@
 import json
 import pickle
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,27 @@ def test_atomic_write_failure_keeps_the_old_file(tmp_path, monkeypatch):
         atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_the_same_weights_always_give_the_same_bytes() -> None:
+    """safetensors writes its metadata map in a random order (safetensors#584); weights_bytes puts it in
+    sorted order, so a checkpoint's sha256 names its weights, not the luck of one save."""
+    from safetensors import safe_open
+
+    from training.checkpoint import canonical_metadata_order, weights_bytes
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    meta = {"b": "2", "a": "1", "c": "3", "ganserve_format_version": "1"}
+    saves = {weights_bytes(net, "float16", meta) for _ in range(12)}
+    assert len(saves) == 1
+    data = saves.pop()
+    header = data[8 : 8 + int.from_bytes(data[:8], "little")].decode()
+    assert header.index('"a"') < header.index('"b"') < header.index('"c"') < header.index('"format"')
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "w.safetensors"
+        path.write_bytes(data)
+        with safe_open(str(path), framework="pt") as f:
+            assert f.metadata() == {**meta, "format": "pt"}
+            assert torch.equal(f.get_tensor("0.weight"), net[0].weight.detach().half())
+    assert canonical_metadata_order(data) == data  # already canonical: unchanged

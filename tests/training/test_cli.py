@@ -29,6 +29,8 @@ BASE = ["train", "--family", "cgan", "--dataset", "synthetic", "--out", "OUT"]
         ([*BASE, "--seed", str(2**32)], "--seed"),
         ([*BASE, "--no-such-option"], "unrecognized arguments: --no-such-option"),
         ([*BASE, "--pretrain-d-epochs", "2"], "--pretrain-d-epochs"),
+        ([*BASE, "--keep-best", "coverage"], "--keep-best needs --eval-every"),
+        ([*BASE, "--keep-best", "accuracy", "--eval-every", "1"], "--keep-best"),
         (["train", "--family", "vae", "--dataset", "synthetic", "--out", "x", "--minibatch-std"], "--minibatch-std"),
         (["train", "--family", "wgan-gp", "--dataset", "synthetic", "--out", "x", "--loss", "hinge"], "--loss"),
         ([*BASE, "--device", "cuda:7"], "--device"),

@@ -151,3 +151,57 @@ def test_ctrl_c_saves_resume_state(tmp_path, tiny_args, cli):
     state = torch.load(run / "state.pt", weights_only=True)
     assert 1 <= state["epoch"] < 500 and state["step"] > 0
     load_generator(out)
+
+
+def test_keep_best_keeps_the_best_evaluated_weights(tmp_path, tiny_args, monkeypatch):
+    """--keep-best: --out holds the weights of the best evaluation so far; the history is the whole run's.
+    The evaluations are scripted here (the metric itself is tested in tests/evaluation)."""
+    import training.loop as loop
+    from training.checkpoint import update_metrics
+
+    scores = iter([0.30, 0.60, 0.40, 0.70])
+    weights: dict[int, str] = {}
+
+    def scripted(cfg, folder, epoch, seconds, images_seen, device, conditional, evaluations, writer):
+        coverage = next(scores)
+        evaluations.append({"epoch": epoch, "coverage": coverage})
+        update_metrics(folder, {"coverage": coverage}, "0" * 64, evaluations)
+        weights[epoch] = read_config(folder).generator_sha256
+
+    monkeypatch.setattr(loop, "evaluate_during_training", scripted)
+    out, run = tmp_path / "ck", tmp_path / "run"
+    base = ["train", "--family", "dcgan", "--dataset", "synthetic", "--out", str(out), "--run-dir", str(run),
+            "--eval-every", "1", "--keep-best", "coverage", *tiny_args]
+    assert main([*base, "--epochs", "3"]) == 0
+    cfg = read_config(out)
+    assert cfg.training.epochs == 2 and cfg.metrics["coverage"] == 0.60  # epoch 3 measured worse
+    assert cfg.generator_sha256 == weights[2] and len(set(weights.values())) == 3
+    assert [e["epoch"] for e in cfg.training.evaluations] == [1, 2, 3]
+    load_generator(out)  # the kept weights load (config and weights agree)
+    assert sorted(p.name for p in (run / "grids").iterdir())[-1] == "epoch_0003.png"
+
+    # Resuming goes on from the latest weights (epoch 3), and a better evaluation replaces the kept one.
+    assert main([*base, "--epochs", "4", "--resume"]) == 0
+    cfg = read_config(out)
+    assert cfg.training.epochs == 4 and cfg.metrics["coverage"] == 0.70 and cfg.generator_sha256 == weights[4]
+    assert [e["epoch"] for e in cfg.training.evaluations] == [1, 2, 3, 4]
+    assert main([*base, "--epochs", "4", "--resume"]) == 0  # nothing left to train: the best stays
+    assert read_config(out).generator_sha256 == weights[4]
+
+
+def test_keep_best_fid_is_lower_is_better(tmp_path, tiny_args, monkeypatch):
+    import training.loop as loop
+    from training.checkpoint import update_metrics
+
+    scores = iter([50.0, 80.0])
+
+    def scripted(cfg, folder, epoch, seconds, images_seen, device, conditional, evaluations, writer):
+        fid = next(scores)
+        evaluations.append({"epoch": epoch, "fid": fid})
+        update_metrics(folder, {"fid": fid}, "0" * 64, evaluations)
+
+    monkeypatch.setattr(loop, "evaluate_during_training", scripted)
+    out = tmp_path / "ck"
+    assert main(["train", "--family", "dcgan", "--dataset", "synthetic", "--out", str(out), "--run-dir",
+                 str(tmp_path / "run"), "--eval-every", "1", "--keep-best", "fid", "--epochs", "2", *tiny_args]) == 0
+    assert read_config(out).training.epochs == 1
