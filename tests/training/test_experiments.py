@@ -87,7 +87,26 @@ def test_the_acgan_collapse_verdict_follows_the_numbers():
     assert "the collapse with more classes is reproduced" in collapsed
     assert "move ACGAN's worst class from 0.100 to 0.300" in collapsed
     fine = render(_cond({"acgan-10": 0.82, "acgan-5": 0.9}), plan, "c")
-    assert "no collapse with 10 Fashion-MNIST classes" in fine and "reproduced" not in fine
+    assert "no sign that 10 Fashion-MNIST classes are harder" in fine and "reproduced" not in fine
+    assert "one seed: no spread to judge the gap by" in fine
+
+
+def test_conditioning_gaps_are_judged_by_the_seed_spread():
+    plan = Plan(("conditioning",), (4,), (0, 1, 2), 1000, Path("w"), Path("docs/experiments.md"))
+
+    def results(per_seed: dict[str, list[float]]) -> dict:
+        out = {}
+        for key, values in per_seed.items():
+            for seed, v in enumerate(values):
+                out.update({_key("conditioning", key, seed, 4): _cond({key: v}, seeds=(seed,))[
+                    _key("conditioning", key, seed, 4)]})
+        return out
+
+    noisy = render(results({"acgan-10": [0.3, 0.5, 0.5], "acgan-10-tricks": [0.3, 0.4, 0.35],
+                            "cgan-10": [0.1, 0.2, 0.3], "acgan-5": [0.4, 0.4, 0.4]}), plan, "c")
+    assert "move ACGAN's worst class from 0.433 ± 0.115 to 0.350 ± 0.050 (within twice" in noisy
+    clear = render(results({"acgan-10": [0.80, 0.81, 0.82], "cgan-10": [0.10, 0.11, 0.12]}), plan, "c")
+    assert "worst class: 0.110 ± 0.010 vs 0.810 ± 0.010 (a gap of more than twice" in clear
 
 
 def test_upsampling_verdict_is_compared_with_the_seed_article():
