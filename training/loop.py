@@ -487,10 +487,11 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
             save_outputs(epochs_done)  # the same weights as the candidate's
             was = "nothing" if old is None else f"epoch {old.training.epochs}" + (
                 "" if kept is None else f" ({kept:.4g})")
-            log.info("--keep-best %s: epoch %d (%s) replaces %s", cfg.keep_best, epochs_done, new, was)
+            log.info("--keep-best %s: epoch %d (%s) replaces %s", cfg.keep_best, epochs_done,
+                     "—" if new is None else f"{new:.4g}", was)
             return update_metrics(out_dir, measured.metrics, measured.evaluator_sha256, evaluations)
         log.info("--keep-best %s: epoch %d (%s) does not beat epoch %d (%.4g): kept", cfg.keep_best, epochs_done,
-                 new, old.training.epochs, kept)
+                 "—" if new is None else f"{new:.4g}", old.training.epochs, kept)
         return update_metrics(out_dir, {}, old.evaluator_sha256, evaluations)
 
     if cfg.pretrain_d_epochs and start_epoch == 0 and trainer.step_count == 0:
