@@ -478,12 +478,12 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
         save_outputs(epochs_done, candidate)
         evaluate_during_training(cfg, candidate, epochs_done, seconds, images_seen, device, fam.conditional,
                                  evaluations, writer)
-        new = read_config(candidate).metrics.get(cfg.keep_best)
+        measured = read_config(candidate)
+        new = measured.metrics.get(cfg.keep_best)
         old = read_config(out_dir) if (out_dir / "config.json").exists() else None
         kept = None if old is None else old.metrics.get(cfg.keep_best)
         higher = KEEP_BEST[cfg.keep_best]
         if old is None or kept is None or (new is not None and (new > kept if higher else new < kept)):
-            measured = read_config(candidate)
             save_outputs(epochs_done)  # the same weights as the candidate's
             was = "nothing" if old is None else f"epoch {old.training.epochs}" + (
                 "" if kept is None else f" ({kept:.4g})")
