@@ -15,9 +15,9 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
     clamp to [-1, 1], then (x + 1) · 127.5 rounded half to even. On an accelerator the conversion
     runs there (a quarter of the bytes cross to the host); on the CPU it runs in numpy, the same
-    arithmetic in one chain of array operations instead of eight torch calls (half the time for a
-    serving batch, and each torch call lets the interpreter lock go to another thread — on the
-    service's worker thread, a wait to get it back).
+    arithmetic in one chain of array operations instead of eight torch calls (13 vs 26 µs for a batch
+    of 16 28×28 images, timeit, one-off; and each torch call lets the interpreter lock go to another
+    thread — on the service's worker thread, a wait to get it back).
     """
     if images.device.type != "cpu":
         x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

@@ -227,3 +227,24 @@ def test_a_worker_survives_an_error_outside_the_forward_pass(tiny_checkpoints: P
         assert r.status_code == 503 and r.json()["detail"] == "generation failed"
         assert client.get("/generate", params={"label": 0, "seed": 2}).status_code == 200
     assert any("worker error" in rec.getMessage() and rec.exc_info for rec in caplog.records)
+
+
+def test_labels_of_a_batch_merge_ints_hard_and_soft_rows() -> None:
+    """Requests hand over one class index (an int) or a tensor of hard or soft labels (interpolation
+    frames); a batch mixing them gets one row per latent, one-hot where any row is soft."""
+    from app.batcher import Job, _merge_labels
+
+    def job(labels: Any, rows: int) -> Job:
+        return Job(torch.zeros(rows, 4), labels, float("inf"), None)  # type: ignore[arg-type]
+
+    ints = _merge_labels([job(3, 2), job(0, 1)], 5)
+    assert ints is not None and ints.dtype == torch.long and ints.tolist() == [3, 3, 0]
+    hard = _merge_labels([job(3, 2), job(torch.tensor([1, 4]), 2)], 5)
+    assert hard is not None and hard.tolist() == [3, 3, 1, 4]
+    soft_rows = torch.tensor([[0.5, 0.5, 0, 0, 0]])
+    mixed = _merge_labels([job(2, 1), job(soft_rows, 1)], 5)
+    assert mixed is not None and mixed.shape == (2, 5)
+    assert mixed[0].tolist() == [0, 0, 1, 0, 0] and torch.equal(mixed[1], soft_rows[0])
+    assert _merge_labels([job(3, 1)], 0) is None  # unconditional model
+    with pytest.raises(ValueError):
+        _merge_labels([job(3, 1), job(None, 1)], 5)
