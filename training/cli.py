@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--minibatch-std", action="store_true",
                    help="D gets the batch's mean feature standard deviation as one more input channel of its last "
                         "layer (ProGAN): a batch of too-similar fakes is easy to spot (dcgan, cgan, acgan, wgan-gp)")
+    t.add_argument("--spectral-norm", action="store_true",
+                   help="spectral normalisation of every layer of D in place of its batch-/layer-norm (SNGAN); "
+                        "usually with --loss hinge (dcgan, cgan, acgan, wgan-gp)")
     t.add_argument("--batch-size", type=int_range(2, 65_536), default=d["batch_size"].default)
     t.add_argument("--lr-g", type=_float_range(0, 1, lo_open=True), default=d["lr_g"].default)
     t.add_argument("--lr-d", type=_float_range(0, 1, lo_open=True), default=d["lr_d"].default)
@@ -187,12 +190,13 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str], parser: argparse.Ar
         parser.error("--loss applies to the gan objective, not to --family wgan-gp")
     if args.pretrain_d_epochs and args.family != "acgan":
         parser.error("--pretrain-d-epochs needs --family acgan (a discriminator with a class head)")
-    if args.minibatch_std:
-        from training.models import get_family
+    for flag in ("minibatch_std", "spectral_norm"):
+        if getattr(args, flag):
+            from training.models import get_family
 
-        if not get_family(args.family).minibatch_std:
-            parser.error(f"--minibatch-std needs a convolutional discriminator (dcgan, cgan, acgan, wgan-gp), "
-                         f"not --family {args.family}")
+            if not get_family(args.family).conv_discriminator:
+                parser.error(f"--{flag.replace('_', '-')} needs a convolutional discriminator (dcgan, cgan, acgan, "
+                             f"wgan-gp), not --family {args.family}")
     if args.device != "auto" and not device_available(args.device):
         parser.error(f"--device {args.device!r} is not available here (auto, cpu, cuda[:N], mps)")
     if args.keep_best and not args.eval_every:

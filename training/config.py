@@ -32,6 +32,7 @@ class TrainConfig:
     upsample: str = "convT"
     bn: str = "before-act"
     minibatch_std: bool = False  # D sees the batch's feature standard deviation as one more channel
+    spectral_norm: bool = False  # D's layers are spectrally normalised (and not batch-/layer-normalised)
     batch_size: int = 128
     lr_g: float = 2e-4
     lr_d: float = 2e-4

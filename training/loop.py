@@ -146,11 +146,12 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, fam: Family, data: ImageData, d: Dist, device: torch.device) -> None:
         self.cfg, self.fam, self.data, self.dist, self.device = cfg, fam, data, d, device
         self.num_classes = len(data.class_names)
-        if cfg.minibatch_std and not fam.minibatch_std:
-            raise ConfigError(f"--minibatch-std needs a convolutional discriminator (dcgan, cgan, acgan, wgan-gp); "
-                              f"--family {cfg.family} has none")
+        for flag in ("minibatch_std", "spectral_norm"):
+            if getattr(cfg, flag) and not fam.conv_discriminator:
+                raise ConfigError(f"--{flag.replace('_', '-')} needs a convolutional discriminator (dcgan, cgan, "
+                                  f"acgan, wgan-gp); --family {cfg.family} has none")
         opts = ArchOptions(cfg.z_dim, self.num_classes, cfg.channels, cfg.resolution, cfg.width, cfg.upsample, cfg.bn,
-                           cfg.minibatch_std)
+                           cfg.minibatch_std, cfg.spectral_norm)
         self.g_class, self.g_kwargs, aux = fam.build(opts)
         torch.manual_seed(cfg.seed)  # identical init on every rank
         self.g_raw = build_generator(self.g_class, self.g_kwargs).to(device)
@@ -417,7 +418,7 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
         saved = json.loads(st["config"])
         defaults = TrainConfig(family="", dataset="", out="").to_json()  # for keys older runs did not save
         for key in ("family", "dataset", "resolution", "channels", "z_dim", "width", "upsample", "bn", "classes",
-                    "minibatch_std"):
+                    "minibatch_std", "spectral_norm"):
             was = saved.get(key, defaults[key])
             if was != cfg.to_json().get(key):
                 raise ConfigError(f"--resume: run folder {run_dir} was trained with {key}={was!r}, "

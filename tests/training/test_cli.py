@@ -32,6 +32,8 @@ BASE = ["train", "--family", "cgan", "--dataset", "synthetic", "--out", "OUT"]
         ([*BASE, "--keep-best", "coverage"], "--keep-best needs --eval-every"),
         ([*BASE, "--keep-best", "accuracy", "--eval-every", "1"], "--keep-best"),
         (["train", "--family", "vae", "--dataset", "synthetic", "--out", "x", "--minibatch-std"], "--minibatch-std"),
+        (["train", "--family", "mlp-gan", "--dataset", "synthetic", "--out", "x", "--spectral-norm"],
+         "--spectral-norm"),
         (["train", "--family", "wgan-gp", "--dataset", "synthetic", "--out", "x", "--loss", "hinge"], "--loss"),
         ([*BASE, "--device", "cuda:7"], "--device"),
         (["train", "--dataset", "mnist", "--out", "x"], "--family"),

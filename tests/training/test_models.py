@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import nn
 
 from training.models import ArchOptions, build_generator, family_names, get_family
 from training.models.common import RESOLUTIONS
@@ -125,3 +126,24 @@ def test_discriminators_take_minibatch_std(cond, norm):
     varied0 = varied[0] if cond == "class-head" else varied
     copies0 = copies[0] if cond == "class-head" else copies
     assert not torch.allclose(varied0[0], copies0[0])
+
+
+@pytest.mark.parametrize(("cond", "norm"), [("none", "batch"), ("concat", "batch"), ("class-head", "batch"),
+                                            ("none", "layer")])
+def test_spectral_norm_discriminator_has_unit_spectral_norm_layers_and_no_norm_layers(cond, norm):
+    torch.manual_seed(0)
+    d = DCDiscriminator(1, 28, 8, 4 if cond != "none" else 0, cond, norm, spectral_norm=True)
+    assert not any(isinstance(m, nn.BatchNorm2d | nn.GroupNorm) for m in d.modules())
+    convs = [m for m in d.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(nn.utils.parametrize.is_parametrized(m, "weight") for m in convs)
+    labels = torch.tensor([0, 1, 2]) if cond != "none" else None
+    for _ in range(30):  # the power iteration converges as D is used in training mode
+        d(torch.randn(3, 1, 28, 28), labels)
+    d.eval()
+    for m in convs:
+        sigma = float(torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2))
+        assert sigma == pytest.approx(1.0, abs=0.05)
+    # Without it, the DCGAN init's weights have spectral norms far from 1.
+    plain = DCDiscriminator(1, 28, 8, 4 if cond != "none" else 0, cond, norm)
+    assert any(abs(torch.linalg.matrix_norm(m.weight.flatten(1), ord=2) - 1) > 0.3
+               for m in plain.modules() if isinstance(m, nn.Conv2d))

@@ -115,6 +115,20 @@ def test_minibatch_std_discriminator_trains_and_resumes(tmp_path, tiny_args):
     assert cfg.training.options["minibatch_std"] is True and cfg.training.epochs == 2
 
 
+@pytest.mark.parametrize(("family", "extra"), [("dcgan", ["--loss", "hinge"]), ("wgan-gp", ["--n-critic", "2"])])
+def test_spectral_norm_discriminator_trains_and_resumes(tmp_path, tiny_args, family, extra, capsys):
+    out, run = tmp_path / "sn", tmp_path / "run"
+    base = ["train", "--family", family, "--dataset", "synthetic", "--out", str(out), "--run-dir", str(run),
+            "--spectral-norm", *extra, *tiny_args]
+    assert main([*base, "--epochs", "1"]) == 0
+    assert main([*base, "--epochs", "2", "--resume"]) == 0
+    cfg = read_config(out)
+    assert cfg.training.options["spectral_norm"] is True and cfg.training.epochs == 2
+    no_sn = [a for a in base if a != "--spectral-norm"]
+    assert main([*no_sn, "--epochs", "3", "--resume"]) == 2  # the saved D has another architecture
+    assert "spectral_norm=True" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_two_process_gloo_ddp_writes_a_valid_checkpoint(tmp_path, tiny_args):
     out, run = tmp_path / "ddp", tmp_path / "run"

@@ -64,6 +64,8 @@ class DCDiscriminator(nn.Module):
     ``cond``: "none"; "concat" (cGAN: one-hot label maps join the image channels);
     "class-head" (ACGAN: a second head classifies the image).
     ``norm``: "batch" (DCGAN), "layer" (WGAN-GP critics must not batch-normalise), "none".
+    ``spectral_norm``: every conv is spectrally normalised (SNGAN, Miyato et al. 2018), which
+    bounds D's Lipschitz constant; ``norm`` is then "none".
     """
 
     def __init__(
@@ -75,9 +77,12 @@ class DCDiscriminator(nn.Module):
         cond: str = "none",
         norm: str = "batch",
         minibatch_std: bool = False,
+        spectral_norm: bool = False,
     ) -> None:
         super().__init__()
         base, stages = upsampling_plan(resolution)
+        if spectral_norm:
+            norm = "none"  # SNGAN: the spectral norm takes the place of batch-/layer-norm
         self.num_classes, self.cond = num_classes, cond
         ch_in = channels + (num_classes if cond == "concat" else 0)
         layers: list[nn.Module] = []
@@ -95,6 +100,10 @@ class DCDiscriminator(nn.Module):
         self.adv = nn.Conv2d(ch_in + int(minibatch_std), 1, base, 1, 0)
         self.cls = nn.Conv2d(ch_in, num_classes, base, 1, 0) if cond == "class-head" else None
         dcgan_init(self)
+        if spectral_norm:  # every layer's weight divided by its largest singular value (one power iteration a step)
+            for m in list(self.modules()):
+                if isinstance(m, nn.Conv2d):
+                    nn.utils.parametrizations.spectral_norm(m)
 
     def forward(
         self, x: torch.Tensor, labels: torch.Tensor | None = None
@@ -134,10 +143,10 @@ def _generator_kwargs(o: ArchOptions, conditional: bool) -> dict[str, Any]:
 def _family(name: str, objective: Any, conditional: bool, cond: str, norm: str, doc: str) -> Family:
     def build(o: ArchOptions) -> tuple[str, dict[str, Any], nn.Module]:
         d = DCDiscriminator(o.channels, o.resolution, o.width, o.num_classes if conditional else 0, cond, norm,
-                            o.minibatch_std)
+                            o.minibatch_std, o.spectral_norm)
         return "DCGenerator", _generator_kwargs(o, conditional), d
 
-    return register_family(Family(name, objective, conditional, True, build, doc, minibatch_std=True))
+    return register_family(Family(name, objective, conditional, True, build, doc, conv_discriminator=True))
 
 
 _family("dcgan", "gan", False, "none", "batch", "unconditional DCGAN (BCE or hinge loss)")

@@ -43,7 +43,7 @@ class Family:
     sampleable: bool
     build: Callable[[ArchOptions], tuple[str, dict[str, Any], nn.Module]]
     description: str
-    minibatch_std: bool = False  # its discriminator takes ArchOptions.minibatch_std
+    conv_discriminator: bool = False  # its discriminator takes ArchOptions.minibatch_std and .spectral_norm
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class ArchOptions:
     upsample: str  # "convT" | "nearest-conv"
     bn: str  # "before-act" | "after-act"
     minibatch_std: bool = False  # discriminators that support it add a minibatch standard-deviation channel
+    spectral_norm: bool = False  # ... and spectrally normalise their layers instead of batch-/layer-norm
 
 
 def register_family(family: Family) -> Family:
