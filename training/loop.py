@@ -473,8 +473,9 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
 
     def keep_if_best(epochs_done: int) -> CheckpointConfig:
         """``--keep-best``: write and measure this epoch's weights beside the run; they replace the --out
-        checkpoint only if they measure better. The --out config gets the run's whole evaluation history
-        either way."""
+        checkpoint only if they measure better. When --out holds this run's weights, its config gets the
+        run's whole evaluation history either way; a checkpoint of another run (e.g. a new recipe trying
+        to beat the shipped one) is left exactly as it was until it is beaten."""
         candidate = run_dir / "candidate"
         save_outputs(epochs_done, candidate)
         evaluate_during_training(cfg, candidate, epochs_done, seconds, images_seen, device, fam.conditional,
@@ -493,6 +494,9 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
             return update_metrics(out_dir, measured.metrics, measured.evaluator_sha256, evaluations)
         log.info("--keep-best %s: epoch %d (%s) does not beat epoch %d (%.4g): kept", cfg.keep_best, epochs_done,
                  "—" if new is None else f"{new:.4g}", old.training.epochs, kept)
+        history = old.training.evaluations
+        if not history or evaluations[: len(history)] != history:  # another run's weights: not our history
+            return old
         return update_metrics(out_dir, {}, old.evaluator_sha256, evaluations)
 
     if cfg.pretrain_d_epochs and start_epoch == 0 and trainer.step_count == 0:

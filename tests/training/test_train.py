@@ -203,6 +203,40 @@ def test_keep_best_keeps_the_best_evaluated_weights(tmp_path, tiny_args, monkeyp
     assert read_config(out).generator_sha256 == weights[4]
 
 
+def test_keep_best_leaves_another_runs_checkpoint_alone_until_beaten(tmp_path, tiny_args, monkeypatch):
+    """A second recipe trained with --keep-best into a shipped checkpoint's folder (its own run folder)
+    must not rewrite that checkpoint's config — weights from one run with another run's history —
+    while it measures worse; once better, it replaces weights and history together."""
+    import training.loop as loop
+    from training.checkpoint import update_metrics
+
+    scores = iter([0.50, 0.60, 0.30, 0.55, 0.65])
+
+    def scripted(cfg, folder, epoch, seconds, images_seen, device, conditional, evaluations, writer):
+        coverage = next(scores)
+        evaluations.append({"epoch": epoch, "coverage": coverage, "run": cfg.run_dir})
+        update_metrics(folder, {"coverage": coverage}, "0" * 64, evaluations)
+
+    monkeypatch.setattr(loop, "evaluate_during_training", scripted)
+    out = tmp_path / "ck"
+    common = ["train", "--family", "dcgan", "--dataset", "synthetic", "--out", str(out), "--eval-every", "1",
+              "--keep-best", "coverage", *tiny_args]
+    assert main([*common, "--run-dir", str(tmp_path / "a"), "--epochs", "2"]) == 0
+    shipped = (out / "config.json").read_bytes()
+    assert read_config(out).metrics["coverage"] == 0.60
+
+    b = [*common, "--run-dir", str(tmp_path / "b"), "--seed", "1"]
+    assert main([*b, "--epochs", "2"]) == 0  # 0.30, 0.55: both worse than the 0.60 in --out
+    assert (out / "config.json").read_bytes() == shipped
+    assert main([*b, "--epochs", "3", "--resume"]) == 0  # 0.65 beats it
+    cfg = read_config(out)
+    assert cfg.metrics["coverage"] == 0.65 and cfg.training.options["seed"] == 1
+    assert [(e["epoch"], e["run"]) for e in cfg.training.evaluations] == [(1, str(tmp_path / "b")),
+                                                                          (2, str(tmp_path / "b")),
+                                                                          (3, str(tmp_path / "b"))]
+    load_generator(out)
+
+
 def test_keep_best_fid_is_lower_is_better(tmp_path, tiny_args, monkeypatch):
     import training.loop as loop
     from training.checkpoint import update_metrics
