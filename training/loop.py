@@ -200,6 +200,11 @@ class Trainer:
         self.opt_g.load_state_dict(st["opt_g"])
         if self.opt_d is not None:
             self.opt_d.load_state_dict(st["opt_d"])
+        # Adam's moments carry over; its settings are this command line's (load_state_dict brings back the
+        # saved lr and betas, which would silently ignore e.g. `--resume --lr-g 5e-5` to anneal a run).
+        for opt, lr in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
+            for group in opt.param_groups if opt is not None else ():
+                group["lr"], group["betas"] = lr, (self.cfg.beta1, self.cfg.beta2)
         torch.set_rng_state(st["rng"])
         self.step_count = int(st["step"])
 

@@ -105,6 +105,22 @@ def test_resume_refuses_a_different_architecture(tmp_path, tiny_args, capsys):
     assert "minibatch_std=False" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("family", ["dcgan", "vae"])
+def test_resume_takes_the_command_lines_learning_rates_and_betas(tmp_path, tiny_args, family):
+    out, run = tmp_path / "ck", tmp_path / "run"
+    base = ["train", "--family", family, "--dataset", "synthetic", "--out", str(out), "--run-dir", str(run),
+            *tiny_args]
+    assert main([*base, "--epochs", "1"]) == 0
+    assert main([*base, "--epochs", "2", "--resume", "--lr-g", "5e-5", "--lr-d", "1e-4", "--beta1", "0.0",
+                 "--beta2", "0.9"]) == 0
+    state = torch.load(run / "state.pt", weights_only=True)
+    opts = [state["opt_g"], state["opt_d"]] if family == "dcgan" else [state["opt_g"]]
+    for opt, lr in zip(opts, [5e-5, 1e-4], strict=False):
+        assert [(g["lr"], tuple(g["betas"])) for g in opt["param_groups"]] == [(lr, (0.0, 0.9))]
+        assert opt["state"]  # Adam's moments came through the resume
+    assert read_config(out).training.options["lr_g"] == 5e-5
+
+
 def test_minibatch_std_discriminator_trains_and_resumes(tmp_path, tiny_args):
     out, run = tmp_path / "mb", tmp_path / "run"
     base = ["train", "--family", "cgan", "--dataset", "synthetic", "--out", str(out), "--run-dir", str(run),
