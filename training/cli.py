@@ -11,7 +11,9 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -219,6 +221,7 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str], parser: argparse.Ar
     from training.data import DatasetError
     from training.loop import train
 
+    previous = _stop_on_sigterm()
     try:
         train(cfg)
     except DatasetError as e:
@@ -227,9 +230,31 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str], parser: argparse.Ar
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        return 143
     except KeyboardInterrupt:
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: stop as Ctrl-C does."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+def _stop_on_sigterm() -> Any:
+    """Make SIGTERM — what `kill`, a container runtime, Slurm or torchrun send to stop a job — end a
+    training like Ctrl-C: the resume state is saved. (A job started with `nohup … &` from a script
+    ignores SIGINT, so SIGTERM is its only clean stop.) → the previous handler, to put back."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def parse_label(value: str | None, class_names: list[str]) -> int | None:
