@@ -16,7 +16,7 @@ from app.registry import LoadedModel, UnknownModel
 from app.service import ApiError, Service
 from training.latent import SEED_MAX
 
-ENCODING_VERSION = "3"  # part of every ETag: bump when the encoded bytes change for the same request
+ENCODING_VERSION = "4"  # part of every ETag: bump when the encoded bytes change for the same request
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 
