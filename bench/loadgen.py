@@ -57,9 +57,13 @@ def have_wrk() -> bool:
     return shutil.which("wrk") is not None
 
 
-def run_wrk(base: str, path: str, classes: int, conns: int, duration: float, timeout: float = 30.0) -> LoadResult:
+ALL_SEEDS = 2**31 - 1  # seeds 0…2³¹−2: the image cache practically never hits
+
+
+def run_wrk(base: str, path: str, classes: int, conns: int, duration: float, timeout: float = 30.0,
+            seeds: int = ALL_SEEDS) -> LoadResult:
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", f"--timeout={round(timeout)}s",
-           "-s", str(LUA), base, "--", path, str(classes)]
+           "-s", str(LUA), base, "--", path, str(classes), str(seeds)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + timeout + 30)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if line is None:
@@ -105,13 +109,13 @@ class Conn:
             self.writer = None
 
 
-def random_path(path: str, classes: int, rng: random.Random) -> str:
-    q = f"?seed={rng.randrange(2**31 - 1)}"
+def random_path(path: str, classes: int, rng: random.Random, seeds: int = ALL_SEEDS) -> str:
+    q = f"?seed={rng.randrange(seeds)}"
     return path + q + (f"&label={rng.randrange(classes)}" if classes > 0 else "")
 
 
 async def _load(host: str, port: int, path: str, classes: int, conns: int, duration: float,
-                timeout: float) -> LoadResult:
+                timeout: float, seeds: int = ALL_SEEDS) -> LoadResult:
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     errors = 0
@@ -125,7 +129,7 @@ async def _load(host: str, port: int, path: str, classes: int, conns: int, durat
         while time.perf_counter() < stop:
             t0 = time.perf_counter()
             try:
-                status, _ = await asyncio.wait_for(conn.get(random_path(path, classes, rng)), timeout)
+                status, _ = await asyncio.wait_for(conn.get(random_path(path, classes, rng, seeds)), timeout)
             except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
                 errors += 1
                 await conn.close()
@@ -145,10 +149,10 @@ async def _load(host: str, port: int, path: str, classes: int, conns: int, durat
                       dict(statuses), errors)
 
 
-def run_python(base: str, path: str, classes: int, conns: int, duration: float, timeout: float = 30.0
-               ) -> LoadResult:
+def run_python(base: str, path: str, classes: int, conns: int, duration: float, timeout: float = 30.0,
+               seeds: int = ALL_SEEDS) -> LoadResult:
     host, port = base.removeprefix("http://").split(":")
-    return run_async(_load(host, int(port), path, classes, conns, duration, timeout))
+    return run_async(_load(host, int(port), path, classes, conns, duration, timeout, seeds))
 
 
 def run_async(coro):
@@ -160,8 +164,10 @@ def run_async(coro):
         return asyncio.run(coro)
 
 
-def run_load(tool: str, base: str, path: str, classes: int, conns: int, duration: float) -> LoadResult:
-    return (run_wrk if tool == "wrk" else run_python)(base, path, classes, conns, duration)
+def run_load(tool: str, base: str, path: str, classes: int, conns: int, duration: float,
+             seeds: int = ALL_SEEDS) -> LoadResult:
+    """``seeds``: requests draw their seed from 0…seeds−1 (few seeds: answers from the server's image cache)."""
+    return (run_wrk if tool == "wrk" else run_python)(base, path, classes, conns, duration, seeds=seeds)
 
 
 async def fetch_all(base: str, paths: list[str], concurrency: int) -> tuple[float, list[float], Counter[int]]:

@@ -29,6 +29,7 @@ def test_serving_bench_quick() -> None:
     assert "| 64 | ganserve, 1 process, fast path off |" in text and "passes side by side" in text
     assert "| 64 | ganserve, 1 process |" in text or (os.cpu_count() or 1) == 1  # the default is N processes
     assert "**limit**" in text and "| target | measured | met |" in text
+    assert "answered from ganserve's image cache" in text and "| `/generate` from the image cache (ganserve," in text
     assert "/interpolate?frames=48" in text
 
 
