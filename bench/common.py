@@ -7,8 +7,8 @@ import os
 import platform
 import re
 import statistics
-import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,22 +33,33 @@ def load_average() -> str:
         return "n/a"
 
 
-def busy_processes() -> list[str]:
-    """Other processes using the CPU right now (e.g. a training run): they contaminate the numbers."""
-    try:
-        out = subprocess.run(["ps", "-eo", "pid,pcpu,args", "--sort=-pcpu"], capture_output=True, text=True,
-                             timeout=5).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
+def _cpu_ticks() -> dict[int, tuple[int, str]]:
+    """pid → (user + system clock ticks so far, command line) of every process (Linux /proc)."""
+    out: dict[int, tuple[int, str]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, IndexError):
+            continue
+        out[int(stat.parent.name)] = (int(fields[11]) + int(fields[12]), cmd)
+    return out
+
+
+def busy_processes(interval: float = 1.0) -> list[str]:
+    """Other processes using the CPU now (e.g. a training run), measured over ``interval`` seconds:
+    they contaminate the numbers. (``ps``'s %CPU is the average over a process's whole life, so it
+    would also name a training that is paused or idle now.)"""
+    before = _cpu_ticks()
+    time.sleep(interval)
+    after = _cpu_ticks()
+    hz = os.sysconf("SC_CLK_TCK")
     me = {os.getpid(), os.getppid()}
     busy = []
-    for line in out.splitlines()[1:]:
-        parts = line.split(None, 2)
-        if len(parts) < 3:
-            continue
-        pid, pcpu, args = int(parts[0]), float(parts[1]), parts[2]
-        if pid not in me and pcpu >= 20.0:
-            busy.append(f"pid {pid} at {pcpu:.0f}% CPU: {args[:110]}")
+    for pid, (ticks, cmd) in sorted(after.items(), key=lambda kv: -(kv[1][0] - before.get(kv[0], (0, ""))[0])):
+        share = (ticks - before.get(pid, (ticks, ""))[0]) / hz / interval
+        if pid not in me and share >= 0.2:
+            busy.append(f"pid {pid} at {100 * share:.0f}% CPU: {cmd[:110]}")
     return busy
 
 
@@ -64,7 +75,7 @@ def machine_lines(device: str = "cpu") -> list[str]:
     ]
     busy = busy_processes()
     if busy:
-        lines.append("- **contention: other processes were using the CPU during this run** "
+        lines.append("- **contention: other processes were using the CPU at the start of this run** "
                      "(the numbers are lower than on an idle machine):")
         lines += [f"  - {b}" for b in busy]
     else:
