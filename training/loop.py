@@ -39,6 +39,10 @@ from training.models import ArchOptions, Family, build_generator, get_family
 
 log = logging.getLogger("training")
 STATE = "state.pt"
+# The options that change what a training step computes (besides the architecture, which --resume
+# refuses to change): a resumed run with other values of these is another recipe.
+RECIPE_KEYS = ("batch_size", "lr_g", "lr_d", "beta1", "beta2", "loss", "label_smoothing", "noisy_labels",
+               "pretrain_d_epochs", "n_critic", "gp_weight", "kl_weight", "ema_decay")
 
 
 # --- setup -------------------------------------------------------------------------------
@@ -478,9 +482,11 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
 
     def keep_if_best(epochs_done: int) -> CheckpointConfig:
         """``--keep-best``: write and measure this epoch's weights beside the run; they replace the --out
-        checkpoint only if they measure better. When --out holds this run's weights, its config gets the
-        run's whole evaluation history either way; a checkpoint of another run (e.g. a new recipe trying
-        to beat the shipped one) is left exactly as it was until it is beaten."""
+        checkpoint only if they measure better. When --out holds this run's weights and the run goes on
+        with the recipe that made them, its config gets the run's whole evaluation history either way;
+        a checkpoint of another run (e.g. a new recipe trying to beat the shipped one), or of this run
+        before a resume with other rates or losses, is left exactly as it was until it is beaten — its
+        history must not list evaluations of a recipe its config does not record."""
         candidate = run_dir / "candidate"
         save_outputs(epochs_done, candidate)
         evaluate_during_training(cfg, candidate, epochs_done, seconds, images_seen, device, fam.conditional,
@@ -501,6 +507,12 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
                  "—" if new is None else f"{new:.4g}", old.training.epochs, kept)
         history = old.training.evaluations
         if not history or evaluations[: len(history)] != history:  # another run's weights: not our history
+            return old
+        now = cfg.to_json()
+        changed = [k for k in RECIPE_KEYS if old.training.options.get(k) != now.get(k)]
+        if changed:
+            log.info("--keep-best: %s's config is left as it is: this run was resumed with another %s",
+                     out_dir, ", ".join(changed))
             return old
         return update_metrics(out_dir, {}, old.evaluator_sha256, evaluations)
 

@@ -256,6 +256,37 @@ def test_keep_best_leaves_another_runs_checkpoint_alone_until_beaten(tmp_path, t
     load_generator(out)
 
 
+def test_keep_best_keeps_a_changed_recipes_evaluations_out_of_the_checkpoint_until_it_wins(tmp_path, tiny_args,
+                                                                                           monkeypatch):
+    """The same run resumed with another recipe (here label smoothing and D's rate) that measures worse
+    leaves --out's config as it was: its history must not list evaluations its recorded command did not
+    make. Once the new recipe wins, weights, command and the run's whole history go in together."""
+    import training.loop as loop
+    from training.checkpoint import update_metrics
+
+    scores = iter([0.50, 0.60, 0.30, 0.70])
+
+    def scripted(cfg, folder, epoch, seconds, images_seen, device, conditional, evaluations, writer):
+        coverage = next(scores)
+        evaluations.append({"epoch": epoch, "coverage": coverage})
+        update_metrics(folder, {"coverage": coverage}, "0" * 64, evaluations)
+
+    monkeypatch.setattr(loop, "evaluate_during_training", scripted)
+    out, run = tmp_path / "ck", tmp_path / "run"
+    base = ["train", "--family", "dcgan", "--dataset", "synthetic", "--out", str(out), "--run-dir", str(run),
+            "--eval-every", "1", "--keep-best", "coverage", *tiny_args]
+    assert main([*base, "--epochs", "2"]) == 0
+    shipped = (out / "config.json").read_bytes()
+    other = [*base, "--resume", "--label-smoothing", "0.2", "--lr-d", "1e-4"]
+    assert main([*other, "--epochs", "3"]) == 0  # 0.30: worse than 0.60
+    assert (out / "config.json").read_bytes() == shipped
+    assert main([*other, "--epochs", "4"]) == 0  # 0.70 wins
+    cfg = read_config(out)
+    assert cfg.metrics["coverage"] == 0.70 and cfg.training.options["label_smoothing"] == 0.2
+    assert "--label-smoothing 0.2" in cfg.training.command
+    assert [e["epoch"] for e in cfg.training.evaluations] == [1, 2, 3, 4]
+
+
 def test_keep_best_fid_is_lower_is_better(tmp_path, tiny_args, monkeypatch):
     import training.loop as loop
     from training.checkpoint import update_metrics
