@@ -34,7 +34,7 @@ def grid_shape(n: int, height: int, width: int, scale: int, nrow: int | None = N
 # the same sizes as the standard library's zlib at level 1 in a half to a sixth of the time. Timeit,
 # one-off, 8 seeded images each (zlib 1 vs ISA-L 1): a 28×28 mnist-cgan image 18.8 vs 9.1 µs (279 vs
 # 287 bytes), a fashion-cgan one 28.2 vs 10.9 µs, a 64×64 RGB shapes one 214 vs 48 µs (8,254 vs 8,275
-# bytes), a 4×4 RGB grid 2.0 vs 0.27 ms. The encode is part of every request's CPU time. (ISA-L's level 0
+# bytes), a 16-image RGB grid 2.0 vs 0.27 ms. The encode is part of every request's CPU time. (ISA-L's level 0
 # is faster still, 1.7 µs, but its PNGs are ~1.5× larger.)
 PNG_LEVEL = 1
 
