@@ -33,16 +33,21 @@ def load_average() -> str:
         return "n/a"
 
 
-def _cpu_ticks() -> dict[int, tuple[int, str]]:
-    """pid → (user + system clock ticks so far, command line) of every process (Linux /proc)."""
-    out: dict[int, tuple[int, str]] = {}
+def proc_cpu_seconds(stat: Path) -> float:
+    """User + system CPU seconds so far of the process or thread whose ``/proc/…/stat`` this is (Linux).
+    Raises OSError when it has gone."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()  # after "(comm)", which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds() -> dict[int, float]:
+    """pid → CPU seconds so far, of every process."""
+    out: dict[int, float] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except (OSError, IndexError):
+            out[int(stat.parent.name)] = proc_cpu_seconds(stat)
+        except (OSError, IndexError, ValueError):
             continue
-        out[int(stat.parent.name)] = (int(fields[11]) + int(fields[12]), cmd)
     return out
 
 
@@ -50,16 +55,20 @@ def busy_processes(interval: float = 1.0) -> list[str]:
     """Other processes using the CPU now (e.g. a training run), measured over ``interval`` seconds:
     they contaminate the numbers. (``ps``'s %CPU is the average over a process's whole life, so it
     would also name a training that is paused or idle now.)"""
-    before = _cpu_ticks()
+    before = _cpu_seconds()
     time.sleep(interval)
-    after = _cpu_ticks()
-    hz = os.sysconf("SC_CLK_TCK")
+    after = _cpu_seconds()
     me = {os.getpid(), os.getppid()}
+    shares = {pid: (t - before[pid]) / interval for pid, t in after.items() if pid in before and pid not in me}
     busy = []
-    for pid, (ticks, cmd) in sorted(after.items(), key=lambda kv: -(kv[1][0] - before.get(kv[0], (0, ""))[0])):
-        share = (ticks - before.get(pid, (ticks, ""))[0]) / hz / interval
-        if pid not in me and share >= 0.2:
-            busy.append(f"pid {pid} at {100 * share:.0f}% CPU: {cmd[:110]}")
+    for pid, share in sorted(shares.items(), key=lambda kv: -kv[1]):
+        if share < 0.2:
+            break
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        busy.append(f"pid {pid} at {100 * share:.0f}% CPU: {cmd[:110]}")
     return busy
 
 

@@ -51,6 +51,7 @@ from bench.common import (
     machine_lines,
     markdown_table,
     median,
+    proc_cpu_seconds,
     spread,
     write_section,
 )
@@ -248,10 +249,9 @@ class Server:
         for pid in [self.proc.pid, *_descendants(self.proc.pid)]:
             for task in Path(f"/proc/{pid}/task").glob("*"):
                 try:
-                    fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                    out[int(task.name)] = proc_cpu_seconds(task / "stat")
                 except OSError:
                     continue
-                out[int(task.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         return out
 
     def load(self, tool: str, path: str, classes: int, conns: int, duration: float,
