@@ -124,3 +124,26 @@ def make_forward(health: Health) -> Any:
         return guarded_forward(generator, z, labels, device, max_batch, health=health)
 
     return forward
+
+
+def batch_invariant(generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None) -> bool:
+    """Whether the generator makes each latent's image bit for bit the same however it is batched.
+
+    ``z`` (and ``labels``) is a full batch of the largest size the batcher runs (``max_batch``
+    rows); the rows are made in that one pass and again two at a time (the smallest pass the
+    batcher runs, see ``guarded_forward``), at the start, middle and end of the batch, and
+    compared as floats. A BLAS or device whose kernel depends on the number of rows — MKL's
+    AVX2 matrix product outside strict reproducibility mode, most GPU libraries — fails this, and
+    the service then cannot promise the same bytes for the same request: ``app.generation``
+    gives that model's images weak ETags.
+    """
+    rows = int(z.shape[0])
+    if rows < 4:
+        return True  # nothing to compare against a 2-row pass
+    with torch.inference_mode():
+        full = generator(z, labels)
+        for start in sorted({0, rows // 2 - 1, rows - 2}):
+            pair = generator(z[start : start + 2], None if labels is None else labels[start : start + 2])
+            if not torch.equal(pair, full[start : start + 2]):
+                return False
+    return True

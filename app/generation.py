@@ -16,7 +16,7 @@ from app.registry import LoadedModel, UnknownModel
 from app.service import ApiError, Service
 from training.latent import SEED_MAX
 
-ENCODING_VERSION = "4"  # part of every ETag: bump when the encoded bytes change for the same request
+ENCODING_VERSION = "5"  # part of every ETag: bump when the encoded bytes change for the same request
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 
@@ -115,11 +115,14 @@ async def run(service: Service, model: LoadedModel, z: Latents, labels: Labels,
 
 
 def make_etag(model: LoadedModel, kind: str, params: dict[str, Any]) -> str:
-    """A strong ETag from the weights' sha256 and the canonical request values (sorted ``name=repr``
-    pairs: ints, floats at their shortest exact repr, strings quoted, None)."""
+    """An ETag from the weights' sha256 and the canonical request values (sorted ``name=repr``
+    pairs: ints, floats at their shortest exact repr, strings quoted, None): strong, unless the
+    model failed the batch-invariance check at load (``LoadedModel.batch_invariant``) — then its
+    bytes may differ by a rounding step from one request to the next, and the tag says so (weak)."""
     values = "&".join(f"{k}={params[k]!r}" for k in sorted(params))
     canonical = f"{ENCODING_VERSION}|{model.config.generator_sha256}|{kind}|{values}"
-    return '"' + hashlib.sha256(canonical.encode()).hexdigest()[:32] + '"'
+    tag = '"' + hashlib.sha256(canonical.encode()).hexdigest()[:32] + '"'
+    return tag if model.batch_invariant else "W/" + tag
 
 
 def etag_matches(request: Request, etag: str) -> bool:
@@ -128,7 +131,7 @@ def etag_matches(request: Request, etag: str) -> bool:
         return False
     for tag in header.split(","):
         tag = tag.strip()
-        if tag == "*" or tag.removeprefix("W/") == etag:
+        if tag == "*" or tag.removeprefix("W/") == etag.removeprefix("W/"):  # weak comparison (RFC 9110)
             return True
     return False
 

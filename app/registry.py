@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from app.batcher import Batcher
-from app.forward import Health, make_forward
+from app.batcher import Batcher, default_max_batch, prepare_for_inference
+from app.forward import Health, batch_invariant, make_forward
 from app.metrics import Metrics
 from app.settings import Settings
 from training.checkpoint import CONFIG, NAME_PATTERN, SAMPLES, WEIGHTS, CheckpointConfig, CheckpointError
@@ -78,6 +78,7 @@ class LoadedModel:
     samples_png: bytes | None
     batcher: Batcher | None  # None when the checkpoint is not sampleable
     health: Health = field(default_factory=Health)  # recent forward passes, for /readyz
+    batch_invariant: bool = True  # same image however a latent is batched (checked at load); else weak ETags
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,7 @@ class Registry:
         if config.name != entry.name:
             raise CheckpointError(f"{entry.name}/{CONFIG}: name {config.name!r} differs from its folder name")
         self._warm_up(generator, config)
+        invariant = self._batch_invariant(generator, config)
         samples: bytes | None = None
         spath = folder / SAMPLES
         try:
@@ -204,7 +206,7 @@ class Registry:
         return LoadedModel(
             name=entry.name, config=config, generator=generator, device=self.device,
             fingerprint=entry.fingerprint, loaded_at=time.time(), load_seconds=time.perf_counter() - start,
-            samples_png=samples, batcher=None,
+            samples_png=samples, batcher=None, batch_invariant=invariant,
         )
 
     def _warm_up(self, generator: nn.Module, config: CheckpointConfig) -> None:
@@ -222,6 +224,20 @@ class Registry:
             raise CheckpointError(f"{config.name}: generator makes {tuple(out.shape)} images, config.json says {want}")
         if not bool(torch.isfinite(out).all()):
             raise CheckpointError(f"{config.name}: warm-up produced NaN or infinite pixels")
+
+    def _batch_invariant(self, generator: nn.Module, config: CheckpointConfig) -> bool:
+        """``app.forward.batch_invariant`` on the module the batcher will run, at its largest pass."""
+        if not config.sampleable:
+            return True
+        rows = self.settings.max_batch or default_max_batch(self.device)
+        z = latents(list(range(rows)), config.z_dim).to(self.device)
+        labels = torch.arange(rows, device=self.device) % config.num_classes if config.conditional else None
+        if batch_invariant(prepare_for_inference(generator), z, labels):
+            return True
+        log.warning("model %s: its images differ by batch on this device (%s): served with weak ETags, and a "
+                    "seeded image may differ by a rounding step from one request to the next", config.name,
+                    self.device)
+        return False
 
     def _start_batcher(self, model: LoadedModel) -> None:
         if not model.config.sampleable:

@@ -1,10 +1,13 @@
-"""Shared pytest set-up: keep torch to the machine's cores and quiet a third-party import warning."""
+"""Shared pytest set-up: the service's MKL mode, torch kept to the machine's cores, a third-party import warning
+quieted."""
 
 from __future__ import annotations
 
 import warnings
 
 import torch
+
+import app  # noqa: F401  (MKL's strict reproducibility mode, set before the first tensor operation: app/__init__.py)
 
 with warnings.catch_warnings():
     # starlette.testclient (imported by fastapi.testclient) warns that it prefers httpx2; the tests use httpx.

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app.generation import lookup_model
 from app.registry import LoadedModel, Refusal, UnknownModel
@@ -39,6 +39,9 @@ class ModelCard(BaseModel):
     generator_sha256: str
     weights_dtype: str
     device: str
+    batch_invariant: bool = Field(description="a seeded image has the same bytes however its request is batched "
+                                  "(checked at load); false: this device's kernels depend on the batch size, and "
+                                  "the model's images get weak ETags")
     loaded_at: str
     default: bool
     links: dict[str, str]
@@ -76,7 +79,8 @@ def card(model: LoadedModel, default: str | None) -> ModelCard:
         image=ImageInfo(channels=c.image.channels, height=c.image.height, width=c.image.width),
         dataset=c.dataset.model_dump(mode="json"), training=c.training.model_dump(mode="json"),
         metrics=dict(c.metrics), evaluator_sha256=c.evaluator_sha256, generator_sha256=c.generator_sha256,
-        weights_dtype=c.weights_dtype, device=str(model.device), loaded_at=_iso(model.loaded_at),
+        weights_dtype=c.weights_dtype, device=str(model.device),
+        batch_invariant=model.batch_invariant, loaded_at=_iso(model.loaded_at),
         default=model.name == default, links=links,
     )
 

@@ -112,6 +112,10 @@ def test_soak_mixed_requests(tiny_root: Path, tmp_path: Path) -> None:
         # Every request alone first: the reference bytes (a lone request is a batch of one).
         reference: dict[str, bytes] = {}
         with httpx.Client(base_url=server.base, timeout=30) as c:
+            # The service promises strong ETags (same bytes) only for models that passed its
+            # batch-invariance check at load; these must have.
+            for name in (COND, UNCOND):
+                assert c.get(f"/models/{name}").json()["batch_invariant"] is True, name
             for url, status, fixed in pool:
                 r = c.get(url)
                 assert r.status_code == status, (url, r.status_code, r.text[:300])

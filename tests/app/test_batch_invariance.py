@@ -1,0 +1,117 @@
+"""A seeded image has the same bytes however its request is batched — or the service says it cannot.
+
+* On x86 with MKL, importing ``app`` puts MKL in strict reproducibility mode; the test runs MKL's
+  AVX2 kernels (``MKL_ENABLE_INSTRUCTIONS=AVX2``, what an AVX2-only CPU runs), where the default
+  mode gives a linear layer's row a result that depends on the number of rows in the batch.
+* ``app.forward.batch_invariant`` tells a generator whose output depends on the batch from one
+  whose output does not, and a model that fails it is served with weak ETags.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from torch import nn
+
+import app.registry as registry_module
+from app.forward import batch_invariant
+from app.main import create_app
+from tests.app.conftest import COND, UNCOND, make_settings, wait_ready, write_cgan, write_mlp
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Rows of a linear layer (the MLP generator's 1024 → 784) made two at a time and inside batches of
+# 2…64 rows at every third offset; prints how many batches gave a row different bits.
+PROBE = """
+import sys
+if sys.argv[1] == "app":
+    import app  # noqa: F401
+import torch
+torch.manual_seed(0)
+torch.set_num_threads(1)
+w, x = torch.randn(784, 1024) * 0.03, torch.randn(100, 1024)
+linear = torch.nn.functional.linear
+alone = torch.cat([linear(x[i : i + 2], w)[:1] for i in range(99)])
+batches = [(s, b) for b in range(2, 65) for s in range(0, 99 - b, 3)]
+print(sum(not torch.equal(linear(x[s : s + b], w), alone[s : s + b]) for s, b in batches))
+"""
+
+
+def differing_batches(with_app: bool) -> int:
+    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
+    env.update(MKL_ENABLE_INSTRUCTIONS="AVX2", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", PROBE, "app" if with_app else "plain"], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=120, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not torch.backends.mkl.is_available(),
+                    reason="MKL's AVX2 kernels: x86 with MKL only")
+def test_importing_app_makes_mkl_rows_independent_of_the_batch() -> None:
+    plain = differing_batches(with_app=False)
+    if plain == 0:
+        pytest.skip("this MKL's AVX2 product does not depend on the batch here: nothing to fix or to show")
+    assert differing_batches(with_app=True) == 0, f"without app: {plain} batches differed"
+
+
+class BatchDependent(nn.Module):
+    """A generator whose pixels move by a rounding step with the number of rows, as a BLAS whose kernel
+    depends on the batch size makes them."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        out: torch.Tensor = self.inner(z, labels)
+        return out + 1e-6 * z.shape[0]
+
+
+def test_batch_invariant_tells_the_two_apart(tmp_path: Path) -> None:
+    gen, cfg = registry_module.load_generator(write_mlp(tmp_path), torch.device("cpu"))
+    z = torch.randn(32, cfg.z_dim, generator=torch.Generator().manual_seed(0))
+    assert batch_invariant(gen, z, None)
+    assert not batch_invariant(BatchDependent(gen), z, None)
+    assert batch_invariant(BatchDependent(gen), z[:3], None)  # too few rows to compare: nothing claimed
+
+
+def test_a_batch_dependent_model_gets_weak_etags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_cgan(tmp_path)
+    write_mlp(tmp_path)
+    real = registry_module.load_generator
+
+    def load(path: Any, device: Any) -> Any:
+        gen, cfg = real(path, device)
+        return (BatchDependent(gen) if cfg.name == UNCOND else gen), cfg
+
+    monkeypatch.setattr(registry_module, "load_generator", load)
+    with TestClient(create_app(make_settings(tmp_path))) as client:
+        wait_ready(client)
+        assert client.get(f"/models/{UNCOND}").json()["batch_invariant"] is False
+        assert client.get(f"/models/{COND}").json()["batch_invariant"] is True
+
+        strong = client.get("/generate", params={"model": COND, "label": 1, "seed": 5})
+        assert strong.status_code == 200 and strong.headers["etag"].startswith('"')
+
+        for url in (f"/generate?model={UNCOND}&seed=5", f"/models/{UNCOND}/seeds/5.png",
+                    f"/interpolate?model={UNCOND}&from_seed=1&to_seed=2&frames=3"):
+            r = client.get(url)
+            assert r.status_code == 200, r.text
+            etag = r.headers["etag"]
+            assert etag.startswith('W/"') and etag.endswith('"'), etag
+            # If-None-Match compares weakly: the tag with or without its W/ prefix matches.
+            for sent in (etag, etag.removeprefix("W/")):
+                again = client.get(url, headers={"If-None-Match": sent})
+                assert again.status_code == 304 and again.headers["etag"] == etag
+        # A strong tag sent back as weak still matches (weak comparison).
+        again = client.get("/generate", params={"model": COND, "label": 1, "seed": 5},
+                           headers={"If-None-Match": "W/" + strong.headers["etag"]})
+        assert again.status_code == 304
