@@ -166,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--samples", type=int_range(100, 100_000), default=10_000, help="generated images per measurement")
     x.add_argument("--work", default="runs/experiments", help="run folders and results.json (resumable)")
     x.add_argument("--out", default="docs/experiments.md")
+    x.add_argument("--checkpoints", default="checkpoints",
+                   help="shipped checkpoints whose evaluation histories are shown as the long runs of a comparison")
     x.add_argument("--data-dir", default=None)
     x.add_argument("--threads", type=int_range(0, 1024), default=0)
     x.add_argument("--width", type=int_range(8, 512), default=64, help="ngf = ndf of every run")
@@ -327,7 +329,7 @@ def cmd_experiments(args: argparse.Namespace, argv: Sequence[str], parser: argpa
             parser.error(f"--seeds-for {name}: {e}")
     plan = Plan(tuple(args.names), tuple(sorted(args.points)), tuple(args.seeds), args.samples, Path(args.work),
                 Path(args.out), data_dir=args.data_dir, max_steps_per_epoch=args.max_steps_per_epoch,
-                threads=args.threads, width=args.width, seeds_for=seeds_for)
+                threads=args.threads, width=args.width, seeds_for=seeds_for, checkpoints=Path(args.checkpoints))
     out = main(plan, _command_line(argv))
     print(f"wrote {out}")
     return 0

@@ -87,6 +87,7 @@ class Plan:
     threads: int = 0
     width: int = 64  # ngf = ndf of every run (the shipped models use 64)
     seeds_for: dict[str, tuple[int, ...]] = field(default_factory=dict)  # per-experiment override of seeds
+    checkpoints: Path = Path("checkpoints")  # the shipped models, whose evaluation histories are the long runs
 
     def seeds_of(self, exp: str) -> tuple[int, ...]:
         return self.seeds_for.get(exp, self.seeds)
@@ -222,7 +223,7 @@ WHY_UPSAMPLING = (
     "in the article's ConvT samples); the checkerboard column measures exactly that (1 = as much as real "
     "images), so it shows whether it happened here. Nearest upsampling followed by a 3×3 convolution cannot make "
     "that pattern and gives smooth images from the start (a ratio below 1: less fine detail than real images), "
-    "which may explain a faster start; whether such a lead lasts needs longer runs than these. The two "
+    "which may explain a faster start; the long runs below show whether such a lead lasts. The two "
     "batch-norm placements differ in what the ReLU sees: normalised pre-activations (before) or rectified "
     "values that BN then re-centres (after).")
 
@@ -262,12 +263,119 @@ def _verdict_conditioning(results: dict[str, Any], plan: Plan, last: int) -> lis
             + ("**the collapse with more classes is reproduced**." if collapsed else
                "**no sign that 10 Fashion-MNIST classes are harder for ACGAN than 5** — likely because it has 6,000 "
                "images a class (the article had as few as 300–400 for some) and ten visually distinct classes. "
-               "After 4 epochs neither follows its labels for every class yet."))
+               f"After {last} epochs neither follows its labels for every class yet."))
     if w10 is not None and w10t is not None:
         lines.append(f"- D-classifier pretraining + noisy labels move ACGAN's worst class from {_cell(w10)} to "
                      f"{_cell(w10t)} ({judged(w10, w10t)}; the article saw pretraining barely help).")
     if w10 is not None and c10 is not None:
         lines.append(f"- cGAN vs ACGAN, 10 classes, worst class: {_cell(c10)} vs {_cell(w10)} ({judged(c10, w10)}).")
+    return lines
+
+
+# The shipped checkpoints that are long runs of an experiment's comparison: (folder, label), the
+# metrics to show, and the training options the two are meant to differ in.
+LONG_RUNS: dict[str, tuple[tuple[tuple[str, str], tuple[str, str]], list[str], set[str]]] = {
+    "upsampling": ((("fashion-dcgan", "transposed conv"), ("fashion-dcgan-upsample", "nearest+conv")),
+                   ["fid", "coverage", "checkerboard_ratio"], {"upsample"}),
+    "conditioning": ((("fashion-cgan", "cGAN"), ("fashion-acgan", "ACGAN")),
+                     ["accuracy", "min_class_accuracy", "coverage", "fid"], {"family"}),
+}
+LOWER_IS_BETTER = {"fid", "kid"}
+# Options that change what a run learns (the rest name files, threads, logging, evaluations).
+RECIPE = ("family", "dataset", "classes", "width", "upsample", "bn", "z_dim", "minibatch_std", "spectral_norm",
+          "batch_size", "lr_g", "lr_d", "beta1", "beta2", "loss", "label_smoothing", "noisy_labels",
+          "pretrain_d_epochs", "n_critic", "gp_weight", "ema_decay", "seed")
+
+
+def _history(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+    """(evaluations by epoch, training options of the recorded command) of a shipped checkpoint."""
+    try:
+        training = read_config(folder).training
+    except (OSError, ValueError):
+        return None
+    evals = sorted((e for e in training.evaluations if "epoch" in e), key=lambda e: e["epoch"])
+    return (evals, dict(training.options)) if evals else None
+
+
+def _paired(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Evaluations of a and b at the same epoch, or one epoch apart (each used once, in epoch order)."""
+    pairs, used = [], set()
+    for ea in a:
+        near = [eb for eb in b if abs(eb["epoch"] - ea["epoch"]) <= 1 and eb["epoch"] not in used]
+        if near:
+            eb = min(near, key=lambda e: (abs(e["epoch"] - ea["epoch"]), e["epoch"]))
+            used.add(eb["epoch"])
+            pairs.append((ea, eb))
+    return pairs
+
+
+def _long_runs(exp: str, plan: Plan) -> list[str]:
+    """The shipped checkpoints' evaluation histories (width 64, 10k samples, one seed) as the long-run
+    continuation of an experiment's comparison, read from their config.json."""
+    if exp not in LONG_RUNS:
+        return []
+    ((fa, la), (fb, lb)), metrics, meant = LONG_RUNS[exp]
+    ha, hb = _history(plan.checkpoints / fa), _history(plan.checkpoints / fb)
+    if ha is None or hb is None:
+        return []
+    pairs = _paired(ha[0], hb[0])
+    if not pairs:
+        return []
+
+    def num(e: dict[str, Any], m: str) -> str:
+        v = e.get(m)
+        return "–" if v is None else (f"{v:.1f}" if m in LOWER_IS_BETTER else f"{v:.3f}")
+
+    lines = [f"### The long runs: `{fa}` vs `{fb}`", "",
+             f"The shipped checkpoints `{fa}` ({la}) and `{fb}` ({lb}) were trained much longer, one seed each at "
+             "width 64, and evaluated along the way on 10,000 samples (`training.evaluations` of their "
+             "`config.json`; `python -m training bars` lists them). Their evaluations at the same epoch (or one "
+             "apart):", "",
+             "| epoch " + f"({la} / {lb})" + " | " + " | ".join(f"{m} {la} | {m} {lb}" for m in metrics) + " |",
+             "| ---: | " + " | ".join("---: | ---:" for _ in metrics) + " |"]
+    for ea, eb in pairs:
+        ep = str(ea["epoch"]) if ea["epoch"] == eb["epoch"] else f"{ea['epoch']} / {eb['epoch']}"
+        lines.append(f"| {ep} | " + " | ".join(f"{num(ea, m)} | {num(eb, m)}" for m in metrics) + " |")
+    lines.append("")
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    differ = sorted(k for k in RECIPE if k not in meant
+                    and ha[1].get(k, defaults.get(k)) != hb[1].get(k, defaults.get(k)))
+    lines.append(
+        f"- Their recorded commands (the last part of each run) differ in {', '.join(sorted(meant))}"
+        + (f" and also in {', '.join(differ)}" if differ else " only")
+        + "; earlier parts of a run may have been trained with other rates (docs/performance.md tells each "
+        "model's story), so this is a second opinion with one seed, not a controlled comparison.")
+    final: dict[str, str] = {}  # metric → which model is ahead at the last paired evaluation
+    for m in (m for m in metrics if m != "checkerboard_ratio"):  # (its best value is 1, not the extreme)
+        lower = m in LOWER_IS_BETTER
+
+        def ahead(ea: dict[str, Any], eb: dict[str, Any], m: str = m, lower: bool = lower) -> str | None:
+            va, vb = ea.get(m), eb.get(m)
+            if va is None or vb is None or va == vb:
+                return None
+            return la if (va < vb) == lower else lb
+
+        leaders = [(ea, eb, ahead(ea, eb)) for ea, eb in pairs]
+        first, last = leaders[0], leaders[-1]
+        if first[2] is None or last[2] is None:
+            continue
+        final[m] = last[2]
+        def both(ea: dict[str, Any], eb: dict[str, Any], m: str = m) -> str:
+            return f"{la} {num(ea, m)}, {lb} {num(eb, m)}"
+
+        text = f"- {m}: {first[2]} ahead at epoch {first[0]['epoch']} ({both(first[0], first[1])})"
+        if first[2] != last[2]:
+            since = next(i for i in range(len(leaders)) if all(x[2] == last[2] for x in leaders[i:]))
+            text += (f"; **{last[2]} ahead from epoch {leaders[since][0]['epoch']} on** ({both(last[0], last[1])} "
+                     f"at epoch {last[0]['epoch']}).")
+        else:
+            text += f", and still at epoch {last[0]['epoch']} ({both(last[0], last[1])})."
+        lines.append(text)
+    if exp == "upsampling" and final.get("fid") == final.get("coverage") is not None:
+        lines.append(f"- So over a long run {final['fid']} ends ahead on both FID and coverage — one seed each, a sign "
+                     "rather than a verdict, but it points "
+                     + ("**the seed article's way (transposed conv better)**: nearest+conv's early lead did not last."
+                        if final["fid"] == la else "against the seed article (transposed conv better), even late."))
     return lines
 
 
@@ -286,7 +394,9 @@ def render(results: dict[str, Any], plan: Plan, command: str) -> str:
                 and k.split("/", 1)[0] in plan.experiments)
     lines += [f"All runs together trained for {total / 3600:.1f} h of wall-clock time (evaluations excluded). "
               f"The budget is small — {last} epoch(s) a run — because everything here ran on a 2-core CPU: the "
-              "tables show early training, and a verdict on it says nothing about where longer runs end.", ""]
+              "tables show early training, and a verdict on it says nothing about where longer runs end (for that, "
+              "each experiment's \"long runs\" part reads the evaluation histories of the shipped models that make "
+              "the same comparison).", ""]
     for exp in plan.experiments:
         title, variants, metrics = EXPERIMENTS[exp]
         lines += [f"## {exp}: {title}", ""]
@@ -301,6 +411,8 @@ def render(results: dict[str, Any], plan: Plan, command: str) -> str:
         lines += ["", "### What the numbers say", ""]
         verdict = _verdict_upsampling if exp == "upsampling" else _verdict_conditioning
         lines += verdict(results, plan, last) or ["- Not enough finished runs to compare yet."]
+        if long_runs := _long_runs(exp, plan):
+            lines += ["", *long_runs]
         lines += ["", "Sample grids of seed " + str(plan.seeds_of(exp)[0]) + f" at epoch {last}:", ""]
         for v in variants:
             lines.append(f"![{v.label}](experiments/{exp}-{v.key}-epoch{last}.png)")

@@ -16,7 +16,8 @@ def fake_results(fid: dict[str, list[float]], seeds=(0, 1, 2), epoch=10) -> dict
     return out
 
 
-PLAN = Plan(("upsampling",), (10,), (0, 1, 2), 1000, Path("w"), Path("docs/experiments.md"))
+PLAN = Plan(("upsampling",), (10,), (0, 1, 2), 1000, Path("w"), Path("docs/experiments.md"),
+            checkpoints=Path("w/no-checkpoints"))
 
 
 def test_clear_win_is_called_and_checkerboard_reported():
@@ -116,3 +117,44 @@ def test_upsampling_verdict_is_compared_with_the_seed_article():
     assert "nearest+conv reaches a lower FID than transposed conv" in md
     assert "**The seed article found the opposite** (transposed conv better" in md
     assert "How to read this against the seed article" in md
+
+
+def write_history(root: Path, name: str, options: dict, history: list[tuple[int, float, float]]) -> None:
+    """A checkpoint folder whose config.json records these (epoch, fid, coverage) evaluations."""
+    import json
+
+    from tests.app.conftest import write_mlp
+
+    folder = write_mlp(root, name=name)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["training"]["options"] = options
+    cfg["training"]["evaluations"] = [{"epoch": e, "fid": f, "coverage": c, "checkerboard_ratio": 1.0}
+                                      for e, f, c in history]
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+
+def test_long_runs_pair_epochs_and_find_where_the_lead_changes(tmp_path: Path):
+    """nearest+conv leads early, transposed conv from epoch 20 on; 14 pairs with 15, 24 with 25."""
+    write_history(tmp_path, "fashion-dcgan", {"family": "dcgan", "upsample": "convT", "lr_g": 2e-4},
+                  [(5, 100.0, 0.30), (10, 80.0, 0.40), (15, 61.0, 0.45), (20, 50.0, 0.52), (25, 40.0, 0.56)])
+    write_history(tmp_path, "fashion-dcgan-upsample", {"family": "dcgan", "upsample": "nearest-conv", "lr_g": 1e-4},
+                  [(4, 90.0, 0.35), (6, 85.0, 0.36), (10, 70.0, 0.42), (14, 60.0, 0.46), (20, 55.0, 0.50),
+                   (24, 49.0, 0.51)])
+    plan = Plan(("upsampling",), (10,), (0,), 1000, Path("w"), Path("docs/experiments.md"), checkpoints=tmp_path)
+    md = render({}, plan, "cmd")
+    assert "### The long runs: `fashion-dcgan` vs `fashion-dcgan-upsample`" in md
+    assert "| 5 / 4 | 100.0 | 90.0 | 0.300 | 0.350 |" in md  # paired one epoch apart
+    assert "| 15 / 14 | 61.0 | 60.0 |" in md and "| 25 / 24 | 40.0 | 49.0 |" in md
+    assert "| 5 / 6 " not in md  # each evaluation is used once
+    assert "differ in upsample and also in lr_g" in md
+    assert "fid: nearest+conv ahead at epoch 5 (transposed conv 100.0, nearest+conv 90.0); " \
+           "**transposed conv ahead from epoch 20 on**" in md
+    assert "coverage: nearest+conv ahead at epoch 5" in md and "**transposed conv ahead from epoch 20 on** " \
+           "(transposed conv 0.560, nearest+conv 0.510 at epoch 25)" in md
+    assert "points **the seed article's way" in md
+
+
+def test_no_long_runs_section_without_both_histories(tmp_path: Path):
+    write_history(tmp_path, "fashion-dcgan", {"family": "dcgan"}, [(5, 100.0, 0.3)])
+    plan = Plan(("upsampling",), (10,), (0,), 1000, Path("w"), Path("docs/experiments.md"), checkpoints=tmp_path)
+    assert "The long runs" not in render({}, plan, "cmd")
