@@ -82,6 +82,11 @@ def test_dropped_classes_are_caught(monkeypatch, cond_ckpt, evaluator_root, mnis
     assert all(per[DIGITS[k]] < 0.1 for k in range(6, 10))
     assert all(per[DIGITS[k]] > 0.7 for k in range(6))
     assert m["accuracy"] < 0.65
+    # Coverage by class says which part of the real data no sample comes near.
+    cov, floor = m["coverage_per_class"], m["coverage_per_class_floor"]
+    assert all(cov[DIGITS[k]] < 0.3 for k in range(6, 10)), cov
+    assert all(cov[DIGITS[k]] > 0.8 for k in range(6)), cov
+    assert all(floor[d] > 0.5 for d in DIGITS), floor
 
 
 def test_faint_checkerboard_is_caught(monkeypatch, uncond_ckpt, evaluator_root, mnist) -> None:

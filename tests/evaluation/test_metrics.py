@@ -88,6 +88,20 @@ def test_prdc_collapse_keeps_precision_but_loses_recall_and_coverage() -> None:
     assert r["recall"] < 0.01 and r["coverage"] < 0.02
 
 
+def test_coverage_by_class_names_the_class_the_fakes_miss() -> None:
+    """Three well-apart real clusters; the fakes come from the first two only."""
+    real = np.concatenate([gaussian(300, 4, mean=20 * c, seed=c) for c in range(3)])
+    labels = np.repeat(np.arange(3), 300)
+    fake = np.concatenate([gaussian(450, 4, mean=20 * c, seed=10 + c) for c in range(2)])
+    values, covered = M.prdc_and_covered(real, fake)
+    assert values == M.prdc(real, fake) and covered.shape == (900,)
+    assert values["coverage"] == pytest.approx(covered.mean())
+    per = M.coverage_by_class(covered, labels, 4)
+    assert per[0] > 0.9 and per[1] > 0.9 and per[2] == 0.0
+    assert per[3] is None  # no real sample of that class
+    assert values["coverage"] == pytest.approx((per[0] + per[1] + per[2]) / 3)
+
+
 # --- classes -------------------------------------------------------------------------------
 
 

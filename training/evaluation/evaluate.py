@@ -14,6 +14,8 @@ fid, fid_floor             FID in evaluator-feature space of samples vs test; th
 kid, kid_std, kid_floor    KID (cubic polynomial kernel, unbiased, 100 subsets of ≤ 1000)
 precision, recall,         Naeem et al. 2020, k = 5, samples vs test features; ``*_floor``:
 density, coverage          the same training subset vs test
+coverage_per_class,        {class name: coverage of that class's real test images}: which part of
+coverage_per_class_floor   the data the samples miss (unconditional models too); floor as above
 accuracy                   conditional models: share of samples the evaluator puts in the class
                            they were drawn for (None for unconditional models)
 accuracy_per_class         {class name: accuracy} (conditional models)
@@ -104,6 +106,7 @@ class RealSide:
     train_pixels: torch.Tensor
     memorization_threshold: float
     test_nyquist: float
+    coverage_per_class_floor: list[float | None]
     hits: int = 0
 
 
@@ -128,12 +131,14 @@ def _real_side(dataset: str, data_args: tuple[Any, ...], net: EvaluatorNet, eval
     f_floor, _ = features_and_logits(net, train.images[torch.as_tensor(floor_idx)], batch_size, device)
     floor: dict[str, float | None] = {"fid": _r(M.fid(f_floor, f_test), 4),
                                       "kid": _r(M.kid(f_floor, f_test, kid_subsets, seed=seed)[0])}
-    floor.update({k: _r(v) for k, v in M.prdc(f_test, f_floor).items()})
+    floor_prdc, floor_covered = M.prdc_and_covered(f_test, f_floor)
+    floor.update({k: _r(v) for k, v in floor_prdc.items()})
     c, r = net.channels, net.resolution
     train_pixels, test_pixels = _pixels(train.images, c, r), _pixels(test.images, c, r)
     threshold = float(np.percentile(M.nearest_distances(test_pixels, train_pixels), M.MEMORIZATION_PERCENTILE))
     real = RealSide(test, train, f_test, l_test, floor, len(floor_idx), train_pixels, threshold,
-                    M.nyquist_energy_fraction(test.images))
+                    M.nyquist_energy_fraction(test.images),
+                    M.coverage_by_class(floor_covered, test.labels.numpy(), len(test.class_names)))
     _REAL_CACHE[key] = real
     while len(_REAL_CACHE) > _REAL_CACHE_SIZE:
         _REAL_CACHE.popitem(last=False)
@@ -195,8 +200,13 @@ def evaluate_checkpoint(
     kid_mean, kid_std = M.kid(f_fake, f_test, kid_subsets, seed=seed)
     out.update(kid=_r(kid_mean), kid_std=_r(kid_std), kid_floor=real.floor["kid"])
     step("FID, KID")
-    out.update({key: _r(v) for key, v in M.prdc(f_test, f_fake).items()})
+    prdc, covered = M.prdc_and_covered(f_test, f_fake)
+    out.update({key: _r(v) for key, v in prdc.items()})
     out.update({f"{key}_floor": real.floor[key] for key in M.PRDC_KEYS})
+    # Coverage of each class's real test images: where a generator misses part of the data (for an
+    # unconditional one, the only per-class view of its diversity), beside the same for real images.
+    out["coverage_per_class"] = M.named(M.coverage_by_class(covered, test.labels.numpy(), k), names)
+    out["coverage_per_class_floor"] = M.named(real.coverage_per_class_floor, names)
     step("precision/recall/density/coverage")
     if cfg.conditional:
         acc, per = M.class_accuracy(pred_fake, intended, k)
@@ -261,9 +271,11 @@ def format_table(m: dict[str, Any], title: str = "") -> str:
     per_real = m["accuracy_per_class_real"] or {}
     cw = max(len(n) for n in names) if names else 5
     lines.append("")
-    lines.append(f"{'class':<{cw}}  {'share':>7}  {'accuracy':>8}  {'real acc':>8}")
+    cov = m.get("coverage_per_class") or {}
+    cov_floor = m.get("coverage_per_class_floor") or {}
+    lines.append(f"{'class':<{cw}}  {'share':>7}  {'accuracy':>8}  {'real acc':>8}  {'coverage':>8}  {'floor':>6}")
     for n in names:
         lines.append(f"{n:<{cw}}  {_fmt(m['class_histogram'][n], 3):>7}  {_fmt(per.get(n), 3):>8}  "
-                     f"{_fmt(per_real.get(n), 3):>8}")
+                     f"{_fmt(per_real.get(n), 3):>8}  {_fmt(cov.get(n), 3):>8}  {_fmt(cov_floor.get(n), 3):>6}")
     lines.append(f"({m['seconds']:.0f} s)")
     return "\n".join(lines)

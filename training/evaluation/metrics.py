@@ -121,6 +121,20 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5, chunk: int = 2048) -> d
     inside some fake's k-NN ball; density: mean number of real balls holding a fake, / k
     (≈ 1 for equal distributions, can exceed 1); coverage: share of real balls holding a fake.
     """
+    return prdc_and_covered(real, fake, k, chunk)[0]
+
+
+def coverage_by_class(covered: np.ndarray, real_labels: np.ndarray, num_classes: int) -> list[float | None]:
+    """Coverage of each class's real samples (``covered`` from ``prdc_and_covered``): which parts
+    of the real data the fakes miss. None for a class with no real sample."""
+    covered, real_labels = np.asarray(covered, bool), np.asarray(real_labels)
+    return [float(covered[real_labels == c].mean()) if (real_labels == c).any() else None
+            for c in range(num_classes)]
+
+
+def prdc_and_covered(real: np.ndarray, fake: np.ndarray, k: int = 5, chunk: int = 2048,
+                     ) -> tuple[dict[str, float], np.ndarray]:
+    """``prdc`` and, per real sample, whether its k-NN ball holds a fake → (values, (Nr,) bool)."""
     r = torch.as_tensor(np.asarray(real, np.float32))
     f = torch.as_tensor(np.asarray(fake, np.float32))
     if r.shape[0] <= k or f.shape[0] <= k:
@@ -143,7 +157,7 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5, chunk: int = 2048) -> d
         "recall": float(real_in_fake.float().mean()),
         "density": float(in_real_balls.sum() / (k * f.shape[0])),
         "coverage": float(real_covered.float().mean()),
-    }
+    }, real_covered.numpy()
 
 
 # --- classes ------------------------------------------------------------------------------
