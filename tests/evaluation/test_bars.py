@@ -58,3 +58,16 @@ def test_per_class_relative_to_the_evaluator():
     assert per_class_relative(m) is True  # but as good as the evaluator can tell
     assert per_class_relative({**m, "accuracy_per_class": {"a": 0.5, "shirt": 0.75}}) is False
     assert per_class_relative({**m, "num_samples": 100}) is None and per_class_relative(GOOD) is None
+
+
+def test_table_names_the_least_covered_class(tmp_path):
+    import json
+
+    folder = make_checkpoint(tmp_path / "tiny")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["metrics"] = {**GOOD, "coverage_floor": 0.97, "coverage_per_class": {"a": 0.91, "b": 0.62, "c": None}}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    assert "| 0.900 (0.970), least: b 0.620 |" in table(tmp_path)
+    cfg["metrics"] = {**GOOD, "coverage_floor": 0.97}  # evaluated before coverage per class existed
+    (folder / "config.json").write_text(json.dumps(cfg))
+    assert "| 0.900 (0.970) |" in table(tmp_path)

@@ -91,8 +91,17 @@ def table(folder: str | Path) -> str:
                     f"{cfg.training.seconds / 60:.0f} | {time_to_bars(cfg.training.evaluations)} | "
                     f"{_num(m, 'fid', 1)} ({_num(m, 'fid_floor', 2)}) | "
                     f"{_num(m, 'accuracy')} ({_num(m, 'sample_accuracy_real')}) | "
-                    f"{_num(m, 'coverage')} ({_num(m, 'coverage_floor')}) | {verdict} |")
+                    f"{_num(m, 'coverage')} ({_num(m, 'coverage_floor')}){_least_covered(m)} | {verdict} |")
     return "\n".join(rows)
+
+
+def _least_covered(m: dict[str, Any]) -> str:
+    """", least: CLASS 0.374" — the class whose real images the samples reach least (when measured)."""
+    per = {k: v for k, v in (m.get("coverage_per_class") or {}).items() if v is not None}
+    if not per:
+        return ""
+    name = min(per, key=lambda k: per[k])
+    return f", least: {name} {per[name]:.3f}"
 
 
 def _mark(ok: bool | None) -> str:
