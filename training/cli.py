@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probability of flipping each real/fake target of D")
     t.add_argument("--pretrain-d-epochs", type=int_range(0, 1000), default=d["pretrain_d_epochs"].default,
                    help="ACGAN: epochs of D-classifier pretraining on real images")
+    t.add_argument("--acgan-fake-class-weight", type=_float_range(0, 10), default=d["acgan_fake_class_weight"].default,
+                   help="ACGAN: weight of D's class loss on generated images (1: the original ACGAN; 0: D's class "
+                   "head learns from real images only, G is still trained to make its class recognisable)")
     t.add_argument("--n-critic", type=int_range(1, 100), default=d["n_critic"].default)
     t.add_argument("--gp-weight", type=_float_range(0, 1e6), default=d["gp_weight"].default)
     t.add_argument("--kl-weight", type=_float_range(0, 1e6), default=d["kl_weight"].default)
@@ -194,6 +197,8 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str], parser: argparse.Ar
         parser.error("--loss applies to the gan objective, not to --family wgan-gp")
     if args.pretrain_d_epochs and args.family != "acgan":
         parser.error("--pretrain-d-epochs needs --family acgan (a discriminator with a class head)")
+    if args.acgan_fake_class_weight != 1.0 and args.family != "acgan":
+        parser.error("--acgan-fake-class-weight needs --family acgan (a discriminator with a class head)")
     for flag in ("minibatch_std", "spectral_norm"):
         if getattr(args, flag):
             from training.models import get_family

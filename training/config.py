@@ -42,6 +42,7 @@ class TrainConfig:
     label_smoothing: float = 0.0  # one-sided: real targets become 1 − s
     noisy_labels: float = 0.0  # probability of flipping each real/fake target for D
     pretrain_d_epochs: int = 0  # ACGAN: train D's class head on real images first
+    acgan_fake_class_weight: float = 1.0  # ACGAN: weight of D's class loss on fakes (0: classes from real only)
     n_critic: int = 5  # WGAN-GP critic steps per generator step
     gp_weight: float = 10.0
     kl_weight: float = 1.0

@@ -284,7 +284,7 @@ LOWER_IS_BETTER = {"fid", "kid"}
 # Options that change what a run learns (the rest name files, threads, logging, evaluations).
 RECIPE = ("family", "dataset", "classes", "width", "upsample", "bn", "z_dim", "minibatch_std", "spectral_norm",
           "batch_size", "lr_g", "lr_d", "beta1", "beta2", "loss", "label_smoothing", "noisy_labels",
-          "pretrain_d_epochs", "n_critic", "gp_weight", "ema_decay", "seed")
+          "pretrain_d_epochs", "acgan_fake_class_weight", "n_critic", "gp_weight", "ema_decay", "seed")
 
 
 def _history(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:

@@ -42,7 +42,7 @@ STATE = "state.pt"
 # The options that change what a training step computes (besides the architecture, which --resume
 # refuses to change): a resumed run with other values of these is another recipe.
 RECIPE_KEYS = ("batch_size", "lr_g", "lr_d", "beta1", "beta2", "loss", "label_smoothing", "noisy_labels",
-               "pretrain_d_epochs", "n_critic", "gp_weight", "kl_weight", "ema_decay")
+               "pretrain_d_epochs", "acgan_fake_class_weight", "n_critic", "gp_weight", "kl_weight", "ema_decay")
 
 
 # --- setup -------------------------------------------------------------------------------
@@ -232,14 +232,17 @@ class Trainer:
         return out
 
     def _judge(self, images: torch.Tensor, labels: torch.Tensor | None,
-               adv_loss: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """One D forward → (adversarial loss [+ ACGAN class loss], real/fake logits (B,))."""
+               adv_loss: Callable[[torch.Tensor], torch.Tensor], class_weight: float = 1.0,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One D forward → (adversarial loss [+ class_weight × ACGAN class loss], real/fake logits (B,))."""
         out = self.d(images, labels)
         if self.fam.objective != "acgan":
             return adv_loss(out), out
         adv, cls = out
         assert labels is not None
-        return adv_loss(adv) + losses.class_loss(cls, labels), adv
+        if class_weight == 0:
+            return adv_loss(adv), adv
+        return adv_loss(adv) + class_weight * losses.class_loss(cls, labels), adv
 
     def _step_gan(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg, b = self.cfg, x.shape[0]
@@ -255,7 +258,8 @@ class Trainer:
         loss_r, adv_r = self._judge(x, y_real, losses.d_hinge_real if hinge else lambda a: losses.bce(a, t_real))
         loss_r.backward()
         loss_f, adv_f = self._judge(fake.detach(), y_fake,
-                                    losses.d_hinge_fake if hinge else lambda a: losses.bce(a, t_fake))
+                                    losses.d_hinge_fake if hinge else lambda a: losses.bce(a, t_fake),
+                                    cfg.acgan_fake_class_weight)
         loss_f.backward()
         self.opt_d.step()
         # G step: D frozen and out of DDP's gradient sync.
@@ -509,7 +513,9 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
         if not history or evaluations[: len(history)] != history:  # another run's weights: not our history
             return old
         now = cfg.to_json()
-        changed = [k for k in RECIPE_KEYS if old.training.options.get(k) != now.get(k)]
+        defaults = TrainConfig.__dataclass_fields__
+        # (an option the old config predates counts as its default)
+        changed = [k for k in RECIPE_KEYS if old.training.options.get(k, defaults[k].default) != now.get(k)]
         if changed:
             log.info("--keep-best: %s's config is left as it is: this run was resumed with another %s",
                      out_dir, ", ".join(changed))

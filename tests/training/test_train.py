@@ -50,6 +50,24 @@ def test_acgan_tricks_run(tmp_path, tiny_args):
     assert cfg.training.options["pretrain_d_epochs"] == 1
 
 
+def test_acgan_fake_class_weight_zero_leaves_fakes_out_of_d_class_loss(tmp_path, tiny_args, monkeypatch):
+    """One step calls the class loss for D on real images, D on fakes and G on fakes — with weight 0
+    only the first and the last (and the option is recorded)."""
+    from training import losses
+
+    calls: list[int] = []
+    real_loss = losses.class_loss
+    monkeypatch.setattr(losses, "class_loss", lambda logits, labels: calls.append(1) or real_loss(logits, labels))
+    for weight, expected in (("1", 3), ("0", 2)):
+        calls.clear()
+        out = tmp_path / f"ac{weight}"
+        assert main(["train", "--family", "acgan", "--dataset", "synthetic", "--epochs", "1", "--max-steps", "1",
+                     "--out", str(out), "--run-dir", str(tmp_path / f"r{weight}"), "--acgan-fake-class-weight",
+                     weight, *tiny_args]) == 0
+        assert len(calls) == expected, weight
+        assert read_config(out).training.options["acgan_fake_class_weight"] == float(weight)
+
+
 def test_rgb_64_upsample_variant(tmp_path, tiny_args):
     out = tmp_path / "rgb"
     assert main(["train", "--family", "dcgan", "--dataset", "synthetic", "--epochs", "1", "--resolution", "64",
@@ -285,6 +303,31 @@ def test_keep_best_keeps_a_changed_recipes_evaluations_out_of_the_checkpoint_unt
     assert cfg.metrics["coverage"] == 0.70 and cfg.training.options["label_smoothing"] == 0.2
     assert "--label-smoothing 0.2" in cfg.training.command
     assert [e["epoch"] for e in cfg.training.evaluations] == [1, 2, 3, 4]
+
+
+def test_keep_best_an_option_the_checkpoint_predates_is_not_a_changed_recipe(tmp_path, tiny_args, monkeypatch):
+    """A checkpoint written before an option existed has no entry for it: resumed with the option at its
+    default, the run's worse evaluations still go into the history (the recipe is the same)."""
+    import training.loop as loop
+    from training.checkpoint import update_metrics
+
+    scores = iter([0.60, 0.30])
+
+    def scripted(cfg, folder, epoch, seconds, images_seen, device, conditional, evaluations, writer):
+        coverage = next(scores)
+        evaluations.append({"epoch": epoch, "coverage": coverage})
+        update_metrics(folder, {"coverage": coverage}, "0" * 64, evaluations)
+
+    monkeypatch.setattr(loop, "evaluate_during_training", scripted)
+    out, run = tmp_path / "ck", tmp_path / "run"
+    base = ["train", "--family", "acgan", "--dataset", "synthetic", "--out", str(out), "--run-dir", str(run),
+            "--eval-every", "1", "--keep-best", "coverage", *tiny_args]
+    assert main([*base, "--epochs", "1"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    del cfg["training"]["options"]["acgan_fake_class_weight"]  # as written before the option existed
+    (out / "config.json").write_text(json.dumps(cfg))
+    assert main([*base, "--epochs", "2", "--resume"]) == 0  # 0.30: worse, same recipe
+    assert [e["epoch"] for e in read_config(out).training.evaluations] == [1, 2]
 
 
 def test_keep_best_fid_is_lower_is_better(tmp_path, tiny_args, monkeypatch):
