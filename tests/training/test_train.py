@@ -274,22 +274,28 @@ def test_keep_best_leaves_another_runs_checkpoint_alone_until_beaten(tmp_path, t
     load_generator(out)
 
 
+def script_coverage(monkeypatch, scores: list[float]) -> None:
+    """``--eval-every`` evaluations that report these coverages in turn (the metric itself is tested in
+    tests/evaluation)."""
+    import training.loop as loop
+    from training.checkpoint import update_metrics
+
+    it = iter(scores)
+
+    def scripted(cfg, folder, epoch, seconds, images_seen, device, conditional, evaluations, writer):
+        coverage = next(it)
+        evaluations.append({"epoch": epoch, "coverage": coverage})
+        update_metrics(folder, {"coverage": coverage}, "0" * 64, evaluations)
+
+    monkeypatch.setattr(loop, "evaluate_during_training", scripted)
+
+
 def test_keep_best_keeps_a_changed_recipes_evaluations_out_of_the_checkpoint_until_it_wins(tmp_path, tiny_args,
                                                                                            monkeypatch):
     """The same run resumed with another recipe (here label smoothing and D's rate) that measures worse
     leaves --out's config as it was: its history must not list evaluations its recorded command did not
     make. Once the new recipe wins, weights, command and the run's whole history go in together."""
-    import training.loop as loop
-    from training.checkpoint import update_metrics
-
-    scores = iter([0.50, 0.60, 0.30, 0.70])
-
-    def scripted(cfg, folder, epoch, seconds, images_seen, device, conditional, evaluations, writer):
-        coverage = next(scores)
-        evaluations.append({"epoch": epoch, "coverage": coverage})
-        update_metrics(folder, {"coverage": coverage}, "0" * 64, evaluations)
-
-    monkeypatch.setattr(loop, "evaluate_during_training", scripted)
+    script_coverage(monkeypatch, [0.50, 0.60, 0.30, 0.70])
     out, run = tmp_path / "ck", tmp_path / "run"
     base = ["train", "--family", "dcgan", "--dataset", "synthetic", "--out", str(out), "--run-dir", str(run),
             "--eval-every", "1", "--keep-best", "coverage", *tiny_args]
@@ -308,17 +314,7 @@ def test_keep_best_keeps_a_changed_recipes_evaluations_out_of_the_checkpoint_unt
 def test_keep_best_an_option_the_checkpoint_predates_is_not_a_changed_recipe(tmp_path, tiny_args, monkeypatch):
     """A checkpoint written before an option existed has no entry for it: resumed with the option at its
     default, the run's worse evaluations still go into the history (the recipe is the same)."""
-    import training.loop as loop
-    from training.checkpoint import update_metrics
-
-    scores = iter([0.60, 0.30])
-
-    def scripted(cfg, folder, epoch, seconds, images_seen, device, conditional, evaluations, writer):
-        coverage = next(scores)
-        evaluations.append({"epoch": epoch, "coverage": coverage})
-        update_metrics(folder, {"coverage": coverage}, "0" * 64, evaluations)
-
-    monkeypatch.setattr(loop, "evaluate_during_training", scripted)
+    script_coverage(monkeypatch, [0.60, 0.30])
     out, run = tmp_path / "ck", tmp_path / "run"
     base = ["train", "--family", "acgan", "--dataset", "synthetic", "--out", str(out), "--run-dir", str(run),
             "--eval-every", "1", "--keep-best", "coverage", *tiny_args]
