@@ -118,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--acgan-fake-class-weight", type=_float_range(0, 10), default=d["acgan_fake_class_weight"].default,
                    help="ACGAN: weight of D's class loss on generated images (1: the original ACGAN; 0: D's class "
                    "head learns from real images only, G is still trained to make its class recognisable)")
+    t.add_argument("--acgan-g-class-weight", type=_float_range(0, 10), default=d["acgan_g_class_weight"].default,
+                   help="ACGAN: weight of the class loss in G's objective (1: the original ACGAN; smaller: less "
+                        "pull toward the images D's class head is surest of)")
+    t.add_argument("--acgan-projection", action="store_true",
+                   help="ACGAN: D's real/fake logit also gets the inner product of its image features with a "
+                        "learned embedding of the label (projection discriminator), so it judges image and "
+                        "label together; the class head still sees the image alone")
     t.add_argument("--n-critic", type=int_range(1, 100), default=d["n_critic"].default)
     t.add_argument("--gp-weight", type=_float_range(0, 1e6), default=d["gp_weight"].default)
     t.add_argument("--kl-weight", type=_float_range(0, 1e6), default=d["kl_weight"].default)
@@ -197,8 +204,10 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str], parser: argparse.Ar
         parser.error("--loss applies to the gan objective, not to --family wgan-gp")
     if args.pretrain_d_epochs and args.family != "acgan":
         parser.error("--pretrain-d-epochs needs --family acgan (a discriminator with a class head)")
-    if args.acgan_fake_class_weight != 1.0 and args.family != "acgan":
-        parser.error("--acgan-fake-class-weight needs --family acgan (a discriminator with a class head)")
+    for flag, default in (("acgan_fake_class_weight", 1.0), ("acgan_g_class_weight", 1.0),
+                          ("acgan_projection", False)):
+        if getattr(args, flag) != default and args.family != "acgan":
+            parser.error(f"--{flag.replace('_', '-')} needs --family acgan (a discriminator with a class head)")
     for flag in ("minibatch_std", "spectral_norm"):
         if getattr(args, flag):
             from training.models import get_family

@@ -281,10 +281,6 @@ LONG_RUNS: dict[str, tuple[tuple[tuple[str, str], tuple[str, str]], list[str], s
                      ["accuracy", "min_class_accuracy", "coverage", "fid"], {"family"}),
 }
 LOWER_IS_BETTER = {"fid", "kid"}
-# Options that change what a run learns besides the training recipe of ``training.loop.RECIPE_KEYS``
-# (the rest name files, threads, logging, evaluations).
-MODEL_KEYS = ("family", "dataset", "classes", "width", "upsample", "bn", "z_dim", "minibatch_std", "spectral_norm",
-              "seed")
 
 
 def _history(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
@@ -338,9 +334,9 @@ def _long_runs(exp: str, plan: Plan) -> list[str]:
         lines.append(f"| {ep} | " + " | ".join(f"{num(ea, m)} | {num(eb, m)}" for m in metrics) + " |")
     lines.append("")
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
-    from training.loop import RECIPE_KEYS
+    from training.loop import ARCH_KEYS, RECIPE_KEYS  # what a run learns (the rest: files, threads, logging)
 
-    differ = sorted(k for k in (*MODEL_KEYS, *RECIPE_KEYS) if k not in meant
+    differ = sorted(k for k in (*ARCH_KEYS, "seed", *RECIPE_KEYS) if k not in meant
                     and ha[1].get(k, defaults.get(k)) != hb[1].get(k, defaults.get(k)))
     lines.append(
         f"- Their recorded commands (the last part of each run) differ in {', '.join(sorted(meant))}"

@@ -42,7 +42,11 @@ STATE = "state.pt"
 # The options that change what a training step computes (besides the architecture, which --resume
 # refuses to change): a resumed run with other values of these is another recipe.
 RECIPE_KEYS = ("batch_size", "lr_g", "lr_d", "beta1", "beta2", "loss", "label_smoothing", "noisy_labels",
-               "pretrain_d_epochs", "acgan_fake_class_weight", "n_critic", "gp_weight", "kl_weight", "ema_decay")
+               "pretrain_d_epochs", "acgan_fake_class_weight", "acgan_g_class_weight", "n_critic", "gp_weight",
+               "kl_weight", "ema_decay")
+# The options that make the networks: --resume refuses to change them.
+ARCH_KEYS = ("family", "dataset", "resolution", "channels", "z_dim", "width", "upsample", "bn", "classes",
+             "minibatch_std", "spectral_norm", "acgan_projection")
 
 
 # --- setup -------------------------------------------------------------------------------
@@ -155,7 +159,7 @@ class Trainer:
                 raise ConfigError(f"--{flag.replace('_', '-')} needs a convolutional discriminator (dcgan, cgan, "
                                   f"acgan, wgan-gp); --family {cfg.family} has none")
         opts = ArchOptions(cfg.z_dim, self.num_classes, cfg.channels, cfg.resolution, cfg.width, cfg.upsample, cfg.bn,
-                           cfg.minibatch_std, cfg.spectral_norm)
+                           cfg.minibatch_std, cfg.spectral_norm, cfg.acgan_projection)
         self.g_class, self.g_kwargs, aux = fam.build(opts)
         torch.manual_seed(cfg.seed)  # identical init on every rank
         self.g_raw = build_generator(self.g_class, self.g_kwargs).to(device)
@@ -266,7 +270,8 @@ class Trainer:
         self.d_raw.requires_grad_(False)
         self.opt_g.zero_grad(set_to_none=True)
         with self.d.no_sync() if isinstance(self.d, DDP) else contextlib.nullcontext():
-            loss_g, _ = self._judge(fake, y_fake, losses.g_hinge if hinge else losses.g_nonsaturating)
+            loss_g, _ = self._judge(fake, y_fake, losses.g_hinge if hinge else losses.g_nonsaturating,
+                                    cfg.acgan_g_class_weight)
         loss_g.backward()
         self.opt_g.step()
         return {"loss_d": (loss_r + loss_f).detach(), "loss_g": loss_g.detach(),
@@ -430,8 +435,7 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
         st = torch.load(state_path, map_location=device, weights_only=True)
         saved = json.loads(st["config"])
         defaults = TrainConfig(family="", dataset="", out="").to_json()  # for keys older runs did not save
-        for key in ("family", "dataset", "resolution", "channels", "z_dim", "width", "upsample", "bn", "classes",
-                    "minibatch_std", "spectral_norm"):
+        for key in ARCH_KEYS:
             was = saved.get(key, defaults[key])
             if was != cfg.to_json().get(key):
                 raise ConfigError(f"--resume: run folder {run_dir} was trained with {key}={was!r}, "

@@ -128,6 +128,25 @@ def test_discriminators_take_minibatch_std(cond, norm):
     assert not torch.allclose(varied0[0], copies0[0])
 
 
+def test_projection_discriminator_judges_the_label_and_classifies_the_image_alone():
+    torch.manual_seed(0)
+    d = DCDiscriminator(1, 28, 8, 4, "projection+class-head").eval()
+    with torch.no_grad():
+        d.embed.weight.normal_(0, 1)  # an embedding that tells the classes apart (init is ~0)
+    x = torch.randn(3, 1, 28, 28)
+    adv_a, cls_a = d(x, torch.tensor([0, 1, 2]))
+    adv_b, cls_b = d(x, torch.tensor([3, 3, 3]))
+    assert adv_a.shape == (3,) and cls_a.shape == (3, 4)
+    assert not torch.allclose(adv_a, adv_b)  # the real/fake logit depends on the label ...
+    assert torch.equal(cls_a, cls_b)  # ... the class logits on the image only (no label to read off)
+    # The label's part is <embedding, pooled features>: a soft label gives the mixture of the two.
+    h = d.features(x).mean((2, 3))
+    plain = d.adv(d.features(x)).flatten()
+    assert torch.allclose(adv_a, plain + (d.embed.weight[[0, 1, 2]] * h).sum(1), atol=1e-5)
+    with pytest.raises(ValueError, match="projection"):
+        DCDiscriminator(1, 28, 8, 4, "concat+class-head")
+
+
 @pytest.mark.parametrize(("cond", "norm"), [("none", "batch"), ("concat", "batch"), ("class-head", "batch"),
                                             ("none", "layer")])
 def test_spectral_norm_discriminator_has_unit_spectral_norm_layers_and_no_norm_layers(cond, norm):

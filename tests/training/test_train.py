@@ -50,22 +50,38 @@ def test_acgan_tricks_run(tmp_path, tiny_args):
     assert cfg.training.options["pretrain_d_epochs"] == 1
 
 
-def test_acgan_fake_class_weight_zero_leaves_fakes_out_of_d_class_loss(tmp_path, tiny_args, monkeypatch):
+@pytest.mark.parametrize(("fake_weight", "g_weight", "expected"), [("1", "1", 3), ("0", "1", 2), ("0", "0", 1)])
+def test_acgan_class_weights_leave_fakes_out_of_the_class_losses(tmp_path, tiny_args, monkeypatch, fake_weight,
+                                                                g_weight, expected):
     """One step calls the class loss for D on real images, D on fakes and G on fakes — with weight 0
-    only the first and the last (and the option is recorded)."""
+    for fakes only the first and the last, with G's weight 0 too only the first (and the options are
+    recorded)."""
     from training import losses
 
     calls: list[int] = []
     real_loss = losses.class_loss
     monkeypatch.setattr(losses, "class_loss", lambda logits, labels: calls.append(1) or real_loss(logits, labels))
-    for weight, expected in (("1", 3), ("0", 2)):
-        calls.clear()
-        out = tmp_path / f"ac{weight}"
-        assert main(["train", "--family", "acgan", "--dataset", "synthetic", "--epochs", "1", "--max-steps", "1",
-                     "--out", str(out), "--run-dir", str(tmp_path / f"r{weight}"), "--acgan-fake-class-weight",
-                     weight, *tiny_args]) == 0
-        assert len(calls) == expected, weight
-        assert read_config(out).training.options["acgan_fake_class_weight"] == float(weight)
+    out = tmp_path / "ac"
+    assert main(["train", "--family", "acgan", "--dataset", "synthetic", "--epochs", "1", "--max-steps", "1",
+                 "--out", str(out), "--run-dir", str(tmp_path / "r"), "--acgan-fake-class-weight", fake_weight,
+                 "--acgan-g-class-weight", g_weight, *tiny_args]) == 0
+    assert len(calls) == expected
+    options = read_config(out).training.options
+    assert (options["acgan_fake_class_weight"], options["acgan_g_class_weight"]) == (float(fake_weight),
+                                                                                    float(g_weight))
+
+
+def test_acgan_projection_trains_resumes_and_cannot_be_switched_on_resume(tmp_path, tiny_args, capsys):
+    out, run = tmp_path / "ac", tmp_path / "run"
+    base = ["train", "--family", "acgan", "--dataset", "synthetic", "--out", str(out), "--run-dir", str(run),
+            "--acgan-g-class-weight", "0.3", *tiny_args]
+    assert main([*base, "--epochs", "1", "--acgan-projection"]) == 0
+    assert main([*base, "--epochs", "2", "--acgan-projection", "--resume"]) == 0
+    cfg = read_config(out)
+    assert cfg.training.options["acgan_projection"] is True and cfg.training.epochs == 2
+    assert any(k.startswith("embed.") for k in torch.load(run / "state.pt", weights_only=True)["D"])
+    assert main([*base, "--epochs", "3", "--resume"]) == 2  # another discriminator
+    assert "acgan_projection=True" in capsys.readouterr().err
 
 
 def test_rgb_64_upsample_variant(tmp_path, tiny_args):

@@ -26,8 +26,9 @@ def dcgan_init(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear | nn.Embedding):
             nn.init.normal_(m.weight, 0.0, 0.02)
-            if isinstance(m.bias, torch.Tensor):
-                nn.init.zeros_(m.bias)
+            bias = getattr(m, "bias", None)  # nn.Embedding has none
+            if isinstance(bias, torch.Tensor):
+                nn.init.zeros_(bias)
         elif isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d | nn.LayerNorm | nn.GroupNorm) and m.weight is not None:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)

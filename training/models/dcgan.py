@@ -62,7 +62,10 @@ class DCDiscriminator(nn.Module):
     """images (B, C, H, W) [+ labels] → real/fake logits (B,) [, class logits (B, K)].
 
     ``cond``: "none"; "concat" (cGAN: one-hot label maps join the image channels);
-    "class-head" (ACGAN: a second head classifies the image).
+    "class-head" (ACGAN: a second head classifies the image); "projection+class-head" (the ACGAN
+    head, and the real/fake logit gets the inner product of the image features with a learned
+    embedding of the label — the projection discriminator of Miyato & Koyama 2018 — so it judges
+    image and label together while the class head still sees the image alone).
     ``norm``: "batch" (DCGAN), "layer" (WGAN-GP critics must not batch-normalise), "none".
     ``spectral_norm``: every conv is spectrally normalised (SNGAN, Miyato et al. 2018), which
     bounds D's Lipschitz constant; ``norm`` is then "none".
@@ -84,6 +87,8 @@ class DCDiscriminator(nn.Module):
         if spectral_norm:
             norm = "none"  # SNGAN: the spectral norm takes the place of batch-/layer-norm
         self.num_classes, self.cond = num_classes, cond
+        if cond not in ("none", "concat", "class-head", "projection+class-head"):
+            raise ValueError(f"cond must be none, concat, class-head or projection+class-head, not {cond!r}")
         ch_in = channels + (num_classes if cond == "concat" else 0)
         layers: list[nn.Module] = []
         ch = ndf
@@ -98,7 +103,8 @@ class DCDiscriminator(nn.Module):
         self.features = nn.Sequential(*layers)  # (B, ch_in, base, base)
         self.minibatch_std = minibatch_std
         self.adv = nn.Conv2d(ch_in + int(minibatch_std), 1, base, 1, 0)
-        self.cls = nn.Conv2d(ch_in, num_classes, base, 1, 0) if cond == "class-head" else None
+        self.cls = nn.Conv2d(ch_in, num_classes, base, 1, 0) if cond.endswith("class-head") else None
+        self.embed = nn.Embedding(num_classes, ch_in) if cond.startswith("projection") else None
         dcgan_init(self)
         if spectral_norm:  # every layer's weight divided by its largest singular value (one power iteration a step)
             for m in list(self.modules()):
@@ -114,6 +120,10 @@ class DCDiscriminator(nn.Module):
             x = torch.cat([x, y[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3]).to(x.dtype)], 1)
         h = self.features(x)
         adv = self.adv(with_minibatch_std(h) if self.minibatch_std else h).flatten()
+        if self.embed is not None:  # projection: + <embedding of the label, spatially pooled features>
+            y = one_hot(labels, self.num_classes, x.shape[0])
+            assert y is not None
+            adv = adv + ((y.to(h.dtype) @ self.embed.weight) * h.mean((2, 3))).sum(1)
         if self.cls is not None:
             return adv, self.cls(h).flatten(1)
         return adv
@@ -142,7 +152,8 @@ def _generator_kwargs(o: ArchOptions, conditional: bool) -> dict[str, Any]:
 
 def _family(name: str, objective: Any, conditional: bool, cond: str, norm: str, doc: str) -> Family:
     def build(o: ArchOptions) -> tuple[str, dict[str, Any], nn.Module]:
-        d = DCDiscriminator(o.channels, o.resolution, o.width, o.num_classes if conditional else 0, cond, norm,
+        d_cond = "projection+class-head" if o.projection and cond == "class-head" else cond
+        d = DCDiscriminator(o.channels, o.resolution, o.width, o.num_classes if conditional else 0, d_cond, norm,
                             o.minibatch_std, o.spectral_norm)
         return "DCGenerator", _generator_kwargs(o, conditional), d
 

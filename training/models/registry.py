@@ -59,6 +59,7 @@ class ArchOptions:
     bn: str  # "before-act" | "after-act"
     minibatch_std: bool = False  # discriminators that support it add a minibatch standard-deviation channel
     spectral_norm: bool = False  # ... and spectrally normalise their layers instead of batch-/layer-norm
+    projection: bool = False  # a class-head discriminator (ACGAN) also judges the label by projection
 
 
 def register_family(family: Family) -> Family:
