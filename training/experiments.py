@@ -38,6 +38,8 @@ class Variant:
 
 
 TRICKS = {"pretrain_d_epochs": 1, "noisy_labels": 0.05}
+REAL_CLASS = {"acgan_fake_class_weight": 0.0}  # D's class head learns from real images only (session 7)
+PROJECTION = {"acgan_projection": True}  # D's real/fake logit also judges the label (session 8)
 FIVE = (0, 1, 2, 3, 4)
 
 EXPERIMENTS: dict[str, tuple[str, list[Variant], list[str]]] = {
@@ -63,6 +65,10 @@ EXPERIMENTS: dict[str, tuple[str, list[Variant], list[str]]] = {
             Variant("cgan-10", "cGAN, 10 classes", {"family": "cgan"}),
             Variant("acgan-10", "ACGAN, 10 classes", {"family": "acgan"}),
             Variant("acgan-10-tricks", "ACGAN, 10 classes, pretrain + noisy", {"family": "acgan", **TRICKS}),
+            Variant("acgan-10-realclass", "ACGAN, 10 classes, D's classes from real images only",
+                    {"family": "acgan", **REAL_CLASS}),
+            Variant("acgan-10-projection", "ACGAN, 10 classes, real-only classes + projection D",
+                    {"family": "acgan", **REAL_CLASS, **PROJECTION}),
             Variant("cgan-5", "cGAN, 5 classes", {"family": "cgan", "classes": FIVE}),
             Variant("acgan-5", "ACGAN, 5 classes", {"family": "acgan", "classes": FIVE}),
             Variant("acgan-5-tricks", "ACGAN, 5 classes, pretrain + noisy", {"family": "acgan", "classes": FIVE,
@@ -269,6 +275,20 @@ def _verdict_conditioning(results: dict[str, Any], plan: Plan, last: int) -> lis
                      f"{_cell(w10t)} ({judged(w10, w10t)}; the article saw pretraining barely help).")
     if w10 is not None and c10 is not None:
         lines.append(f"- cGAN vs ACGAN, 10 classes, worst class: {_cell(c10)} vs {_cell(w10)} ({judged(c10, w10)}).")
+    w10r = worst_of("acgan-10-realclass")
+    if w10 is not None and w10r is not None:
+        lines.append(f"- Not in the article: D's class head trained on real images only "
+                     f"(`--acgan-fake-class-weight 0`) moves ACGAN's worst class from {_cell(w10)} to "
+                     f"{_cell(w10r)} ({judged(w10, w10r)}).")
+    cov = {k: _stats(_series(results, "conditioning", k, seeds, last, "coverage"))
+           for k in ("cgan-10", "acgan-10-realclass", "acgan-10-projection")}
+    w10p = worst_of("acgan-10-projection")
+    if w10p is not None and all(c is not None for c in cov.values()):
+        c, r, p = (cov[k] for k in ("cgan-10", "acgan-10-realclass", "acgan-10-projection"))
+        assert c is not None and r is not None and p is not None
+        lines.append(f"- A projection discriminator on top (`--acgan-projection`: D's real/fake logit judges image "
+                     f"and label together, as the cGAN's D does): coverage {_cell(p)} against {_cell(r)} without it "
+                     f"({judged(r, p)}) and {_cell(c)} for the cGAN ({judged(c, p)}); worst class {_cell(w10p)}.")
     return lines
 
 

@@ -110,6 +110,20 @@ def test_conditioning_gaps_are_judged_by_the_seed_spread():
     assert "worst class: 0.110 ± 0.010 vs 0.810 ± 0.010 (a gap of more than twice" in clear
 
 
+def test_the_real_class_and_projection_variants_are_compared_with_acgan_and_cgan():
+    plan = Plan(("conditioning",), (4,), (0,), 1000, Path("w"), Path("docs/experiments.md"))
+    results = _cond({"acgan-10": 0.4, "acgan-10-realclass": 0.85, "acgan-10-projection": 0.88, "cgan-10": 0.3})
+    results[_key("conditioning", "acgan-10-projection", 0, 4)]["metrics"]["coverage"] = 0.61
+    md = render(results, plan, "c")
+    assert "(`--acgan-fake-class-weight 0`) moves ACGAN's worst class from 0.400 to 0.850" in md
+    assert "coverage 0.610 against 0.500 without it (one seed" in md
+    assert "and 0.500 for the cGAN (one seed: no spread to judge the gap by); worst class 0.880." in md
+    assert "ACGAN, 10 classes, real-only classes + projection D | 4 |" in md
+    without = render(_cond({"acgan-10": 0.4, "cgan-10": 0.3}), plan, "c")
+    verdict = without.split("### What the numbers say")[1].split("Sample grids")[0]
+    assert "cGAN vs ACGAN" in verdict and "real images only" not in verdict and "projection" not in verdict
+
+
 def test_upsampling_verdict_is_compared_with_the_seed_article():
     results = fake_results({"convT-before": [20, 21, 22], "convT-after": [21, 22, 23],
                             "nearest-before": [10, 11, 12], "nearest-after": [11, 12, 13]})
