@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ACGAN: D's real/fake logit also gets the inner product of its image features with a "
                         "learned embedding of the label (projection discriminator), so it judges image and "
                         "label together; the class head still sees the image alone")
+    t.add_argument("--init-g-from", metavar="CHECKPOINT", default=d["init_g_from"].default,
+                   help="start G from this checkpoint's generator weights (same generator architecture and "
+                        "classes), e.g. fine-tune a cGAN's generator with the ACGAN objective; D starts afresh")
     t.add_argument("--n-critic", type=int_range(1, 100), default=d["n_critic"].default)
     t.add_argument("--gp-weight", type=_float_range(0, 1e6), default=d["gp_weight"].default)
     t.add_argument("--kl-weight", type=_float_range(0, 1e6), default=d["kl_weight"].default)

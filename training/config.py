@@ -44,6 +44,7 @@ class TrainConfig:
     pretrain_d_epochs: int = 0  # ACGAN: train D's class head on real images first
     acgan_fake_class_weight: float = 1.0  # ACGAN: weight of D's class loss on fakes (0: classes from real only)
     acgan_g_class_weight: float = 1.0  # ACGAN: weight of the class loss in G's objective
+    init_g_from: str = ""  # a checkpoint folder whose generator weights G starts from (fine-tuning)
     acgan_projection: bool = False  # ACGAN: D's real/fake head also judges the label (projection discriminator)
     n_critic: int = 5  # WGAN-GP critic steps per generator step
     gp_weight: float = 10.0

@@ -167,6 +167,8 @@ class Trainer:
         if cfg.channels_last:
             self.g_raw = self.g_raw.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             self.d_raw = self.d_raw.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        if cfg.init_g_from:
+            self._init_g_from(Path(cfg.init_g_from), data.class_names)
         self.ema = EMA(self.g_raw, cfg.ema_decay)
         betas = (cfg.beta1, cfg.beta2)
         if fam.objective in ("vae", "ae"):
@@ -187,6 +189,23 @@ class Trainer:
         elif fam.objective in ("vae", "ae"):
             self.pair = _AutoEncoder(self.d_raw, self.g_raw)
         self.step_count = 0
+
+    def _init_g_from(self, folder: Path, class_names: list[str]) -> None:
+        """Start G from a checkpoint's generator (a fine-tune; D starts afresh). The checkpoint must have
+        this run's generator architecture and classes: its label k must mean this dataset's class k."""
+        from training.checkpoint import CheckpointError, load_generator
+
+        try:
+            source, scfg = load_generator(folder)
+        except (CheckpointError, OSError, ValueError) as e:
+            raise ConfigError(f"--init-g-from {folder}: {e}") from e
+        if (scfg.generator.class_name, scfg.generator.kwargs) != (self.g_class, self.g_kwargs):
+            raise ConfigError(f"--init-g-from {folder}: its generator is {scfg.generator.class_name} "
+                              f"{scfg.generator.kwargs}, this run's is {self.g_class} {self.g_kwargs}")
+        if scfg.class_names != class_names:
+            raise ConfigError(f"--init-g-from {folder}: its classes {scfg.class_names} are not this dataset's "
+                              f"{class_names}")
+        self.g_raw.load_state_dict(source.state_dict())  # copy_ casts float16 weights to this G's dtype
 
     # -- state for --resume -------------------------------------------------------------
 

@@ -84,6 +84,39 @@ def test_acgan_projection_trains_resumes_and_cannot_be_switched_on_resume(tmp_pa
     assert "acgan_projection=True" in capsys.readouterr().err
 
 
+def test_init_g_from_starts_g_from_a_checkpoints_generator(tmp_path, tiny_args, capsys):
+    """A cGAN's generator fine-tuned with the ACGAN objective: G (and its EMA, which is what is saved)
+    starts from the cGAN's weights; D starts afresh. At a learning rate of ~0 the saved G has the cGAN's
+    weights."""
+    src = tmp_path / "cgan"
+    assert main(["train", "--family", "cgan", "--dataset", "synthetic", "--epochs", "1", "--out", str(src),
+                 "--run-dir", str(tmp_path / "r0"), *tiny_args]) == 0
+    source, _ = load_generator(src)
+
+    def finetune(name: str, *extra: str) -> int:
+        return main(["train", "--family", "acgan", "--dataset", "synthetic", "--epochs", "1", "--max-steps", "1",
+                     "--out", str(tmp_path / name), "--run-dir", str(tmp_path / f"r-{name}"), "--lr-g", "1e-12",
+                     *tiny_args, *extra])
+
+    assert finetune("ft", "--init-g-from", str(src), "--acgan-projection") == 0
+    assert finetune("fresh") == 0
+    tuned, cfg = load_generator(tmp_path / "ft")
+    fresh, _ = load_generator(tmp_path / "fresh")
+    # Parameters (BN's running statistics move with the step's forward pass, whatever the rate).
+    same = [torch.allclose(a, b, atol=1e-6) for a, b in zip(source.parameters(), tuned.parameters(), strict=True)]
+    assert same and all(same)
+    assert not torch.equal(next(iter(fresh.parameters())), next(iter(source.parameters())))
+    assert cfg.training.options["init_g_from"] == str(src)
+    two = tmp_path / "cgan-01"
+    assert main(["train", "--family", "cgan", "--dataset", "synthetic", "--epochs", "1", "--max-steps", "1",
+                 "--classes", "0,1", "--out", str(two), "--run-dir", str(tmp_path / "r1"), *tiny_args]) == 0
+    for folder, extra, says in ((src, ["--width", "16"], "its generator is DCGenerator"),  # another architecture
+                                (two, ["--classes", "1,2"], "are not this dataset's"),  # label 0 means another class
+                                (tmp_path, [], "config.json")):  # a folder that is no checkpoint
+        assert finetune("bad", "--init-g-from", str(folder), *extra) == 2
+        assert says in capsys.readouterr().err
+
+
 def test_rgb_64_upsample_variant(tmp_path, tiny_args):
     out = tmp_path / "rgb"
     assert main(["train", "--family", "dcgan", "--dataset", "synthetic", "--epochs", "1", "--resolution", "64",
