@@ -60,6 +60,17 @@ class DatasetInfo(_Strict):
     class_names: list[str]
 
 
+class GeneratorSource(_Strict):
+    """``train --init-g-from``: the checkpoint a fine-tuned G started from, as it was then."""
+
+    folder: str
+    name: str
+    generator_sha256: str
+    command: str
+    epochs: int = Field(ge=0)
+    seconds: float = Field(ge=0)
+
+
 class TrainingInfo(_Strict):
     command: str
     epochs: int = Field(ge=0)
@@ -71,6 +82,7 @@ class TrainingInfo(_Strict):
     options: dict[str, Any] = {}
     # --eval-every: one entry per evaluation during training (epoch, seconds, key metrics, bars)
     evaluations: list[dict[str, Any]] = []
+    init_g_from: GeneratorSource | None = None  # a fine-tune: its seconds and epochs are this run's own
 
 
 class CheckpointConfig(_Strict):

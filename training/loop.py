@@ -167,6 +167,7 @@ class Trainer:
         if cfg.channels_last:
             self.g_raw = self.g_raw.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             self.d_raw = self.d_raw.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.g_source: dict[str, Any] | None = None  # --init-g-from: the checkpoint G started from
         if cfg.init_g_from:
             self._init_g_from(Path(cfg.init_g_from), data.class_names)
         self.ema = EMA(self.g_raw, cfg.ema_decay)
@@ -206,6 +207,9 @@ class Trainer:
             raise ConfigError(f"--init-g-from {folder}: its classes {scfg.class_names} are not this dataset's "
                               f"{class_names}")
         self.g_raw.load_state_dict(source.state_dict())  # copy_ casts float16 weights to this G's dtype
+        self.g_source = {"folder": str(folder), "name": scfg.name, "generator_sha256": scfg.generator_sha256,
+                         "command": scfg.training.command, "epochs": scfg.training.epochs,
+                         "seconds": scfg.training.seconds}
 
     # -- state for --resume -------------------------------------------------------------
 
@@ -217,10 +221,12 @@ class Trainer:
             "config": json.dumps(self.cfg.to_json(), sort_keys=True),
             "G": self.g_raw.state_dict(), "D": self.d_raw.state_dict(), "G_ema": self.ema.model.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict() if self.opt_d else {},
-            "rng": torch.get_rng_state(),
+            "rng": torch.get_rng_state(), "g_source": json.dumps(self.g_source),
         }
 
     def load_state(self, st: dict[str, Any]) -> None:
+        if st.get("g_source"):  # the checkpoint the run's G started from, as it was then
+            self.g_source = json.loads(st["g_source"]) or self.g_source
         self.g_raw.load_state_dict(st["G"])
         self.d_raw.load_state_dict(st["D"])
         self.ema.model.load_state_dict(st["G_ema"])
@@ -390,6 +396,7 @@ def checkpoint_config(cfg: TrainConfig, trainer: Trainer, data: ImageData, epoch
             "git_commit": commit, "images_seen": images_seen, "world_size": world,
             "options": {k: v for k, v in cfg.to_json().items() if k not in ("command", "extra")},
             "evaluations": list(evaluations or []),
+            "init_g_from": trainer.g_source,
         },
     }
 

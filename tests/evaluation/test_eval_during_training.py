@@ -69,3 +69,17 @@ def test_time_to_bars_is_the_first_evaluation_that_cleared_everything() -> None:
     assert time_to_bars(evals) == "4.2 (epoch 4)"
     assert time_to_bars(evals[:1]) == "not reached in 1 evaluation(s)"
     assert time_to_bars([]) == "–"
+    assert time_to_bars(evals, before=600.0) == "14.2 (epoch 4)"  # a fine-tune: + its source's training
+
+
+def test_a_fine_tunes_minutes_count_the_generator_it_started_from() -> None:
+    from training.checkpoint import GeneratorSource, TrainingInfo
+    from training.evaluation.bars import _train_minutes
+
+    evals = [{"epoch": 2, "seconds": 240.0, "bars_cleared": True}]
+    own = TrainingInfo(command="c", epochs=2, seconds=300.0, seed=0, evaluations=evals)
+    assert _train_minutes(own) == ("5", "4.0 (epoch 2)")
+    src = GeneratorSource(folder="checkpoints/x", name="x", generator_sha256="0" * 64, command="c0", epochs=40,
+                          seconds=6000.0)
+    tuned = own.model_copy(update={"init_g_from": src})
+    assert _train_minutes(tuned) == ("105 (100 as x + 5)", "104.0 (epoch 2)")

@@ -107,6 +107,11 @@ def test_init_g_from_starts_g_from_a_checkpoints_generator(tmp_path, tiny_args, 
     assert same and all(same)
     assert not torch.equal(next(iter(fresh.parameters())), next(iter(source.parameters())))
     assert cfg.training.options["init_g_from"] == str(src)
+    source_cfg = read_config(src)
+    recorded = cfg.training.init_g_from
+    assert recorded is not None and (recorded.name, recorded.generator_sha256, recorded.seconds) == (
+        "cgan", source_cfg.generator_sha256, source_cfg.training.seconds)
+    assert read_config(tmp_path / "fresh").training.init_g_from is None
     two = tmp_path / "cgan-01"
     assert main(["train", "--family", "cgan", "--dataset", "synthetic", "--epochs", "1", "--max-steps", "1",
                  "--classes", "0,1", "--out", str(two), "--run-dir", str(tmp_path / "r1"), *tiny_args]) == 0

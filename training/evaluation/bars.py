@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from training.checkpoint import CheckpointError, atomic_write_bytes, read_config
+from training.checkpoint import CheckpointError, TrainingInfo, atomic_write_bytes, read_config
 
 MIN_SAMPLES = 10_000
 
@@ -56,14 +56,25 @@ def _num(metrics: dict[str, Any], key: str, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
-def time_to_bars(evaluations: list[dict[str, Any]]) -> str:
-    """Training minutes to the first ``--eval-every`` evaluation that cleared every bar."""
+def time_to_bars(evaluations: list[dict[str, Any]], before: float = 0.0) -> str:
+    """Training minutes to the first ``--eval-every`` evaluation that cleared every bar (plus ``before``
+    seconds: the training of the checkpoint a fine-tune started from)."""
     if not evaluations:
         return "–"
     for e in evaluations:
         if e.get("bars_cleared"):
-            return f"{e['seconds'] / 60:.1f} (epoch {e['epoch']})"
+            return f"{(before + e['seconds']) / 60:.1f} (epoch {e['epoch']})"
     return f"not reached in {len(evaluations)} evaluation(s)"
+
+
+def _train_minutes(training: TrainingInfo) -> tuple[str, str]:
+    """(train min, min to bars) cells; a fine-tune counts the minutes of the G it started from."""
+    src = training.init_g_from
+    before = src.seconds if src else 0.0
+    total = f"{(before + training.seconds) / 60:.0f}"
+    if src:
+        total += f" ({src.seconds / 60:.0f} as {src.name} + {training.seconds / 60:.0f})"
+    return total, time_to_bars(training.evaluations, before)
 
 
 def table(folder: str | Path) -> str:
@@ -88,7 +99,7 @@ def table(folder: str | Path) -> str:
             if relative is not None:
                 verdict += f" (every class ≥ 0.95 × its real accuracy {_mark(relative)})"
         rows.append(f"| {cfg.name} | {cfg.family} | {cfg.dataset.name} | {cfg.training.epochs} | "
-                    f"{cfg.training.seconds / 60:.0f} | {time_to_bars(cfg.training.evaluations)} | "
+                    f"{' | '.join(_train_minutes(cfg.training))} | "
                     f"{_num(m, 'fid', 1)} ({_num(m, 'fid_floor', 2)}) | "
                     f"{_num(m, 'accuracy')} ({_num(m, 'sample_accuracy_real')}) | "
                     f"{_num(m, 'coverage')} ({_num(m, 'coverage_floor')}){_least_covered(m)} | {verdict} |")
