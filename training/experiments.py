@@ -304,10 +304,13 @@ LOWER_IS_BETTER = {"fid", "kid"}
 
 
 def _history(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
-    """(evaluations by epoch, training options of the recorded command) of a shipped checkpoint."""
+    """(evaluations by epoch, training options of the recorded command) of a shipped checkpoint trained
+    from scratch (a fine-tune's epochs start from another model's: not a run to compare by epoch)."""
     try:
         training = read_config(folder).training
     except (OSError, ValueError):
+        return None
+    if training.init_g_from is not None:
         return None
     evals = sorted((e for e in training.evaluations if "epoch" in e), key=lambda e: e["epoch"])
     return (evals, dict(training.options)) if evals else None

@@ -172,3 +172,19 @@ def test_no_long_runs_section_without_both_histories(tmp_path: Path):
     write_history(tmp_path, "fashion-dcgan", {"family": "dcgan"}, [(5, 100.0, 0.3)])
     plan = Plan(("upsampling",), (10,), (0,), 1000, Path("w"), Path("docs/experiments.md"), checkpoints=tmp_path)
     assert "The long runs" not in render({}, plan, "cmd")
+
+
+def test_a_fine_tune_is_no_long_run(tmp_path: Path):
+    """A checkpoint whose G started from another model's: its epoch 4 is not 4 epochs of training."""
+    import json
+
+    for name, upsample in (("fashion-dcgan", "convT"), ("fashion-dcgan-upsample", "nearest-conv")):
+        write_history(tmp_path, name, {"family": "dcgan", "upsample": upsample}, [(4, 90.0, 0.35), (8, 80.0, 0.4)])
+    plan = Plan(("upsampling",), (10,), (0,), 1000, Path("w"), Path("docs/experiments.md"), checkpoints=tmp_path)
+    assert "The long runs" in render({}, plan, "cmd")
+    cfg_path = tmp_path / "fashion-dcgan-upsample" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["training"]["init_g_from"] = {"folder": "checkpoints/x", "name": "x", "generator_sha256": "0" * 64,
+                                      "command": "c", "epochs": 40, "seconds": 6000.0}
+    cfg_path.write_text(json.dumps(cfg))
+    assert "The long runs" not in render({}, plan, "cmd")
