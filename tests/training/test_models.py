@@ -139,7 +139,7 @@ def test_projection_discriminator_judges_the_label_and_classifies_the_image_alon
     assert adv_a.shape == (3,) and cls_a.shape == (3, 4)
     assert not torch.allclose(adv_a, adv_b)  # the real/fake logit depends on the label ...
     assert torch.equal(cls_a, cls_b)  # ... the class logits on the image only (no label to read off)
-    # The label's part is <embedding, pooled features>: a soft label gives the mixture of the two.
+    # The label's part is the inner product of its embedding with the spatially pooled features.
     h = d.features(x).mean((2, 3))
     plain = d.adv(d.features(x)).flatten()
     assert torch.allclose(adv_a, plain + (d.embed.weight[[0, 1, 2]] * h).sum(1), atol=1e-5)
