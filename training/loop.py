@@ -168,8 +168,6 @@ class Trainer:
             self.g_raw = self.g_raw.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             self.d_raw = self.d_raw.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.g_source: dict[str, Any] | None = None  # --init-g-from: the checkpoint G started from
-        if cfg.init_g_from:
-            self._init_g_from(Path(cfg.init_g_from), data.class_names)
         self.ema = EMA(self.g_raw, cfg.ema_decay)
         betas = (cfg.beta1, cfg.beta2)
         if fam.objective in ("vae", "ae"):
@@ -191,9 +189,10 @@ class Trainer:
             self.pair = _AutoEncoder(self.d_raw, self.g_raw)
         self.step_count = 0
 
-    def _init_g_from(self, folder: Path, class_names: list[str]) -> None:
-        """Start G from a checkpoint's generator (a fine-tune; D starts afresh). The checkpoint must have
-        this run's generator architecture and classes: its label k must mean this dataset's class k."""
+    def init_g_from(self, folder: Path, class_names: list[str]) -> None:
+        """Start G (and its average) from a checkpoint's generator: a fine-tune; D starts afresh. The
+        checkpoint must have this run's generator architecture and classes (its label k must mean this
+        dataset's class k). Every rank loads the same file, so DDP replicas start equal."""
         from training.checkpoint import CheckpointError, load_generator
 
         try:
@@ -207,6 +206,7 @@ class Trainer:
             raise ConfigError(f"--init-g-from {folder}: its classes {scfg.class_names} are not this dataset's "
                               f"{class_names}")
         self.g_raw.load_state_dict(source.state_dict())  # copy_ casts float16 weights to this G's dtype
+        self.ema.model.load_state_dict(self.g_raw.state_dict())
         self.g_source = {"folder": str(folder), "name": scfg.name, "generator_sha256": scfg.generator_sha256,
                          "command": scfg.training.command, "epochs": scfg.training.epochs,
                          "seconds": scfg.training.seconds}
@@ -225,8 +225,7 @@ class Trainer:
         }
 
     def load_state(self, st: dict[str, Any]) -> None:
-        if st.get("g_source"):  # the checkpoint the run's G started from, as it was then
-            self.g_source = json.loads(st["g_source"]) or self.g_source
+        self.g_source = json.loads(st.get("g_source") or "null")  # where the run's G started, as it was then
         self.g_raw.load_state_dict(st["G"])
         self.d_raw.load_state_dict(st["D"])
         self.ema.model.load_state_dict(st["G_ema"])
@@ -473,6 +472,8 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
             log.info("resumed from %s at epoch %d (step %d)", state_path, start_epoch, trainer.step_count)
     elif cfg.extra.get("resume") and d.main:
         log.info("--resume: no %s yet, starting from scratch", state_path)
+    if cfg.init_g_from and start_epoch == 0 and trainer.step_count == 0:  # a resumed run's G is in its state
+        trainer.init_g_from(Path(cfg.init_g_from), data.class_names)
 
     writer = None
     if d.main:

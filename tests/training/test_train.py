@@ -120,6 +120,13 @@ def test_init_g_from_starts_g_from_a_checkpoints_generator(tmp_path, tiny_args, 
                                 (tmp_path, [], "config.json")):  # a folder that is no checkpoint
         assert finetune("bad", "--init-g-from", str(folder), *extra) == 2
         assert says in capsys.readouterr().err
+    # A resumed fine-tune takes G from its state, and its record of the source, even once the source is gone.
+    (src / "generator.safetensors").unlink()
+    assert main(["train", "--family", "acgan", "--dataset", "synthetic", "--epochs", "2", "--resume", "--out",
+                 str(tmp_path / "ft"), "--run-dir", str(tmp_path / "r-ft"), "--lr-g", "1e-12", "--init-g-from",
+                 str(src), "--acgan-projection", *tiny_args]) == 0
+    resumed = read_config(tmp_path / "ft").training
+    assert resumed.epochs == 2 and resumed.init_g_from == recorded
 
 
 def test_rgb_64_upsample_variant(tmp_path, tiny_args):
