@@ -29,7 +29,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DistributedSampler
 
 from training import losses
-from training.checkpoint import CheckpointConfig, atomic_write_bytes, read_config, save_checkpoint, update_metrics
+from training.checkpoint import (
+    CheckpointConfig,
+    GeneratorSource,
+    atomic_write_bytes,
+    read_config,
+    save_checkpoint,
+    update_metrics,
+)
 from training.config import KEEP_BEST, ConfigError, TrainConfig
 from training.data import ImageData, load_dataset, to_float
 from training.devices import pick_device
@@ -167,7 +174,7 @@ class Trainer:
         if cfg.channels_last:
             self.g_raw = self.g_raw.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             self.d_raw = self.d_raw.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.g_source: dict[str, Any] | None = None  # --init-g-from: the checkpoint G started from
+        self.g_source: GeneratorSource | None = None  # --init-g-from: the checkpoint G started from
         self.ema = EMA(self.g_raw, cfg.ema_decay)
         betas = (cfg.beta1, cfg.beta2)
         if fam.objective in ("vae", "ae"):
@@ -193,11 +200,11 @@ class Trainer:
         """Start G (and its average) from a checkpoint's generator: a fine-tune; D starts afresh. The
         checkpoint must have this run's generator architecture and classes (its label k must mean this
         dataset's class k). Every rank loads the same file, so DDP replicas start equal."""
-        from training.checkpoint import CheckpointError, load_generator
+        from training.checkpoint import load_generator
 
         try:
             source, scfg = load_generator(folder)
-        except (CheckpointError, OSError, ValueError) as e:
+        except (OSError, ValueError) as e:  # CheckpointError is a ValueError
             raise ConfigError(f"--init-g-from {folder}: {e}") from e
         if (scfg.generator.class_name, scfg.generator.kwargs) != (self.g_class, self.g_kwargs):
             raise ConfigError(f"--init-g-from {folder}: its generator is {scfg.generator.class_name} "
@@ -207,9 +214,9 @@ class Trainer:
                               f"{class_names}")
         self.g_raw.load_state_dict(source.state_dict())  # copy_ casts float16 weights to this G's dtype
         self.ema.model.load_state_dict(self.g_raw.state_dict())
-        self.g_source = {"folder": str(folder), "name": scfg.name, "generator_sha256": scfg.generator_sha256,
-                         "command": scfg.training.command, "epochs": scfg.training.epochs,
-                         "seconds": scfg.training.seconds}
+        self.g_source = GeneratorSource(folder=str(folder), name=scfg.name, generator_sha256=scfg.generator_sha256,
+                                        command=scfg.training.command, epochs=scfg.training.epochs,
+                                        seconds=scfg.training.seconds)
 
     # -- state for --resume -------------------------------------------------------------
 
@@ -221,11 +228,12 @@ class Trainer:
             "config": json.dumps(self.cfg.to_json(), sort_keys=True),
             "G": self.g_raw.state_dict(), "D": self.d_raw.state_dict(), "G_ema": self.ema.model.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict() if self.opt_d else {},
-            "rng": torch.get_rng_state(), "g_source": json.dumps(self.g_source),
+            "rng": torch.get_rng_state(), "g_source": self.g_source.model_dump_json() if self.g_source else "",
         }
 
     def load_state(self, st: dict[str, Any]) -> None:
-        self.g_source = json.loads(st.get("g_source") or "null")  # where the run's G started, as it was then
+        saved = st.get("g_source")  # where the run's G started, as it was then
+        self.g_source = GeneratorSource.model_validate_json(saved) if saved and saved != "null" else None
         self.g_raw.load_state_dict(st["G"])
         self.d_raw.load_state_dict(st["D"])
         self.ema.model.load_state_dict(st["G_ema"])
@@ -395,7 +403,7 @@ def checkpoint_config(cfg: TrainConfig, trainer: Trainer, data: ImageData, epoch
             "git_commit": commit, "images_seen": images_seen, "world_size": world,
             "options": {k: v for k, v in cfg.to_json().items() if k not in ("command", "extra")},
             "evaluations": list(evaluations or []),
-            "init_g_from": trainer.g_source,
+            "init_g_from": trainer.g_source.model_dump() if trainer.g_source else None,
         },
     }
 
