@@ -64,6 +64,15 @@ def _family(s: str) -> str:
     return s
 
 
+def _diffaugment(s: str) -> str:
+    from training.augment import parse_policy
+
+    try:
+        return ",".join(parse_policy(s))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _dataset(s: str) -> str:
     from training.data import DATASETS
 
@@ -102,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--spectral-norm", action="store_true",
                    help="spectral normalisation of every layer of D in place of its batch-/layer-norm (SNGAN); "
                         "usually with --loss hinge (dcgan, cgan, acgan, wgan-gp)")
+    t.add_argument("--diffaugment", metavar="POLICY", type=_diffaugment, default=d["diffaugment"].default,
+                   help="differentiable augmentation (DiffAugment): the same kinds of random transforms of real "
+                        "and generated images, in D's step and in G's, so a discriminator cannot learn a small "
+                        "dataset by heart; a comma-separated list of color, translation, cutout (the paper's "
+                        "choice for little data: all three); every family with a discriminator")
     t.add_argument("--batch-size", type=int_range(2, 65_536), default=d["batch_size"].default)
     t.add_argument("--lr-g", type=_float_range(0, 1, lo_open=True), default=d["lr_g"].default)
     t.add_argument("--lr-d", type=_float_range(0, 1, lo_open=True), default=d["lr_d"].default)
@@ -218,6 +232,11 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str], parser: argparse.Ar
             if not get_family(args.family).conv_discriminator:
                 parser.error(f"--{flag.replace('_', '-')} needs a convolutional discriminator (dcgan, cgan, acgan, "
                              f"wgan-gp), not --family {args.family}")
+    if args.diffaugment:
+        from training.models import get_family
+
+        if get_family(args.family).objective in ("vae", "ae"):
+            parser.error(f"--diffaugment augments a discriminator's inputs; --family {args.family} has none")
     if args.device != "auto" and not device_available(args.device):
         parser.error(f"--device {args.device!r} is not available here (auto, cpu, cuda[:N], mps)")
     if args.keep_best and not args.eval_every:

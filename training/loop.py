@@ -29,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DistributedSampler
 
 from training import losses
+from training.augment import diff_augment, parse_policy
 from training.checkpoint import (
     CheckpointConfig,
     GeneratorSource,
@@ -50,7 +51,7 @@ STATE = "state.pt"
 # refuses to change): a resumed run with other values of these is another recipe.
 RECIPE_KEYS = ("batch_size", "lr_g", "lr_d", "beta1", "beta2", "loss", "label_smoothing", "noisy_labels",
                "pretrain_d_epochs", "acgan_fake_class_weight", "acgan_g_class_weight", "n_critic", "gp_weight",
-               "kl_weight", "ema_decay")
+               "kl_weight", "ema_decay", "diffaugment")
 # The options that make the networks: --resume refuses to change them.
 ARCH_KEYS = ("family", "dataset", "resolution", "channels", "z_dim", "width", "upsample", "bn", "classes",
              "minibatch_std", "spectral_norm", "acgan_projection")
@@ -174,6 +175,9 @@ class Trainer:
         if cfg.channels_last:
             self.g_raw = self.g_raw.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             self.d_raw = self.d_raw.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.augment = parse_policy(cfg.diffaugment)  # --diffaugment: transforms of every D input
+        if self.augment and fam.objective in ("vae", "ae"):
+            raise ConfigError(f"--diffaugment augments a discriminator's inputs; --family {cfg.family} has none")
         self.g_source: GeneratorSource | None = None  # --init-g-from: the checkpoint G started from
         self.ema = EMA(self.g_raw, cfg.ema_decay)
         betas = (cfg.beta1, cfg.beta2)
@@ -270,8 +274,9 @@ class Trainer:
     def _judge(self, images: torch.Tensor, labels: torch.Tensor | None,
                adv_loss: Callable[[torch.Tensor], torch.Tensor], class_weight: float = 1.0,
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One D forward → (adversarial loss [+ class_weight × ACGAN class loss], real/fake logits (B,))."""
-        out = self.d(images, labels)
+        """One D forward of the (--diffaugment'ed) images → (adversarial loss [+ class_weight × ACGAN class
+        loss], real/fake logits (B,))."""
+        out = self.d(diff_augment(images, self.augment), labels)
         if self.fam.objective != "acgan":
             return adv_loss(out), out
         adv, cls = out
@@ -316,7 +321,9 @@ class Trainer:
         with torch.no_grad():
             fake = self.g_raw(self._z(b), None)
         self.opt_d.zero_grad(set_to_none=True)
-        real_s, fake_s, gp = losses.gradient_penalty(lambda t: self.d(t), x, fake)
+        # With --diffaugment the penalty is taken between the augmented images, the ones the critic judges.
+        real_s, fake_s, gp = losses.gradient_penalty(lambda t: self.d(t), diff_augment(x, self.augment),
+                                                     diff_augment(fake, self.augment))
         loss_d = losses.critic_wasserstein(real_s, fake_s) + cfg.gp_weight * gp
         loss_d.backward()
         self.opt_d.step()
@@ -327,7 +334,7 @@ class Trainer:
             self.opt_g.zero_grad(set_to_none=True)
             sync = self.d.no_sync() if isinstance(self.d, DDP) else contextlib.nullcontext()
             with sync:
-                loss_g = losses.g_wasserstein(self.d(self.g(self._z(b), None)))
+                loss_g = losses.g_wasserstein(self.d(diff_augment(self.g(self._z(b), None), self.augment)))
             loss_g.backward()
             self.opt_g.step()
             out["loss_g"] = loss_g.detach()
@@ -354,7 +361,7 @@ class Trainer:
         assert self.opt_d is not None
         self.d_raw.requires_grad_(True)
         self.opt_d.zero_grad(set_to_none=True)
-        _, cls = self.d(x, y)
+        _, cls = self.d(diff_augment(x, self.augment), y)
         loss = losses.class_loss(cls, y)
         loss.backward()
         self.opt_d.step()
