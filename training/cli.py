@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--spectral-norm", action="store_true",
                    help="spectral normalisation of every layer of D in place of its batch-/layer-norm (SNGAN); "
                         "usually with --loss hinge (dcgan, cgan, acgan, wgan-gp)")
+    t.add_argument("--r1-gamma", type=_float_range(0, 1e4), default=d["r1_gamma"].default,
+                   help="R1 penalty: D's loss gets γ/2 × the mean squared norm of its gradient at real images, so it "
+                        "cannot win by walling the data off (Mescheder et al. 2018; gan and acgan objectives: dcgan, "
+                        "cgan, acgan, mlp-gan)")
     t.add_argument("--diffaugment", metavar="POLICY", type=_diffaugment, default=d["diffaugment"].default,
                    help="differentiable augmentation (DiffAugment): the same kinds of random transforms of real "
                         "and generated images, in D's step and in G's, so a discriminator cannot learn a small "
@@ -232,6 +236,12 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str], parser: argparse.Ar
             if not get_family(args.family).conv_discriminator:
                 parser.error(f"--{flag.replace('_', '-')} needs a convolutional discriminator (dcgan, cgan, acgan, "
                              f"wgan-gp), not --family {args.family}")
+    if args.r1_gamma:
+        from training.models import get_family
+
+        if get_family(args.family).objective not in ("gan", "acgan"):
+            parser.error(f"--r1-gamma applies to the gan and acgan objectives, not to --family {args.family} (wgan-gp "
+                         "has its own gradient penalty, --gp-weight)")
     if args.diffaugment:
         from training.models import get_family
 

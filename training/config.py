@@ -33,6 +33,7 @@ class TrainConfig:
     bn: str = "before-act"
     minibatch_std: bool = False  # D sees the batch's feature standard deviation as one more channel
     spectral_norm: bool = False  # D's layers are spectrally normalised (and not batch-/layer-normalised)
+    r1_gamma: float = 0.0  # R1 penalty weight: (γ/2)·E‖∇D(real)‖² in D's loss (0: none)
     diffaugment: str = ""  # e.g. "color,translation,cutout": random transforms of all D's inputs, real and fake
     batch_size: int = 128
     lr_g: float = 2e-4

@@ -51,7 +51,7 @@ STATE = "state.pt"
 # refuses to change): a resumed run with other values of these is another recipe.
 RECIPE_KEYS = ("batch_size", "lr_g", "lr_d", "beta1", "beta2", "loss", "label_smoothing", "noisy_labels",
                "pretrain_d_epochs", "acgan_fake_class_weight", "acgan_g_class_weight", "n_critic", "gp_weight",
-               "kl_weight", "ema_decay", "diffaugment")
+               "kl_weight", "ema_decay", "diffaugment", "r1_gamma")
 # The options that make the networks: --resume refuses to change them.
 ARCH_KEYS = ("family", "dataset", "resolution", "channels", "z_dim", "width", "upsample", "bn", "classes",
              "minibatch_std", "spectral_norm", "acgan_projection")
@@ -178,6 +178,8 @@ class Trainer:
         self.augment = parse_policy(cfg.diffaugment)  # --diffaugment: transforms of every D input
         if self.augment and fam.objective in ("vae", "ae"):
             raise ConfigError(f"--diffaugment augments a discriminator's inputs; --family {cfg.family} has none")
+        if cfg.r1_gamma and fam.objective not in ("gan", "acgan"):
+            raise ConfigError(f"--r1-gamma applies to the gan and acgan objectives, not to --family {cfg.family}")
         self.g_source: GeneratorSource | None = None  # --init-g-from: the checkpoint G started from
         self.ema = EMA(self.g_raw, cfg.ema_decay)
         betas = (cfg.beta1, cfg.beta2)
@@ -296,7 +298,11 @@ class Trainer:
         # D step: real and fake each get their own forward and backward (as pytorch/examples dcgan).
         self.d_raw.requires_grad_(True)
         self.opt_d.zero_grad(set_to_none=True)
-        loss_r, adv_r = self._judge(x, y_real, losses.d_hinge_real if hinge else lambda a: losses.bce(a, t_real))
+        x_in = x.detach().requires_grad_(True) if cfg.r1_gamma else x
+        loss_r, adv_r = self._judge(x_in, y_real, losses.d_hinge_real if hinge else lambda a: losses.bce(a, t_real))
+        if cfg.r1_gamma:
+            r1 = losses.r1_penalty(adv_r, x_in)
+            loss_r = loss_r + cfg.r1_gamma / 2 * r1
         loss_r.backward()
         loss_f, adv_f = self._judge(fake.detach(), y_fake,
                                     losses.d_hinge_fake if hinge else lambda a: losses.bce(a, t_fake),
@@ -311,8 +317,11 @@ class Trainer:
                                     cfg.acgan_g_class_weight)
         loss_g.backward()
         self.opt_g.step()
-        return {"loss_d": (loss_r + loss_f).detach(), "loss_g": loss_g.detach(),
-                "d_real": torch.sigmoid(adv_r.detach()).mean(), "d_fake": torch.sigmoid(adv_f.detach()).mean()}
+        out = {"loss_d": (loss_r + loss_f).detach(), "loss_g": loss_g.detach(),
+               "d_real": torch.sigmoid(adv_r.detach()).mean(), "d_fake": torch.sigmoid(adv_f.detach()).mean()}
+        if cfg.r1_gamma:
+            out["r1"] = r1.detach()
+        return out
 
     def _step_wgan(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg, b = self.cfg, x.shape[0]

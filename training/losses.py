@@ -69,6 +69,15 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
     return real_s, fake_s, penalty
 
 
+def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al., 2018): E‖∇ₓ D(x)‖² over real images x — the discriminator's slope where the
+    data is. Penalising it keeps D from sharpening into a wall around the real images, the state in
+    which D(real) → 1, D(fake) → 0 and G learns nothing. ``real`` must require grad and ``real_logits``
+    come from it; the graph is kept so the penalty can be back-propagated into D."""
+    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+    return grad.square().flatten(1).sum(1).mean()
+
+
 def class_loss(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """ACGAN auxiliary classifier loss (also used for D-classifier pretraining)."""
     return F.cross_entropy(class_logits, labels)

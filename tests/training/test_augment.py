@@ -121,3 +121,36 @@ def test_diffaugment_can_be_switched_on_when_a_run_resumes(tmp_path, tiny_args):
     assert main([*base, "--epochs", "2", "--resume", "--diffaugment", "translation,color"]) == 0
     cfg = read_config(tmp_path / "o")
     assert cfg.training.epochs == 2 and cfg.training.options["diffaugment"] == "translation,color"
+
+
+def test_r1_penalty_is_the_squared_gradient_norm_at_the_real_images():
+    from training.losses import r1_penalty
+
+    x = torch.randn(4, 1, 5, 5, requires_grad=True)
+    w = torch.randn(1, 1, 5, 5, requires_grad=True)  # a "discriminator" weight
+    logits = (x * w).sum(dim=(1, 2, 3)) * 3  # ∇ₓ = 3w for every image: ‖3w‖²
+    r1 = r1_penalty(logits, x)
+    assert torch.allclose(r1, (3 * w).square().sum(), rtol=1e-5)
+    r1.backward()  # the penalty trains D: its gradient reaches the weight (d/dw 9‖w‖² = 18w)
+    assert w.grad is not None and torch.allclose(w.grad, 18 * w, rtol=1e-5)
+    quad = x.square().sum(dim=(1, 2, 3))  # ∇ₓ = 2x: mean of ‖2x‖²
+    assert torch.allclose(r1_penalty(quad, x), (2 * x).square().flatten(1).sum(1).mean(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["cgan", "acgan"])
+def test_r1_gamma_adds_the_penalty_to_ds_loss_and_is_recorded(tmp_path, tiny_args, monkeypatch, family):
+    """With --r1-gamma every D step takes R1 on the real batch; without it, no penalty is computed."""
+    from training import losses
+
+    calls: list[float] = []
+    real = losses.r1_penalty
+    monkeypatch.setattr(losses, "r1_penalty", lambda a, x: calls.append(1.0) or real(a, x))
+    out = tmp_path / "r1"
+    assert main(["train", "--family", family, "--dataset", "synthetic", "--epochs", "1", "--max-steps", "3",
+                 "--out", str(out), "--run-dir", str(tmp_path / "r"), "--r1-gamma", "10", *tiny_args]) == 0
+    assert len(calls) == 3
+    assert read_config(out).training.options["r1_gamma"] == 10.0
+    calls.clear()
+    assert main(["train", "--family", family, "--dataset", "synthetic", "--epochs", "1", "--max-steps", "3",
+                 "--out", str(tmp_path / "plain"), "--run-dir", str(tmp_path / "r2"), *tiny_args]) == 0
+    assert calls == []

@@ -44,6 +44,8 @@ BASE = ["train", "--family", "cgan", "--dataset", "synthetic", "--out", "OUT"]
         (["train", "--family", "wgan-gp", "--dataset", "synthetic", "--out", "x", "--loss", "hinge"], "--loss"),
         ([*BASE, "--device", "cuda:7"], "--device"),
         ([*BASE, "--diffaugment", "colour"], "--diffaugment"),
+        ([*BASE, "--r1-gamma", "-1"], "--r1-gamma"),
+        (["train", "--family", "wgan-gp", "--dataset", "synthetic", "--out", "x", "--r1-gamma", "1"], "--r1-gamma"),
         ([*BASE, "--diffaugment", "cutout,cutout"], "--diffaugment"),
         (["train", "--family", "vae", "--dataset", "synthetic", "--out", "x", "--diffaugment", "cutout"],
          "--diffaugment"),
