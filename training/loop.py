@@ -95,6 +95,10 @@ def git_commit() -> str | None:
 # --- the pieces of one run -----------------------------------------------------------------
 
 
+# Prior samples that re-estimate the averaged generator's batch-norm statistics before it is saved.
+STANDING_STATS_BATCHES, STANDING_STATS_BATCH_SIZE = 32, 128
+
+
 class EMA:
     """Exponential moving average of the generator (the copy that is served).
 
@@ -113,6 +117,37 @@ class EMA:
         torch._foreach_lerp_(ema_p, [p.detach() for p in model.parameters()], 1 - d)
         for b_ema, b in zip(self.model.buffers(), model.buffers(), strict=True):
             b_ema.copy_(b)
+
+    @torch.no_grad()
+    def standing_stats(self, z_dim: int, num_classes: int, device: torch.device, seed: int = 0) -> None:
+        """Re-estimate the average's batch-norm statistics from its own forward passes.
+
+        ``update`` copies the training generator's running statistics, which describe *its* weights'
+        activations. The average's weights lag behind them; while the generator moves fast the two
+        disagree and the served (eval-mode) average normalises with the wrong statistics — in one
+        64×64 run that alone was the difference between FID 69 and FID 3 for the same weights. So before
+        the average is saved, measured or drawn, its statistics are recomputed (BigGAN's "standing
+        statistics"): batches of prior samples (and uniform labels) through the average in train mode,
+        averaged with equal weight. Seeded, and the global RNG is left alone (resume stays exact)."""
+        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches below
+        gen = torch.Generator().manual_seed(seed)
+        self.model.train()
+        try:
+            for _ in range(STANDING_STATS_BATCHES):
+                z = torch.randn(STANDING_STATS_BATCH_SIZE, z_dim, generator=gen).to(device)
+                y = (torch.randint(0, num_classes, (STANDING_STATS_BATCH_SIZE,), generator=gen).to(device)
+                     if num_classes else None)
+                self.model(z, y)
+        finally:
+            self.model.eval()
+            for m, momentum in zip(norms, momenta, strict=True):
+                m.momentum = momentum
 
 
 def batches(data: ImageData, sampler: DistributedSampler[int], batch_size: int) -> Iterator[torch.Tensor]:
@@ -531,6 +566,12 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
             writer.add_image("samples_ema", arr, epochs_done, dataformats="HWC")
         return grid
 
+    def settle_average() -> None:
+        """The averaged generator's batch-norm statistics, re-estimated for its own weights: before it is
+        drawn, saved or measured (a sampled model's only; an autoencoder's decoder is fed encodings)."""
+        if d.main and fam.sampleable:
+            trainer.ema.standing_stats(cfg.z_dim, len(data.class_names) if fam.conditional else 0, device, cfg.seed)
+
     def save_outputs(epochs_done: int, folder: Path = out_dir) -> CheckpointConfig | None:
         if not d.main:
             return None
@@ -626,6 +667,7 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
                 bar.close()
             seconds += time.perf_counter() - t0
             completed = epoch + 1
+            settle_average()
             if d.main:
                 log.info("epoch %d/%d done in %.1fs (%s)", epoch + 1, cfg.epochs, time.perf_counter() - t0,
                          ", ".join(f"{k} {float(v):.3f}" for k, v in metrics.items()))
@@ -648,6 +690,7 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
             result = read_config(out_dir)  # the best so far stays
         if result is None:  # nothing left to train (resumed a finished run): still write outputs
             before = read_config(out_dir) if d.main and (out_dir / "config.json").exists() else None
+            settle_average()
             result = save_outputs(max(epoch, start_epoch))
             if (result is not None and before is not None and before.metrics
                     and before.generator_sha256 == result.generator_sha256):  # the same weights: same measurements
