@@ -103,7 +103,8 @@ class EMA:
     """Exponential moving average of the generator (the copy that is served).
 
     Parameters are averaged with a decay that warms up from 0 so early checkpoints are not
-    dominated by the random init; buffers (batch-norm statistics) are copied.
+    dominated by the random init; buffers (batch-norm statistics) are copied at every step and
+    re-estimated for the averaged weights by ``standing_stats`` before the average is used.
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
