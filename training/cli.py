@@ -229,37 +229,30 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str], parser: argparse.Ar
                           ("acgan_projection", False)):
         if getattr(args, flag) != default and args.family != "acgan":
             parser.error(f"--{flag.replace('_', '-')} needs --family acgan (a discriminator with a class head)")
+    from training.models import get_family
+
+    fam = get_family(args.family)
     for flag in ("minibatch_std", "spectral_norm"):
-        if getattr(args, flag):
-            from training.models import get_family
-
-            if not get_family(args.family).conv_discriminator:
-                parser.error(f"--{flag.replace('_', '-')} needs a convolutional discriminator (dcgan, cgan, acgan, "
-                             f"wgan-gp), not --family {args.family}")
-    if args.r1_gamma:
-        from training.models import get_family
-
-        if get_family(args.family).objective not in ("gan", "acgan"):
-            parser.error(f"--r1-gamma applies to the gan and acgan objectives, not to --family {args.family} (wgan-gp "
-                         "has its own gradient penalty, --gp-weight)")
-    if args.diffaugment:
-        from training.models import get_family
-
-        if get_family(args.family).objective in ("vae", "ae"):
-            parser.error(f"--diffaugment augments a discriminator's inputs; --family {args.family} has none")
+        if getattr(args, flag) and not fam.conv_discriminator:
+            parser.error(f"--{flag.replace('_', '-')} needs a convolutional discriminator (dcgan, cgan, acgan, "
+                         f"wgan-gp), not --family {args.family}")
+    if args.r1_gamma and fam.objective not in ("gan", "acgan"):
+        parser.error(f"--r1-gamma applies to the gan and acgan objectives, not to --family {args.family} (wgan-gp "
+                     "has its own gradient penalty, --gp-weight)")
+    if args.diffaugment and fam.objective in ("vae", "ae"):
+        parser.error(f"--diffaugment augments a discriminator's inputs; --family {args.family} has none")
     if args.device != "auto" and not device_available(args.device):
         parser.error(f"--device {args.device!r} is not available here (auto, cpu, cuda[:N], mps)")
     if args.keep_best and not args.eval_every:
         parser.error("--keep-best needs --eval-every N: it keeps the best of those evaluations")
     if args.eval_every:
         from training.evaluation.evaluator import available_evaluators, default_evaluator_root
-        from training.models import get_family
 
         have = available_evaluators(default_evaluator_root())
         if args.dataset not in have:
             parser.error(f"--eval-every needs a dataset with an evaluator ({', '.join(have) or 'none found'}), "
                          f"not {args.dataset!r}")
-        if not get_family(args.family).sampleable:
+        if not fam.sampleable:
             parser.error(f"--eval-every: --family {args.family} reconstructs, it cannot be sampled and evaluated")
     cfg = TrainConfig(**opts, tensorboard=not args.no_tensorboard, progress=not args.no_progress,
                       command=_command_line(argv), extra={"resume": args.resume}).resolved()
