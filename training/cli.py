@@ -229,18 +229,14 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str], parser: argparse.Ar
                           ("acgan_projection", False)):
         if getattr(args, flag) != default and args.family != "acgan":
             parser.error(f"--{flag.replace('_', '-')} needs --family acgan (a discriminator with a class head)")
+    from training.loop import check_discriminator_options
     from training.models import get_family
 
     fam = get_family(args.family)
-    for flag in ("minibatch_std", "spectral_norm"):
-        if getattr(args, flag) and not fam.conv_discriminator:
-            parser.error(f"--{flag.replace('_', '-')} needs a convolutional discriminator (dcgan, cgan, acgan, "
-                         f"wgan-gp), not --family {args.family}")
-    if args.r1_gamma and fam.objective not in ("gan", "acgan"):
-        parser.error(f"--r1-gamma applies to the gan and acgan objectives, not to --family {args.family} (wgan-gp "
-                     "has its own gradient penalty, --gp-weight)")
-    if args.diffaugment and fam.objective in ("vae", "ae"):
-        parser.error(f"--diffaugment augments a discriminator's inputs; --family {args.family} has none")
+    try:
+        check_discriminator_options(args, fam)
+    except ConfigError as e:
+        parser.error(str(e))
     if args.device != "auto" and not device_available(args.device):
         parser.error(f"--device {args.device!r} is not available here (auto, cpu, cuda[:N], mps)")
     if args.keep_best and not args.eval_every:

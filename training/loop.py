@@ -192,16 +192,28 @@ def render_grid(g: nn.Module, z: torch.Tensor, labels: torch.Tensor | None, cols
 # --- training ------------------------------------------------------------------------------
 
 
+def check_discriminator_options(opts: Any, fam: Family) -> None:
+    """The options that change the discriminator or its loss, against the family that has to take them;
+    ``opts`` is a TrainConfig or the command line's namespace (the CLI checks before loading data).
+    Raises ConfigError naming the flag."""
+    for flag in ("minibatch_std", "spectral_norm"):
+        if getattr(opts, flag) and not fam.conv_discriminator:
+            raise ConfigError(f"--{flag.replace('_', '-')} needs a convolutional discriminator (dcgan, cgan, acgan, "
+                              f"wgan-gp), not --family {fam.name}")
+    if opts.r1_gamma and fam.objective not in ("gan", "acgan"):
+        raise ConfigError(f"--r1-gamma applies to the gan and acgan objectives, not to --family {fam.name} (wgan-gp "
+                          "has its own gradient penalty, --gp-weight)")
+    if opts.diffaugment and fam.objective in ("vae", "ae"):
+        raise ConfigError(f"--diffaugment augments a discriminator's inputs; --family {fam.name} has none")
+
+
 class Trainer:
     """Holds the networks and optimisers of one run; ``step`` does one optimisation step."""
 
     def __init__(self, cfg: TrainConfig, fam: Family, data: ImageData, d: Dist, device: torch.device) -> None:
         self.cfg, self.fam, self.data, self.dist, self.device = cfg, fam, data, d, device
         self.num_classes = len(data.class_names)
-        for flag in ("minibatch_std", "spectral_norm"):
-            if getattr(cfg, flag) and not fam.conv_discriminator:
-                raise ConfigError(f"--{flag.replace('_', '-')} needs a convolutional discriminator (dcgan, cgan, "
-                                  f"acgan, wgan-gp); --family {cfg.family} has none")
+        check_discriminator_options(cfg, fam)
         opts = ArchOptions(cfg.z_dim, self.num_classes, cfg.channels, cfg.resolution, cfg.width, cfg.upsample, cfg.bn,
                            cfg.minibatch_std, cfg.spectral_norm, cfg.acgan_projection)
         self.g_class, self.g_kwargs, aux = fam.build(opts)
@@ -212,10 +224,6 @@ class Trainer:
             self.g_raw = self.g_raw.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             self.d_raw = self.d_raw.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.augment = parse_policy(cfg.diffaugment)  # --diffaugment: transforms of every D input
-        if self.augment and fam.objective in ("vae", "ae"):
-            raise ConfigError(f"--diffaugment augments a discriminator's inputs; --family {cfg.family} has none")
-        if cfg.r1_gamma and fam.objective not in ("gan", "acgan"):
-            raise ConfigError(f"--r1-gamma applies to the gan and acgan objectives, not to --family {cfg.family}")
         self.g_source: GeneratorSource | None = None  # --init-g-from: the checkpoint G started from
         self.ema = EMA(self.g_raw, cfg.ema_decay)
         betas = (cfg.beta1, cfg.beta2)
