@@ -115,6 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="R1 penalty: D's loss gets γ/2 × the mean squared norm of its gradient at real images, so it "
                         "cannot win by walling the data off (Mescheder et al. 2018; gan and acgan objectives: dcgan, "
                         "cgan, acgan, mlp-gan)")
+    t.add_argument("--latent-categories", metavar="K", type=int_range(0, 4096), default=d["latent_categories"].default,
+                   help="InfoGAN (Chen et al. 2016): the generator reads a K-way categorical code from its latent "
+                        "(the largest of z's first K entries, one-hot; uniform over K for z ~ N(0, I), so a seed "
+                        "still fixes the image) and D gets a second head, Q, trained with G to recover the code "
+                        "from the image — an unlabelled way to give G discrete modes to jump between (dcgan, "
+                        "wgan-gp; 2 ≤ K ≤ --z-dim)")
+    t.add_argument("--info-weight", type=_float_range(0, 100), default=d["info_weight"].default,
+                   help="InfoGAN: weight λ of the code's cross-entropy in D's and G's losses (with "
+                        "--latent-categories)")
+    t.add_argument("--self-condition", action="store_true",
+                   help="with --latent-categories K: a self-conditioned GAN (Liu et al. 2020) instead of InfoGAN's "
+                        "Q head — the training images are cut into K equal k-means clusters (pixel PCA) and D "
+                        "judges each real image with its cluster and each generated one with its code, as a cGAN's "
+                        "D judges image and label; G stays unconditional to its users (dcgan)")
     t.add_argument("--diffaugment", metavar="POLICY", type=_diffaugment, default=d["diffaugment"].default,
                    help="differentiable augmentation (DiffAugment): the same kinds of random transforms of real "
                         "and generated images, in D's step and in G's, so a discriminator cannot learn a small "
@@ -225,6 +239,10 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str], parser: argparse.Ar
         parser.error("--loss applies to the gan objective, not to --family wgan-gp")
     if args.pretrain_d_epochs and args.family != "acgan":
         parser.error("--pretrain-d-epochs needs --family acgan (a discriminator with a class head)")
+    if args.self_condition and args.info_weight != 1.0:
+        parser.error("--info-weight weighs InfoGAN's Q head, which --self-condition replaces")
+    if args.info_weight != 1.0 and not args.latent_categories:
+        parser.error("--info-weight weighs the InfoGAN code's loss: it needs --latent-categories K")
     for flag, default in (("acgan_fake_class_weight", 1.0), ("acgan_g_class_weight", 1.0),
                           ("acgan_projection", False)):
         if getattr(args, flag) != default and args.family != "acgan":

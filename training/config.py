@@ -34,6 +34,9 @@ class TrainConfig:
     minibatch_std: bool = False  # D sees the batch's feature standard deviation as one more channel
     spectral_norm: bool = False  # D's layers are spectrally normalised (and not batch-/layer-normalised)
     r1_gamma: float = 0.0  # R1 penalty weight: (γ/2)·E‖∇D(real)‖² in D's loss (0: none)
+    latent_categories: int = 0  # InfoGAN: a K-way categorical code in G's latent, recovered by D's Q head (0: none)
+    info_weight: float = 1.0  # InfoGAN: weight λ of the code's cross-entropy in D's (Q's) and G's losses
+    self_condition: bool = False  # D judges fakes with their code, reals with their k-means cluster (no Q head)
     diffaugment: str = ""  # e.g. "color,translation,cutout": random transforms of all D's inputs, real and fake
     batch_size: int = 128
     lr_g: float = 2e-4

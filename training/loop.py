@@ -44,6 +44,7 @@ from training.devices import pick_device
 from training.images import make_grid, png_bytes, to_uint8
 from training.latent import latents
 from training.models import ArchOptions, Family, build_generator, get_family
+from training.models.dcgan import latent_code
 
 log = logging.getLogger("training")
 STATE = "state.pt"
@@ -51,10 +52,10 @@ STATE = "state.pt"
 # refuses to change): a resumed run with other values of these is another recipe.
 RECIPE_KEYS = ("batch_size", "lr_g", "lr_d", "beta1", "beta2", "loss", "label_smoothing", "noisy_labels",
                "pretrain_d_epochs", "acgan_fake_class_weight", "acgan_g_class_weight", "n_critic", "gp_weight",
-               "kl_weight", "ema_decay", "diffaugment", "r1_gamma")
+               "kl_weight", "ema_decay", "diffaugment", "r1_gamma", "info_weight")
 # The options that make the networks: --resume refuses to change them.
 ARCH_KEYS = ("family", "dataset", "resolution", "channels", "z_dim", "width", "upsample", "bn", "classes",
-             "minibatch_std", "spectral_norm", "acgan_projection")
+             "minibatch_std", "spectral_norm", "acgan_projection", "latent_categories", "self_condition")
 
 
 # --- setup -------------------------------------------------------------------------------
@@ -205,6 +206,15 @@ def check_discriminator_options(opts: Any, fam: Family) -> None:
                           "has its own gradient penalty, --gp-weight)")
     if opts.diffaugment and fam.objective in ("vae", "ae"):
         raise ConfigError(f"--diffaugment augments a discriminator's inputs; --family {fam.name} has none")
+    k = opts.latent_categories
+    if k and (fam.conditional or not fam.conv_discriminator):
+        raise ConfigError(f"--latent-categories needs an unconditional family with a convolutional discriminator "
+                          f"(dcgan, wgan-gp), not --family {fam.name}")
+    if k and not 2 <= k <= opts.z_dim:
+        raise ConfigError(f"--latent-categories must be 0 (none) or 2–{opts.z_dim} (--z-dim), got {k}")
+    if opts.self_condition and not (k and fam.objective == "gan"):
+        raise ConfigError(f"--self-condition needs --latent-categories K and the gan objective (--family dcgan), "
+                          f"not --family {fam.name}" + ("" if k else " without --latent-categories"))
 
 
 class Trainer:
@@ -215,7 +225,8 @@ class Trainer:
         self.num_classes = len(data.class_names)
         check_discriminator_options(cfg, fam)
         opts = ArchOptions(cfg.z_dim, self.num_classes, cfg.channels, cfg.resolution, cfg.width, cfg.upsample, cfg.bn,
-                           cfg.minibatch_std, cfg.spectral_norm, cfg.acgan_projection)
+                           cfg.minibatch_std, cfg.spectral_norm, cfg.acgan_projection, cfg.latent_categories,
+                           cfg.self_condition)
         self.g_class, self.g_kwargs, aux = fam.build(opts)
         torch.manual_seed(cfg.seed)  # identical init on every rank
         self.g_raw = build_generator(self.g_class, self.g_kwargs).to(device)
@@ -245,6 +256,12 @@ class Trainer:
         elif fam.objective in ("vae", "ae"):
             self.pair = _AutoEncoder(self.d_raw, self.g_raw)
         self.step_count = 0
+        # --self-condition: each training image's cluster, D's label for it (kept in the resume state).
+        self.clusters: torch.Tensor | None = None
+        if cfg.self_condition:
+            from training.clusters import cluster_labels
+
+            self.clusters = cluster_labels(data.images, cfg.latent_categories, cfg.seed)
 
     def init_g_from(self, folder: Path, class_names: list[str]) -> None:
         """Start G (and its average) from a checkpoint's generator: a fine-tune; D starts afresh. The
@@ -279,6 +296,7 @@ class Trainer:
             "G": self.g_raw.state_dict(), "D": self.d_raw.state_dict(), "G_ema": self.ema.model.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict() if self.opt_d else {},
             "rng": torch.get_rng_state(), "g_source": self.g_source.model_dump_json() if self.g_source else "",
+            **({"clusters": self.clusters} if self.clusters is not None else {}),
         }
 
     def load_state(self, st: dict[str, Any]) -> None:
@@ -297,6 +315,8 @@ class Trainer:
                 group["lr"], group["betas"] = lr, (self.cfg.beta1, self.cfg.beta2)
         torch.set_rng_state(st["rng"])
         self.step_count = int(st["step"])
+        if self.clusters is not None and "clusters" in st:
+            self.clusters = st["clusters"].cpu()
 
     # -- one step -------------------------------------------------------------------------
 
@@ -319,23 +339,35 @@ class Trainer:
 
     def _judge(self, images: torch.Tensor, labels: torch.Tensor | None,
                adv_loss: Callable[[torch.Tensor], torch.Tensor], class_weight: float = 1.0,
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One D forward of the (--diffaugment'ed) images → (adversarial loss [+ class_weight × ACGAN class
-        loss], real/fake logits (B,))."""
+               targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One D forward of the (--diffaugment'ed) images → (adversarial loss [+ class_weight × the second
+        head's cross-entropy against ``targets``: the labels for ACGAN's class head, the latent codes for
+        InfoGAN's Q head], real/fake logits (B,)). Without targets (InfoGAN's real images) only the first."""
         out = self.d(diff_augment(images, self.augment), labels)
-        if self.fam.objective != "acgan":
+        if not isinstance(out, tuple):
             return adv_loss(out), out
         adv, cls = out
-        assert labels is not None
-        if class_weight == 0:
+        targets = labels if targets is None else targets
+        if class_weight == 0 or targets is None:
             return adv_loss(adv), adv
-        return adv_loss(adv) + class_weight * losses.class_loss(cls, labels), adv
+        return adv_loss(adv) + class_weight * losses.class_loss(cls, targets), adv
+
+    def _code(self, z: torch.Tensor) -> torch.Tensor | None:
+        """--latent-categories: the categorical code G reads from each latent (B,); else None."""
+        return latent_code(z, self.cfg.latent_categories) if self.cfg.latent_categories else None
 
     def _step_gan(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg, b = self.cfg, x.shape[0]
-        y_real = y if self.fam.conditional else None
+        y_real = y if self.fam.conditional or cfg.self_condition else None  # self-conditioned: y is the cluster
         y_fake = self._labels(b)
-        fake = self.g(self._z(b), y_fake)  # (B, C, H, W), one G forward per step (DDP-safe)
+        z = self._z(b)
+        code = self._code(z)
+        fake = self.g(z, y_fake)  # (B, C, H, W), one G forward per step (DDP-safe)
+        acgan = self.fam.objective == "acgan"
+        w_fake = cfg.acgan_fake_class_weight if acgan else cfg.info_weight  # D's (Q's) second-head weights
+        w_g = cfg.acgan_g_class_weight if acgan else cfg.info_weight
+        if cfg.self_condition:  # D is told each fake's code as its label; there is no Q head to train
+            y_fake, code = code, None
         assert self.opt_d is not None
         hinge = cfg.loss == "hinge"
         t_real, t_fake = losses.d_targets(b, self.device, cfg.label_smoothing, cfg.noisy_labels)
@@ -349,16 +381,14 @@ class Trainer:
             loss_r = loss_r + cfg.r1_gamma / 2 * r1
         loss_r.backward()
         loss_f, adv_f = self._judge(fake.detach(), y_fake,
-                                    losses.d_hinge_fake if hinge else lambda a: losses.bce(a, t_fake),
-                                    cfg.acgan_fake_class_weight)
+                                    losses.d_hinge_fake if hinge else lambda a: losses.bce(a, t_fake), w_fake, code)
         loss_f.backward()
         self.opt_d.step()
         # G step: D frozen and out of DDP's gradient sync.
         self.d_raw.requires_grad_(False)
         self.opt_g.zero_grad(set_to_none=True)
         with self.d.no_sync() if isinstance(self.d, DDP) else contextlib.nullcontext():
-            loss_g, _ = self._judge(fake, y_fake, losses.g_hinge if hinge else losses.g_nonsaturating,
-                                    cfg.acgan_g_class_weight)
+            loss_g, _ = self._judge(fake, y_fake, losses.g_hinge if hinge else losses.g_nonsaturating, w_g, code)
         loss_g.backward()
         self.opt_g.step()
         out = {"loss_d": (loss_r + loss_f).detach(), "loss_g": loss_g.detach(),
@@ -372,12 +402,16 @@ class Trainer:
         assert self.opt_d is not None
         self.d_raw.requires_grad_(True)
         with torch.no_grad():
-            fake = self.g_raw(self._z(b), None)
+            z = self._z(b)
+            fake = self.g_raw(z, None)
+        code = self._code(z)
         self.opt_d.zero_grad(set_to_none=True)
         # With --diffaugment the penalty is taken between the augmented images, the ones the critic judges.
-        real_s, fake_s, gp = losses.gradient_penalty(lambda t: self.d(t), diff_augment(x, self.augment),
+        real_s, fake_s, gp = losses.gradient_penalty(lambda t: _scores(self.d(t)), diff_augment(x, self.augment),
                                                      diff_augment(fake, self.augment))
         loss_d = losses.critic_wasserstein(real_s, fake_s) + cfg.gp_weight * gp
+        if code is not None:  # InfoGAN: Q (the critic's second head) learns to recover the code
+            loss_d = loss_d + self._info_loss(fake, code)
         loss_d.backward()
         self.opt_d.step()
         out = {"loss_d": loss_d.detach(), "gp": gp.detach(), "w_dist": (real_s.mean() - fake_s.mean()).detach()}
@@ -387,11 +421,25 @@ class Trainer:
             self.opt_g.zero_grad(set_to_none=True)
             sync = self.d.no_sync() if isinstance(self.d, DDP) else contextlib.nullcontext()
             with sync:
-                loss_g = losses.g_wasserstein(self.d(diff_augment(self.g(self._z(b), None), self.augment)))
+                z = self._z(b)
+                fake = self.g(z, None)
+                loss_g = losses.g_wasserstein(self._critic(fake))
+                code = self._code(z)
+                if code is not None:
+                    loss_g = loss_g + self._info_loss(fake, code)
             loss_g.backward()
             self.opt_g.step()
             out["loss_g"] = loss_g.detach()
         return out
+
+    def _critic(self, images: torch.Tensor) -> torch.Tensor:
+        """WGAN-GP: the critic's scores (B,) of the (--diffaugment'ed) images, without Q's head."""
+        return _scores(self.d(diff_augment(images, self.augment)))
+
+    def _info_loss(self, fake: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        """λ × the cross-entropy of Q's guess of each generated image's latent code (InfoGAN)."""
+        _, q = self.d(diff_augment(fake, self.augment))
+        return self.cfg.info_weight * losses.class_loss(q, code)
 
     def _step_vae(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         self.opt_g.zero_grad(set_to_none=True)
@@ -419,6 +467,11 @@ class Trainer:
         loss.backward()
         self.opt_d.step()
         return {"loss_cls": loss.detach(), "acc": (cls.argmax(1) == y).float().mean()}
+
+
+def _scores(out: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """A discriminator's real/fake logits or critic scores (B,), without its second head's output."""
+    return out[0] if isinstance(out, tuple) else out
 
 
 class _AutoEncoder(nn.Module):
@@ -556,7 +609,7 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
     sampler: DistributedSampler[int] = DistributedSampler(
         _Indices(len(data)), num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed)
     images = data.images.to(device)
-    labels = data.labels.to(device)
+    labels = (data.labels if trainer.clusters is None else trainer.clusters).to(device)
     steps_per_epoch = len(sampler) // cfg.batch_size
 
     def save_state(epoch: int) -> None:

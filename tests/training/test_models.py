@@ -166,3 +166,40 @@ def test_spectral_norm_discriminator_has_unit_spectral_norm_layers_and_no_norm_l
     plain = DCDiscriminator(1, 28, 8, 4 if cond != "none" else 0, cond, norm)
     assert any(abs(torch.linalg.matrix_norm(m.weight.flatten(1), ord=2) - 1) > 0.3
                for m in plain.modules() if isinstance(m, nn.Conv2d))
+
+
+def test_latent_code_is_uniform_over_k_and_a_function_of_z_alone():
+    from training.models.dcgan import latent_code
+
+    z = torch.randn(20_000, 16, generator=torch.Generator().manual_seed(0))
+    counts = torch.bincount(latent_code(z, 10), minlength=10).float() / len(z)
+    assert counts.min() > 0.09 and counts.max() < 0.11  # 1/10 each, ± sampling noise (σ ≈ 0.002)
+    assert torch.equal(latent_code(z, 10), latent_code(z.clone(), 10))
+    assert torch.equal(latent_code(z[:5], 10), latent_code(z, 10)[:5])  # per row: batch-invariant
+
+
+def test_generator_with_categories_reads_its_code_and_infogan_d_has_a_q_head():
+    fam = get_family("dcgan")
+    opts = ArchOptions(z_dim=8, num_classes=10, channels=1, resolution=28, width=4, upsample="convT",
+                       bn="before-act", categories=4)
+    g_class, g_kwargs, d = fam.build(opts)
+    assert g_kwargs["categories"] == 4 and g_kwargs["num_classes"] == 0
+    g = build_generator(g_class, g_kwargs).eval()
+    first = g.net[0]
+    assert first.in_channels == 8 + 4
+    z = torch.zeros(2, 8)
+    z[0, 1], z[1, 2] = 1.0, 1.0  # codes 1 and 2 — and nothing else differs but those two entries
+    with torch.no_grad():
+        nn.init.zeros_(first.weight[:8])  # the image can then depend on the one-hot code only
+        x = g(z)
+        z2 = z.clone()
+        z2[0, 1] = 2.0  # same code, larger entry: the same image
+        assert torch.equal(g(z2)[0], x[0])
+    assert not torch.allclose(x[0], x[1])
+    adv, q = d(x)
+    assert adv.shape == (2,) and q.shape == (2, 4)
+    # Without categories the kwargs are what they always were (older checkpoints rebuild as before).
+    _, plain, _ = fam.build(ArchOptions(8, 10, 1, 28, 4, "convT", "before-act"))
+    assert "categories" not in plain
+    with pytest.raises(ValueError, match="categories"):
+        DCGenerator(z_dim=8, categories=9)

@@ -224,6 +224,85 @@ def test_spectral_norm_discriminator_trains_and_resumes(tmp_path, tiny_args, fam
     assert "spectral_norm=True" in capsys.readouterr().err
 
 
+# Two steps: the gan objective takes Q's loss in D's and G's half of each (4); WGAN-GP in each critic
+# step and in G's step, which comes every --n-critic 2 steps (2 + 1).
+@pytest.mark.parametrize(("family", "extra", "q_losses"),
+                         [("dcgan", [], 4), ("wgan-gp", ["--n-critic", "2"], 3)])
+def test_infogan_code_is_learned_by_d_and_g_from_gs_own_latents(tmp_path, tiny_args, monkeypatch, family, extra,
+                                                                q_losses, capsys):
+    """--latent-categories K: every Q loss is taken against the codes of the latents G was given (D's on
+    generated images only; G's too — WGAN-GP's on its generator steps); the run resumes; the checkpoint
+    generator reads its code; and the discriminator cannot be swapped on resume."""
+    from training import losses
+    from training.loop import Trainer
+    from training.models.dcgan import latent_code
+
+    drawn: list[torch.Tensor] = []
+    real_z = Trainer._z
+    monkeypatch.setattr(Trainer, "_z", lambda self, b: drawn.append(real_z(self, b)) or drawn[-1])
+    targets: list[torch.Tensor] = []
+    real_loss = losses.class_loss
+    monkeypatch.setattr(losses, "class_loss", lambda logits, t: targets.append(t) or real_loss(logits, t))
+    out, run = tmp_path / "info", tmp_path / "run"
+    base = ["train", "--family", family, "--dataset", "synthetic", "--out", str(out), "--run-dir", str(run),
+            "--latent-categories", "4", "--info-weight", "0.5", *extra, *tiny_args]
+    assert main([*base, "--epochs", "1", "--max-steps", "2"]) == 0
+    assert len(targets) == q_losses
+    codes = [latent_code(z, 4) for z in drawn]
+    assert all(any(torch.equal(t, c) for c in codes) for t in targets)
+    cfg = read_config(out)
+    assert cfg.generator.kwargs["categories"] == 4 and cfg.training.options["info_weight"] == 0.5
+    g, _ = load_generator(out)
+    assert g(torch.randn(3, 8)).shape == (3, 1, 28, 28)
+    assert main([*base, "--epochs", "2", "--resume"]) == 0
+    no_code = [a for a in base if a not in ("--latent-categories", "4", "--info-weight", "0.5")]
+    assert main([*no_code, "--epochs", "3", "--resume"]) == 2
+    assert "latent_categories=4" in capsys.readouterr().err
+
+
+def test_self_conditioned_d_judges_reals_by_cluster_and_fakes_by_code(tmp_path, tiny_args, monkeypatch, capsys):
+    """--self-condition: every real batch reaches the step with its images' k-means clusters (not their
+    classes), D is told each fake's latent code, there is no Q loss, the clusters survive a resume, and
+    the generator that ships is unconditional."""
+    from training import losses
+    from training.loop import Trainer
+    from training.models.dcgan import DCDiscriminator, latent_code
+
+    seen: list[torch.Tensor] = []
+    real_step = Trainer.step
+    monkeypatch.setattr(Trainer, "step", lambda self, x, y: seen.append(y) or real_step(self, x, y))
+    drawn: list[torch.Tensor] = []
+    real_z = Trainer._z
+    monkeypatch.setattr(Trainer, "_z", lambda self, b: drawn.append(real_z(self, b)) or drawn[-1])
+    told: list[torch.Tensor] = []
+    real_forward = DCDiscriminator.forward
+    monkeypatch.setattr(DCDiscriminator, "forward", lambda self, x, labels=None: told.append(labels)
+                        or real_forward(self, x, labels))
+    monkeypatch.setattr(losses, "class_loss", lambda *a: pytest.fail("no Q head to train"))
+    out, run = tmp_path / "sc", tmp_path / "run"
+    base = ["train", "--family", "dcgan", "--dataset", "synthetic", "--out", str(out), "--run-dir", str(run),
+            "--latent-categories", "4", "--self-condition", *tiny_args]
+    assert main([*base, "--epochs", "1"]) == 0  # 96 images, batches of 16: every image once
+    clusters = torch.load(run / "state.pt", weights_only=True)["clusters"]
+    assert torch.bincount(torch.cat(seen)).tolist() == [24] * 4 == torch.bincount(clusters).tolist()
+    # (the synthetic set has 3 classes of 32: these are not its labels)
+    codes = [latent_code(z, 4) for z in drawn]
+    real_labels = {tuple(y.tolist()) for y in seen}
+    fake_labels = [t for t in told if t is not None and tuple(t.tolist()) not in real_labels]
+    assert fake_labels and all(any(torch.equal(t, c) for c in codes) for t in fake_labels)
+    assert None not in told[: 3 * len(seen)]  # every D call in training got a label (grids come after)
+    cfg = read_config(out)
+    assert not cfg.conditional and cfg.generator.kwargs["categories"] == 4
+    assert cfg.training.options["self_condition"] is True
+    seen.clear()
+    assert main([*base, "--epochs", "2", "--resume"]) == 0
+    assert torch.equal(torch.load(run / "state.pt", weights_only=True)["clusters"], clusters)
+    assert torch.bincount(torch.cat(seen)).tolist() == [24] * 4
+    no_sc = [a for a in base if a != "--self-condition"]
+    assert main([*no_sc, "--epochs", "3", "--resume"]) == 2
+    assert "self_condition=True" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_two_process_gloo_ddp_writes_a_valid_checkpoint(tmp_path, tiny_args):
     out, run = tmp_path / "ddp", tmp_path / "run"

@@ -30,16 +30,19 @@ class DCGenerator(nn.Module):
         ngf: int = 64,
         upsample: str = "convT",
         bn: str = "before-act",
+        categories: int = 0,
     ) -> None:
         super().__init__()
         if upsample not in ("convT", "nearest-conv"):
             raise ValueError(f"upsample must be 'convT' or 'nearest-conv', got {upsample!r}")
-        self.z_dim, self.num_classes = z_dim, num_classes
+        if not 0 <= categories <= z_dim or categories == 1:
+            raise ValueError(f"categories must be 0 or 2–z_dim ({z_dim}), got {categories}")
+        self.z_dim, self.num_classes, self.categories = z_dim, num_classes, categories
         base, stages = upsampling_plan(resolution)
         ch = ngf * 2 ** (stages - 1)
         # (B, z+K, 1, 1) → (B, ch, base, base): a transposed conv with kernel=base is a linear map.
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(z_dim + num_classes, ch, base, 1, 0, bias=False),
+            nn.ConvTranspose2d(z_dim + num_classes + categories, ch, base, 1, 0, bias=False),
             *act_block(ch, bn, nn.ReLU(True)),
         ]
         for stage in range(stages):
@@ -55,14 +58,28 @@ class DCGenerator(nn.Module):
         dcgan_init(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.categories:  # the latent's categorical code, one-hot, as K more inputs
+            z = torch.cat([z, latent_code_one_hot(z, self.categories)], 1)
         return self.net(join_labels(z, labels, self.num_classes)[:, :, None, None])  # (B, C, H, W)
+
+
+def latent_code(z: torch.Tensor, categories: int) -> torch.Tensor:
+    """(B, z_dim) → (B,) the categorical code of a generator with ``categories`` = K: the index of the
+    largest of z's first K entries. For z ~ N(0, I) it is uniform over the K values, and it is a
+    function of z alone — so the seed → latent rule stays the one rule, and a seed fixes the code."""
+    return z[:, :categories].argmax(1)
+
+
+def latent_code_one_hot(z: torch.Tensor, categories: int) -> torch.Tensor:
+    return nn.functional.one_hot(latent_code(z, categories), categories).to(z.dtype)
 
 
 class DCDiscriminator(nn.Module):
     """images (B, C, H, W) [+ labels] → real/fake logits (B,) [, class logits (B, K)].
 
     ``cond``: "none"; "concat" (cGAN: one-hot label maps join the image channels);
-    "class-head" (ACGAN: a second head classifies the image); "projection+class-head" (the ACGAN
+    "class-head" (ACGAN: a second head classifies the image; InfoGAN: the same head, Q, recovers the
+    generator's categorical latent code); "projection+class-head" (the ACGAN
     head, and the real/fake logit gets the inner product of the image features with a learned
     embedding of the label — the projection discriminator of Miyato & Koyama 2018 — so it judges
     image and label together while the class head still sees the image alone).
@@ -139,7 +156,7 @@ def with_minibatch_std(h: torch.Tensor) -> torch.Tensor:
 
 
 def _generator_kwargs(o: ArchOptions, conditional: bool) -> dict[str, Any]:
-    return {
+    kwargs = {
         "z_dim": o.z_dim,
         "num_classes": o.num_classes if conditional else 0,
         "channels": o.channels,
@@ -148,12 +165,19 @@ def _generator_kwargs(o: ArchOptions, conditional: bool) -> dict[str, Any]:
         "upsample": o.upsample,
         "bn": o.bn,
     }
+    if o.categories:  # only then: older checkpoints' kwargs stay what a run of theirs builds
+        kwargs["categories"] = o.categories
+    return kwargs
 
 
 def _family(name: str, objective: Any, conditional: bool, cond: str, norm: str, doc: str) -> Family:
     def build(o: ArchOptions) -> tuple[str, dict[str, Any], nn.Module]:
         d_cond = "projection+class-head" if o.projection and cond == "class-head" else cond
-        d = DCDiscriminator(o.channels, o.resolution, o.width, o.num_classes if conditional else 0, d_cond, norm,
+        d_classes = o.num_classes if conditional else 0
+        if o.categories:  # InfoGAN: D's second head (Q) recovers the generator's categorical code from its image;
+            # self-conditioned: D takes the code (of fakes) or the cluster (of reals) as a cGAN's D takes the label
+            d_cond, d_classes = ("concat" if o.self_condition else "class-head"), o.categories
+        d = DCDiscriminator(o.channels, o.resolution, o.width, d_classes, d_cond, norm,
                             o.minibatch_std, o.spectral_norm)
         return "DCGenerator", _generator_kwargs(o, conditional), d
 

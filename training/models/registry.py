@@ -60,6 +60,8 @@ class ArchOptions:
     minibatch_std: bool = False  # discriminators that support it add a minibatch standard-deviation channel
     spectral_norm: bool = False  # ... and spectrally normalise their layers instead of batch-/layer-norm
     projection: bool = False  # a class-head discriminator (ACGAN) also judges the label by projection
+    categories: int = 0  # unconditional generators: a K-way categorical code in the latent (InfoGAN)
+    self_condition: bool = False  # ... that D takes as a label (with real images' clusters), not a Q head
 
 
 def register_family(family: Family) -> Family:
