@@ -140,9 +140,9 @@ class _ConvTransposeOn1x1(nn.Module):
     batch 64 on one CPU thread), bit-identical output. Any other input goes to the convolution.
     """
 
-    def __init__(self, conv: nn.ConvTranspose2d) -> None:
+    def __init__(self, conv: nn.ConvTranspose2d, exact: bool = False) -> None:
         super().__init__()
-        self.conv = conv
+        self.conv, self.exact = conv, exact
         self.plain = (conv.stride == (1, 1) and conv.padding == (0, 0) and conv.output_padding == (0, 0)
                       and conv.dilation == (1, 1) and conv.groups == 1)
         self._matrix: torch.Tensor | None = None
@@ -151,22 +151,48 @@ class _ConvTransposeOn1x1(nn.Module):
         if not (self.plain and x.dim() == 4 and x.shape[2] == 1 and x.shape[3] == 1):
             return self.conv(x)
         w = self.conv.weight  # (Cin, Cout, kH, kW)
-        if self._matrix is None or self._matrix.device != w.device or self._matrix.dtype != w.dtype:
-            self._matrix = w.detach().reshape(w.shape[0], -1).contiguous()  # (Cin, Cout·kH·kW)
-        y = (x.flatten(1) @ self._matrix).view(x.shape[0], w.shape[1], w.shape[2], w.shape[3])
+        dtype = torch.float64 if self.exact else w.dtype
+        if self._matrix is None or self._matrix.device != w.device or self._matrix.dtype != dtype:
+            self._matrix = w.detach().reshape(w.shape[0], -1).to(dtype).contiguous()  # (Cin, Cout·kH·kW)
+        y = (x.flatten(1).to(dtype) @ self._matrix).view(x.shape[0], w.shape[1], w.shape[2], w.shape[3])
         if self.conv.bias is not None:
-            y = y + self.conv.bias.view(1, -1, 1, 1)
-        return y
+            y = y + self.conv.bias.to(dtype).view(1, -1, 1, 1)
+        return y.to(x.dtype)
 
 
-def prepare_for_inference(generator: nn.Module) -> nn.Module:
+class _ExactLinear(nn.Module):
+    """A Linear whose product is taken in float64 and rounded to the input's dtype once (see
+    ``prepare_for_inference(exact=True)``)."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.linear = linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.linear.weight, self.linear.bias
+        y = nn.functional.linear(x.double(), w.double(), None if b is None else b.double())
+        return y.to(x.dtype)
+
+
+def prepare_for_inference(generator: nn.Module, exact: bool = False) -> nn.Module:
     """A copy of an eval-mode generator with the serving-only rewrites (``_ConvTransposeOn1x1``);
-    the loaded module itself is left as it is."""
+    the loaded module itself is left as it is.
+
+    ``exact``: its matrix products (the 1×1 transposed conv's and every Linear's) are taken in
+    float64 and rounded to float32 once. Where the float32 product of a row depends on how many
+    rows share the call — MKL on AMD EPYC, measured: strict reproducibility mode (``app/__init__``)
+    does not hold there — the float64 results differ only in their last bits, which the rounding
+    removes: the same image however it was batched, short of a value within ~1e-16 of a float32
+    rounding boundary (about 3 in 10⁹ numbers). The registry checks, as for the float32 path, and
+    uses this only for a model whose float32 products fail the check. It costs the first layer
+    about twice its time; convolutions are left alone (oneDNN's are batch-invariant here)."""
     fast = copy.deepcopy(generator).eval()
     for parent in list(fast.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.ConvTranspose2d):
-                setattr(parent, name, _ConvTransposeOn1x1(child))
+                setattr(parent, name, _ConvTransposeOn1x1(child, exact))
+            elif exact and isinstance(child, nn.Linear):
+                setattr(parent, name, _ExactLinear(child))
     return fast
 
 
@@ -233,9 +259,10 @@ class Batcher:
         threads: int | None = -1,  # torch threads of each worker; -1: inference_threads(device); None: as is
         workers: int = 0,  # concurrent forward passes (worker threads); 0: inference_workers(device, cores)
         cores: int = 0,  # CPU cores this process plans for; 0: all it may run on
+        exact: bool = False,  # float64 matrix products (prepare_for_inference), for batch-invariant bytes
     ) -> None:
         self.name = name
-        self.generator = prepare_for_inference(generator)
+        self.generator = prepare_for_inference(generator, exact)
         self.device = device
         self.num_classes = num_classes
         self.max_batch = max_batch or default_max_batch(device)

@@ -79,6 +79,7 @@ class LoadedModel:
     batcher: Batcher | None  # None when the checkpoint is not sampleable
     health: Health = field(default_factory=Health)  # recent forward passes, for /readyz
     batch_invariant: bool = True  # same image however a latent is batched (checked at load); else weak ETags
+    exact_products: bool = False  # served with float64 matrix products: float32 ones failed the check
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ class Registry:
         if config.name != entry.name:
             raise CheckpointError(f"{entry.name}/{CONFIG}: name {config.name!r} differs from its folder name")
         self._warm_up(generator, config)
-        invariant = self._batch_invariant(generator, config)
+        invariant, exact = self._batch_invariant(generator, config)
         samples: bytes | None = None
         spath = folder / SAMPLES
         try:
@@ -206,7 +207,7 @@ class Registry:
         return LoadedModel(
             name=entry.name, config=config, generator=generator, device=self.device,
             fingerprint=entry.fingerprint, loaded_at=time.time(), load_seconds=time.perf_counter() - start,
-            samples_png=samples, batcher=None, batch_invariant=invariant,
+            samples_png=samples, batcher=None, batch_invariant=invariant, exact_products=exact,
         )
 
     def _warm_up(self, generator: nn.Module, config: CheckpointConfig) -> None:
@@ -225,19 +226,25 @@ class Registry:
         if not bool(torch.isfinite(out).all()):
             raise CheckpointError(f"{config.name}: warm-up produced NaN or infinite pixels")
 
-    def _batch_invariant(self, generator: nn.Module, config: CheckpointConfig) -> bool:
-        """``app.forward.batch_invariant`` on the module the batcher will run, at its largest pass."""
+    def _batch_invariant(self, generator: nn.Module, config: CheckpointConfig) -> tuple[bool, bool]:
+        """(batch-invariant, with exact products): ``app.forward.batch_invariant`` on the module the
+        batcher will run, at its largest pass — with float32 matrix products, else (on the CPU) with
+        float64 ones (``prepare_for_inference(exact=True)``)."""
         if not config.sampleable:
-            return True
+            return True, False
         rows = self.settings.max_batch or default_max_batch(self.device)
         z = latents(list(range(rows)), config.z_dim).to(self.device)
         labels = torch.arange(rows, device=self.device) % config.num_classes if config.conditional else None
         if batch_invariant(prepare_for_inference(generator), z, labels):
-            return True
+            return True, False
+        if self.device.type == "cpu" and batch_invariant(prepare_for_inference(generator, exact=True), z, labels):
+            log.info("model %s: float32 matrix products differ by batch on this CPU: served with float64 ones",
+                     config.name)
+            return True, True
         log.warning("model %s: its images differ by batch on this device (%s): served with weak ETags, and a "
                     "seeded image may differ by a rounding step from one request to the next", config.name,
                     self.device)
-        return False
+        return False, False
 
     def _start_batcher(self, model: LoadedModel) -> None:
         if not model.config.sampleable:
@@ -247,7 +254,7 @@ class Registry:
             model.name, model.generator, model.device, model.config.num_classes,
             max_batch=s.max_batch, max_wait_ms=s.max_wait_ms, queue_size=s.queue_size, metrics=self.metrics,
             forward=make_forward(model.health), workers=s.inference_workers, threads=s.inference_threads or -1,
-            cores=s.cores,
+            cores=s.cores, exact=model.exact_products,
         )
         model.batcher.start()
 

@@ -42,6 +42,8 @@ class ModelCard(BaseModel):
     batch_invariant: bool = Field(description="a seeded image has the same bytes however its request is batched "
                                   "(checked at load); false: this device's kernels depend on the batch size, and "
                                   "the model's images get weak ETags")
+    exact_products: bool = Field(description="served with float64 matrix products rounded to float32, because "
+                                 "this CPU's float32 ones depend on the batch size (the check at load)")
     loaded_at: str
     default: bool
     links: dict[str, str]
@@ -80,7 +82,7 @@ def card(model: LoadedModel, default: str | None) -> ModelCard:
         dataset=c.dataset.model_dump(mode="json"), training=c.training.model_dump(mode="json"),
         metrics=dict(c.metrics), evaluator_sha256=c.evaluator_sha256, generator_sha256=c.generator_sha256,
         weights_dtype=c.weights_dtype, device=str(model.device),
-        batch_invariant=model.batch_invariant, loaded_at=_iso(model.loaded_at),
+        batch_invariant=model.batch_invariant, exact_products=model.exact_products, loaded_at=_iso(model.loaded_at),
         default=model.name == default, links=links,
     )
 
