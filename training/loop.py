@@ -422,19 +422,15 @@ class Trainer:
             sync = self.d.no_sync() if isinstance(self.d, DDP) else contextlib.nullcontext()
             with sync:
                 z = self._z(b)
-                fake = self.g(z, None)
-                loss_g = losses.g_wasserstein(self._critic(fake))
+                judged = self.d(diff_augment(self.g(z, None), self.augment))  # one critic forward: score [, Q]
+                loss_g = losses.g_wasserstein(_scores(judged))
                 code = self._code(z)
                 if code is not None:
-                    loss_g = loss_g + self._info_loss(fake, code)
+                    loss_g = loss_g + self.cfg.info_weight * losses.class_loss(judged[1], code)
             loss_g.backward()
             self.opt_g.step()
             out["loss_g"] = loss_g.detach()
         return out
-
-    def _critic(self, images: torch.Tensor) -> torch.Tensor:
-        """WGAN-GP: the critic's scores (B,) of the (--diffaugment'ed) images, without Q's head."""
-        return _scores(self.d(diff_augment(images, self.augment)))
 
     def _info_loss(self, fake: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         """λ × the cross-entropy of Q's guess of each generated image's latent code (InfoGAN)."""
