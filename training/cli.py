@@ -137,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int_range(2, 65_536), default=d["batch_size"].default)
     t.add_argument("--lr-g", type=_float_range(0, 1, lo_open=True), default=d["lr_g"].default)
     t.add_argument("--lr-d", type=_float_range(0, 1, lo_open=True), default=d["lr_d"].default)
+    t.add_argument("--lr-decay-epochs", metavar="N", type=int_range(0, 100_000),
+                   default=d["lr_decay_epochs"].default,
+                   help="the last N epochs: --lr-g and --lr-d fall linearly towards 0 (CycleGAN's schedule); "
+                        "resume a run with a larger --epochs and this to anneal it (default 0: constant rates)")
     t.add_argument("--beta1", type=_float_range(0, 1), default=d["beta1"].default)
     t.add_argument("--beta2", type=_float_range(0, 1), default=d["beta2"].default)
     t.add_argument("--loss", choices=("bce", "hinge"), default=d["loss"].default,
@@ -257,6 +261,9 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str], parser: argparse.Ar
         parser.error(str(e))
     if args.device != "auto" and not device_available(args.device):
         parser.error(f"--device {args.device!r} is not available here (auto, cpu, cuda[:N], mps)")
+    if args.lr_decay_epochs > args.epochs:
+        parser.error(f"--lr-decay-epochs {args.lr_decay_epochs} is more than --epochs {args.epochs}: the decay is "
+                     "the run's last N epochs")
     if args.keep_best and not args.eval_every:
         parser.error("--keep-best needs --eval-every N: it keeps the best of those evaluations")
     if args.eval_every:

@@ -41,6 +41,7 @@ class TrainConfig:
     batch_size: int = 128
     lr_g: float = 2e-4
     lr_d: float = 2e-4
+    lr_decay_epochs: int = 0  # the last N epochs: both rates fall linearly towards 0 (CycleGAN's schedule; 0: none)
     beta1: float = 0.5
     beta2: float = 0.999
     loss: str = "bce"  # "bce" (non-saturating) | "hinge" for the gan objective

@@ -50,9 +50,9 @@ log = logging.getLogger("training")
 STATE = "state.pt"
 # The options that change what a training step computes (besides the architecture, which --resume
 # refuses to change): a resumed run with other values of these is another recipe.
-RECIPE_KEYS = ("batch_size", "lr_g", "lr_d", "beta1", "beta2", "loss", "label_smoothing", "noisy_labels",
-               "pretrain_d_epochs", "acgan_fake_class_weight", "acgan_g_class_weight", "n_critic", "gp_weight",
-               "kl_weight", "ema_decay", "diffaugment", "r1_gamma", "info_weight")
+RECIPE_KEYS = ("batch_size", "lr_g", "lr_d", "lr_decay_epochs", "beta1", "beta2", "loss", "label_smoothing",
+               "noisy_labels", "pretrain_d_epochs", "acgan_fake_class_weight", "acgan_g_class_weight", "n_critic",
+               "gp_weight", "kl_weight", "ema_decay", "diffaugment", "r1_gamma", "info_weight")
 # The options that make the networks: --resume refuses to change them.
 ARCH_KEYS = ("family", "dataset", "resolution", "channels", "z_dim", "width", "upsample", "bn", "classes",
              "minibatch_std", "spectral_norm", "acgan_projection", "latent_categories", "self_condition")
@@ -318,6 +318,16 @@ class Trainer:
         if self.clusters is not None and "clusters" in st:
             self.clusters = st["clusters"].cpu()
 
+    def set_epoch_rates(self, epoch: int) -> float:
+        """Both optimisers' learning rates for epoch ``epoch`` (0-based) under --lr-decay-epochs; returns
+        the factor applied to --lr-g and --lr-d. Set at every epoch's start, so a resumed run (even one
+        resumed with another --epochs or --lr-decay-epochs) is on the schedule its command line says."""
+        factor = lr_factor(epoch, self.cfg.epochs, self.cfg.lr_decay_epochs)
+        for opt, lr in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
+            for group in opt.param_groups if opt is not None else ():
+                group["lr"] = lr * factor
+        return factor
+
     # -- one step -------------------------------------------------------------------------
 
     def _labels(self, b: int) -> torch.Tensor | None:
@@ -463,6 +473,13 @@ class Trainer:
         loss.backward()
         self.opt_d.step()
         return {"loss_cls": loss.detach(), "acc": (cls.argmax(1) == y).float().mean()}
+
+
+def lr_factor(epoch: int, epochs: int, decay_epochs: int) -> float:
+    """--lr-decay-epochs N (CycleGAN's schedule): the rates hold for the first ``epochs − N`` epochs, then
+    fall linearly, N/(N+1), (N−1)/(N+1), … 1/(N+1) of the set rate in the last N — towards 0, never 0."""
+    into = epoch - (epochs - decay_epochs) + 1  # 1 in the first decaying epoch
+    return 1.0 if decay_epochs <= 0 or into <= 0 else max(0.0, 1.0 - into / (decay_epochs + 1))
 
 
 def _scores(out: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -692,6 +709,9 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
     try:
         for epoch in range(start_epoch, cfg.epochs):
             sampler.set_epoch(epoch)
+            rate_factor = trainer.set_epoch_rates(epoch)
+            if writer is not None and cfg.lr_decay_epochs:
+                writer.add_scalar("train/lr_factor", rate_factor, trainer.step_count)
             t0 = time.perf_counter()
             bar = None
             if d.main and cfg.progress:

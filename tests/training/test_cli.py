@@ -19,6 +19,8 @@ BASE = ["train", "--family", "cgan", "--dataset", "synthetic", "--out", "OUT"]
         ([*BASE, "--epochs", "0"], "--epochs"),
         ([*BASE, "--batch-size", "-3"], "--batch-size"),
         ([*BASE, "--lr-g", "0"], "--lr-g"),
+        ([*BASE, "--lr-decay-epochs", "-1"], "--lr-decay-epochs"),
+        ([*BASE, "--epochs", "3", "--lr-decay-epochs", "4"], "--lr-decay-epochs 4 is more than --epochs 3"),
         ([*BASE, "--resolution", "48"], "--resolution"),
         ([*BASE, "--channels", "2"], "--channels"),
         ([*BASE, "--upsample", "bilinear"], "--upsample"),

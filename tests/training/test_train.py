@@ -13,6 +13,7 @@ import torch
 
 from training.checkpoint import load_generator, read_config
 from training.cli import main
+from training.loop import Trainer, lr_factor
 from training.models import family_names
 
 REPO = Path(__file__).resolve().parents[2]
@@ -198,6 +199,39 @@ def test_resume_takes_the_command_lines_learning_rates_and_betas(tmp_path, tiny_
         assert [(g["lr"], tuple(g["betas"])) for g in opt["param_groups"]] == [(lr, (0.0, 0.9))]
         assert opt["state"]  # Adam's moments came through the resume
     assert read_config(out).training.options["lr_g"] == 5e-5
+
+
+def test_lr_factor_holds_then_falls_linearly_towards_zero():
+    assert [lr_factor(e, 5, 0) for e in range(5)] == [1.0] * 5
+    assert [lr_factor(e, 5, 3) for e in range(5)] == pytest.approx([1, 1, 3 / 4, 2 / 4, 1 / 4])
+    assert [lr_factor(e, 3, 3) for e in range(3)] == pytest.approx([3 / 4, 2 / 4, 1 / 4])
+
+
+@pytest.mark.parametrize("family", ["dcgan", "vae"])
+def test_lr_decay_epochs_anneals_the_last_epochs_of_a_resumed_run(tmp_path, tiny_args, family, monkeypatch):
+    out, run = tmp_path / "ck", tmp_path / "run"
+    base = ["train", "--family", family, "--dataset", "synthetic", "--out", str(out), "--run-dir", str(run),
+            *tiny_args, "--lr-g", "3e-4", "--lr-d", "6e-4"]
+    seen: list[tuple[float, ...]] = []  # the rates of every optimisation step
+    step = Trainer.step
+
+    def recording(self, x, y):
+        seen.append(tuple(g["lr"] for opt in (self.opt_g, self.opt_d) if opt is not None for g in opt.param_groups))
+        return step(self, x, y)
+
+    monkeypatch.setattr(Trainer, "step", recording)
+    full = (3e-4, 6e-4) if family == "dcgan" else (3e-4,)
+    assert main([*base, "--epochs", "1"]) == 0
+    assert set(seen) == {full}  # no decay: the set rates
+    seen.clear()
+    # Resumed into a longer run whose last 3 epochs decay: epochs 2, 3, 4 at 3/4, 2/4, 1/4 of the rates.
+    assert main([*base, "--epochs", "4", "--lr-decay-epochs", "3", "--resume"]) == 0
+    per_epoch = list(dict.fromkeys(seen))
+    assert per_epoch == [pytest.approx(tuple(r * f for r in full)) for f in (3 / 4, 2 / 4, 1 / 4)]
+    assert len(seen) == 3 * seen.count(per_epoch[0])  # each rate held for one whole epoch
+    state = torch.load(run / "state.pt", weights_only=True)
+    assert state["opt_g"]["param_groups"][0]["lr"] == pytest.approx(3e-4 / 4)
+    assert read_config(out).training.options["lr_decay_epochs"] == 3
 
 
 def test_minibatch_std_discriminator_trains_and_resumes(tmp_path, tiny_args):
