@@ -140,10 +140,16 @@ def test_rgb_64_upsample_variant(tmp_path, tiny_args):
     assert cfg.generator.kwargs["upsample"] == "nearest-conv"
 
 
+def _default_sigint() -> None:
+    # A suite run in the background of a non-interactive shell (`bash .ci/run &`) inherits SIGINT ignored,
+    # and Python then leaves it ignored: the training run is started as from a terminal, where Ctrl-C works.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _popen(args: list[str], log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "training", *args], cwd=REPO, env=env,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, preexec_fn=_default_sigint)
 
 
 def test_sigkill_then_resume_continues_from_the_saved_epoch(tmp_path, tiny_args, cli):
