@@ -310,9 +310,8 @@ class Trainer:
             self.opt_d.load_state_dict(st["opt_d"])
         # Adam's moments carry over; its settings are this command line's (load_state_dict brings back the
         # saved lr and betas, which would silently ignore e.g. `--resume --lr-g 5e-5` to anneal a run).
-        for opt, lr in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
-            for group in opt.param_groups if opt is not None else ():
-                group["lr"], group["betas"] = lr, (self.cfg.beta1, self.cfg.beta2)
+        for group, lr in self._param_groups():
+            group["lr"], group["betas"] = lr, (self.cfg.beta1, self.cfg.beta2)
         torch.set_rng_state(st["rng"])
         self.step_count = int(st["step"])
         if self.clusters is not None and "clusters" in st:
@@ -323,10 +322,15 @@ class Trainer:
         the factor applied to --lr-g and --lr-d. Set at every epoch's start, so a resumed run (even one
         resumed with another --epochs or --lr-decay-epochs) is on the schedule its command line says."""
         factor = lr_factor(epoch, self.cfg.epochs, self.cfg.lr_decay_epochs)
+        for group, lr in self._param_groups():
+            group["lr"] = lr * factor
+        return factor
+
+    def _param_groups(self) -> Iterator[tuple[dict[str, Any], float]]:
+        """Every optimiser parameter group with its command line's rate (--lr-g for G's, --lr-d for D's)."""
         for opt, lr in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
             for group in opt.param_groups if opt is not None else ():
-                group["lr"] = lr * factor
-        return factor
+                yield group, lr
 
     # -- one step -------------------------------------------------------------------------
 
@@ -479,7 +483,7 @@ def lr_factor(epoch: int, epochs: int, decay_epochs: int) -> float:
     """--lr-decay-epochs N (CycleGAN's schedule): the rates hold for the first ``epochs − N`` epochs, then
     fall linearly, N/(N+1), (N−1)/(N+1), … 1/(N+1) of the set rate in the last N — towards 0, never 0."""
     into = epoch - (epochs - decay_epochs) + 1  # 1 in the first decaying epoch
-    return 1.0 if decay_epochs <= 0 or into <= 0 else max(0.0, 1.0 - into / (decay_epochs + 1))
+    return 1.0 if decay_epochs <= 0 or into <= 0 else 1.0 - into / (decay_epochs + 1)
 
 
 def _scores(out: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
