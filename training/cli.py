@@ -129,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "Q head — the training images are cut into K equal k-means clusters (pixel PCA) and D "
                         "judges each real image with its cluster and each generated one with its code, as a cGAN's "
                         "D judges image and label; G stays unconditional to its users (dcgan)")
+    t.add_argument("--recluster-every", metavar="N", type=int_range(0, 100_000),
+                   default=d["recluster_every"].default,
+                   help="with --self-condition: every N epochs the training images are clustered again, by "
+                        "k-means on D's features started from the current clusters (so each keeps its code), as "
+                        "the paper does; D then takes the label by projection, so its features do not see it "
+                        "(default 0: the pixel clusters stay)")
     t.add_argument("--diffaugment", metavar="POLICY", type=_diffaugment, default=d["diffaugment"].default,
                    help="differentiable augmentation (DiffAugment): the same kinds of random transforms of real "
                         "and generated images, in D's step and in G's, so a discriminator cannot learn a small "

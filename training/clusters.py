@@ -7,10 +7,13 @@ latent drew (``--latent-categories K``), and D judges image and cluster together
 learns each cluster's images under its own code, as a cGAN learns each class — the remedy for the
 samples *between* modes that an unconditional generator, a continuous map of one Gaussian, draws.
 
-The paper clusters D's features and re-clusters as D learns; this module clusters once, before
-training, in pixel space (the leading principal components of the images), which needs no network and
-no schedule, and makes the clusters **equal in size**: the generator draws its code uniformly (the
-largest of z's first K entries), so clusters of the data's sizes would draw small ones too often.
+The first clusters are found before training, in pixel space (the leading principal components of the
+images), which needs no network. The paper goes on to re-cluster on D's features as D learns: with
+``--recluster-every N`` every N epochs :func:`recluster` runs k-means on D's (label-free) features of the
+training images, started from the current clusters' means there, so cluster c stays cluster c — the code
+G has learnt for it — while its members move to the images D finds alike. Clusters are **equal in
+size**: the generator draws its code uniformly (the largest of z's first K entries), so clusters of the
+data's sizes would draw small ones too often.
 """
 
 from __future__ import annotations
@@ -38,12 +41,33 @@ def cluster_labels(images: torch.Tensor, k: int, seed: int = 0, dims: int = PCA_
     best: tuple[float, np.ndarray] | None = None
     for restart in range(RESTARTS):  # k-means++ can start badly: keep the tightest of a few runs
         centroids, _ = kmeans2(feats, k, iter=30, minit="++", seed=seed * RESTARTS + restart)
-        dist = (feats**2).sum(1)[:, None] - 2 * feats @ centroids.T + (centroids**2).sum(1)[None, :]  # (N, k)
+        dist = _sq_dist(feats, centroids)
         inertia = float(dist.min(1).sum())
         if best is None or inertia < best[0]:
             best = (inertia, dist)
     assert best is not None
     return torch.from_numpy(balanced_assignment(best[1])).long()
+
+
+def recluster(feats: np.ndarray, prev: np.ndarray, k: int, iters: int = 10) -> np.ndarray:
+    """(N, F) features of the training images and their current clusters (N,) → new equal-sized clusters.
+
+    k-means on the unit-length features, started at each current cluster's mean: cluster c of the result
+    grew out of cluster c, so the labels keep their meaning from one clustering to the next (the paper
+    matches old and new clusters afterwards; starting from the old ones makes that match the identity).
+    Deterministic: no random start."""
+    if prev.shape != (feats.shape[0],) or prev.min() < 0 or prev.max() >= k:
+        raise ValueError(f"need one cluster in 0…{k - 1} per feature row, got {prev.shape} for {feats.shape}")
+    f = feats.astype(np.float64)
+    f /= np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    start = np.stack([f[prev == c].mean(0) if (prev == c).any() else f[c] for c in range(k)])
+    centroids, _ = kmeans2(f, start, iter=iters, minit="matrix")
+    return balanced_assignment(_sq_dist(f, centroids))
+
+
+def _sq_dist(feats: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """(N, F), (k, F) → (N, k) squared Euclidean distances."""
+    return (feats**2).sum(1)[:, None] - 2 * feats @ centroids.T + (centroids**2).sum(1)[None, :]
 
 
 def balanced_assignment(dist: np.ndarray) -> np.ndarray:

@@ -37,6 +37,7 @@ class TrainConfig:
     latent_categories: int = 0  # InfoGAN: a K-way categorical code in G's latent, recovered by D's Q head (0: none)
     info_weight: float = 1.0  # InfoGAN: weight λ of the code's cross-entropy in D's (Q's) and G's losses
     self_condition: bool = False  # D judges fakes with their code, reals with their k-means cluster (no Q head)
+    recluster_every: int = 0  # --self-condition: re-cluster the reals on D's features every N epochs (0: never)
     diffaugment: str = ""  # e.g. "color,translation,cutout": random transforms of all D's inputs, real and fake
     batch_size: int = 128
     lr_g: float = 2e-4

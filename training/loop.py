@@ -55,7 +55,8 @@ RECIPE_KEYS = ("batch_size", "lr_g", "lr_d", "lr_decay_epochs", "beta1", "beta2"
                "gp_weight", "kl_weight", "ema_decay", "diffaugment", "r1_gamma", "info_weight")
 # The options that make the networks: --resume refuses to change them.
 ARCH_KEYS = ("family", "dataset", "resolution", "channels", "z_dim", "width", "upsample", "bn", "classes",
-             "minibatch_std", "spectral_norm", "acgan_projection", "latent_categories", "self_condition")
+             "minibatch_std", "spectral_norm", "acgan_projection", "latent_categories", "self_condition",
+             "recluster_every")
 
 
 # --- setup -------------------------------------------------------------------------------
@@ -215,6 +216,9 @@ def check_discriminator_options(opts: Any, fam: Family) -> None:
     if opts.self_condition and not (k and fam.objective == "gan"):
         raise ConfigError(f"--self-condition needs --latent-categories K and the gan objective (--family dcgan), "
                           f"not --family {fam.name}" + ("" if k else " without --latent-categories"))
+    if opts.recluster_every and not opts.self_condition:
+        raise ConfigError("--recluster-every re-clusters a self-conditioned GAN's training images: it needs "
+                          "--self-condition")
 
 
 class Trainer:
@@ -226,7 +230,7 @@ class Trainer:
         check_discriminator_options(cfg, fam)
         opts = ArchOptions(cfg.z_dim, self.num_classes, cfg.channels, cfg.resolution, cfg.width, cfg.upsample, cfg.bn,
                            cfg.minibatch_std, cfg.spectral_norm, cfg.acgan_projection, cfg.latent_categories,
-                           cfg.self_condition)
+                           cfg.self_condition, cfg.recluster_every > 0)
         self.g_class, self.g_kwargs, aux = fam.build(opts)
         torch.manual_seed(cfg.seed)  # identical init on every rank
         self.g_raw = build_generator(self.g_class, self.g_kwargs).to(device)
@@ -262,6 +266,32 @@ class Trainer:
             from training.clusters import cluster_labels
 
             self.clusters = cluster_labels(data.images, cfg.latent_categories, cfg.seed)
+
+    @torch.no_grad()
+    def recluster(self, images: torch.Tensor, batch: int = 500) -> float:
+        """--recluster-every: the training images' clusters found again on D's pooled features (k-means
+        started from the current clusters, so each keeps its code); returns the fraction that moved.
+        D judges each batch with its own batch statistics, as in training, and its buffers (batch-norm
+        running statistics, spectral-norm vectors) are put back as they were: measuring changes nothing.
+        Every rank computes the same clusters; rank 0's are sent to all the same."""
+        from training.clusters import recluster
+
+        assert self.clusters is not None
+        d = self.d_raw
+        saved = [(b, b.clone()) for b in d.buffers()]
+        feats = torch.cat([d.pooled_features(to_float(images[i:i + batch])).float().cpu()  # type: ignore[operator]
+                           for i in range(0, images.shape[0], batch)])
+        for b, was in saved:
+            b.copy_(was)
+        new = torch.from_numpy(recluster(feats.double().numpy(), self.clusters.numpy(),
+                                         self.cfg.latent_categories)).long()
+        if self.dist.world > 1:
+            synced = new.to(self.device)
+            dist.broadcast(synced, 0)
+            new = synced.cpu()
+        moved = float((new != self.clusters).float().mean())
+        self.clusters = new
+        return moved
 
     def init_g_from(self, folder: Path, class_names: list[str]) -> None:
         """Start G (and its average) from a checkpoint's generator: a fine-tune; D starts afresh. The
@@ -714,6 +744,13 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
         for epoch in range(start_epoch, cfg.epochs):
             sampler.set_epoch(epoch)
             rate_factor = trainer.set_epoch_rates(epoch)
+            if cfg.recluster_every and epoch and epoch % cfg.recluster_every == 0:
+                moved = trainer.recluster(images)
+                labels = trainer.clusters.to(device)  # type: ignore[union-attr]
+                if d.main:
+                    log.info("re-clustered the training images on D's features: %.1f %% moved", 100 * moved)
+                if writer is not None:
+                    writer.add_scalar("train/recluster_moved", moved, trainer.step_count)
             if writer is not None and cfg.lr_decay_epochs:
                 writer.add_scalar("train/lr_factor", rate_factor, trainer.step_count)
             t0 = time.perf_counter()

@@ -77,12 +77,13 @@ def latent_code_one_hot(z: torch.Tensor, categories: int) -> torch.Tensor:
 class DCDiscriminator(nn.Module):
     """images (B, C, H, W) [+ labels] → real/fake logits (B,) [, class logits (B, K)].
 
-    ``cond``: "none"; "concat" (cGAN: one-hot label maps join the image channels);
+    ``cond``: "none"; "concat" (cGAN: one-hot label maps join the image channels); "projection" (the
+    real/fake logit gets the inner product of the image features with a learned embedding of the label —
+    Miyato & Koyama 2018 — so the features themselves do not see the label: a self-conditioned GAN
+    re-clusters the training images on them);
     "class-head" (ACGAN: a second head classifies the image; InfoGAN: the same head, Q, recovers the
     generator's categorical latent code); "projection+class-head" (the ACGAN
-    head, and the real/fake logit gets the inner product of the image features with a learned
-    embedding of the label — the projection discriminator of Miyato & Koyama 2018 — so it judges
-    image and label together while the class head still sees the image alone).
+    head and the projection: D judges image and label together while the class head sees the image alone).
     ``norm``: "batch" (DCGAN), "layer" (WGAN-GP critics must not batch-normalise), "none".
     ``spectral_norm``: every conv is spectrally normalised (SNGAN, Miyato et al. 2018), which
     bounds D's Lipschitz constant; ``norm`` is then "none".
@@ -104,8 +105,9 @@ class DCDiscriminator(nn.Module):
         if spectral_norm:
             norm = "none"  # SNGAN: the spectral norm takes the place of batch-/layer-norm
         self.num_classes, self.cond = num_classes, cond
-        if cond not in ("none", "concat", "class-head", "projection+class-head"):
-            raise ValueError(f"cond must be none, concat, class-head or projection+class-head, not {cond!r}")
+        if cond not in ("none", "concat", "projection", "class-head", "projection+class-head"):
+            raise ValueError(f"cond must be none, concat, projection, class-head or projection+class-head, "
+                             f"not {cond!r}")
         ch_in = channels + (num_classes if cond == "concat" else 0)
         layers: list[nn.Module] = []
         ch = ndf
@@ -135,7 +137,7 @@ class DCDiscriminator(nn.Module):
             y = one_hot(labels, self.num_classes, x.shape[0])
             assert y is not None
             x = torch.cat([x, y[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3]).to(x.dtype)], 1)
-        h = self.features(x)
+        h = self.features(x)  # (B, C, base, base)
         adv = self.adv(with_minibatch_std(h) if self.minibatch_std else h).flatten()
         if self.embed is not None:  # projection: + <embedding of the label, spatially pooled features>
             y = one_hot(labels, self.num_classes, x.shape[0])
@@ -144,6 +146,14 @@ class DCDiscriminator(nn.Module):
         if self.cls is not None:
             return adv, self.cls(h).flatten(1)
         return adv
+
+
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) → (B, F): the spatially pooled features the projection reads (no label; not with
+        "concat", whose features see it)."""
+        if self.cond == "concat":
+            raise ValueError("a concat-conditioned discriminator's features depend on the label")
+        return self.features(x).mean((2, 3))
 
 
 def with_minibatch_std(h: torch.Tensor) -> torch.Tensor:
@@ -176,7 +186,9 @@ def _family(name: str, objective: Any, conditional: bool, cond: str, norm: str, 
         d_classes = o.num_classes if conditional else 0
         if o.categories:  # InfoGAN: D's second head (Q) recovers the generator's categorical code from its image;
             # self-conditioned: D takes the code (of fakes) or the cluster (of reals) as a cGAN's D takes the label
-            d_cond, d_classes = ("concat" if o.self_condition else "class-head"), o.categories
+            # (by projection when it is re-clustered on D's features, which must then not see the label)
+            d_cond = ("projection" if o.recluster else "concat") if o.self_condition else "class-head"
+            d_classes = o.categories
         d = DCDiscriminator(o.channels, o.resolution, o.width, d_classes, d_cond, norm,
                             o.minibatch_std, o.spectral_norm)
         return "DCGenerator", _generator_kwargs(o, conditional), d

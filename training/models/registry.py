@@ -62,6 +62,7 @@ class ArchOptions:
     projection: bool = False  # a class-head discriminator (ACGAN) also judges the label by projection
     categories: int = 0  # unconditional generators: a K-way categorical code in the latent (InfoGAN)
     self_condition: bool = False  # ... that D takes as a label (with real images' clusters), not a Q head
+    recluster: bool = False  # ... with clusters re-found on D's features: D conditions by projection
 
 
 def register_family(family: Family) -> Family:
