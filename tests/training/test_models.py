@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -108,6 +110,26 @@ def test_minibatch_std_channel_is_the_mean_feature_std_over_the_batch():
     same = with_minibatch_std(h[:1].expand(6, -1, -1, -1))  # a batch of identical fakes: (almost) zero
     assert same[:, 3].abs().max() < 1e-3
     assert with_minibatch_std(h[:1])[:, 3].abs().max() < 1e-3  # a batch of one
+
+
+def test_self_conditioned_d_takes_the_label_by_projection_when_re_clustered():
+    """--recluster-every: D's pooled features (what the clusters are found on) do not see the label; its
+    logit does. Without re-clustering the self-conditioned D stays the concat one (older runs resume)."""
+    fam = get_family("dcgan")
+    opts = ArchOptions(8, 10, 1, 28, 4, "convT", "before-act", categories=4, self_condition=True)
+    _, _, concat = fam.build(opts)
+    _, _, proj = fam.build(dataclasses.replace(opts, recluster=True))
+    assert concat.cond == "concat" and proj.cond == "projection" and proj.cls is None
+    proj.eval()
+    with torch.no_grad():
+        proj.embed.weight.normal_(0, 1)
+    x = torch.randn(3, 1, 28, 28)
+    a, b = proj(x, torch.tensor([0, 1, 2])), proj(x, torch.tensor([3, 3, 3]))
+    assert a.shape == (3,) and not torch.allclose(a, b)
+    assert torch.allclose(a, proj.adv(proj.features(x)).flatten()
+                          + (proj.embed.weight[[0, 1, 2]] * proj.pooled_features(x)).sum(1), atol=1e-5)
+    with pytest.raises(ValueError, match="label"):
+        concat.pooled_features(x)
 
 
 @pytest.mark.parametrize(("cond", "norm"), [("none", "batch"), ("concat", "batch"), ("class-head", "batch"),

@@ -343,6 +343,55 @@ def test_self_conditioned_d_judges_reals_by_cluster_and_fakes_by_code(tmp_path, 
     assert "self_condition=True" in capsys.readouterr().err
 
 
+def test_recluster_every_moves_the_reals_to_clusters_found_on_d_features(tmp_path, tiny_args, monkeypatch, capsys):
+    """--recluster-every 1: from the second epoch on, every real image reaches D with the cluster the last
+    re-clustering gave it (equal sizes), measuring D's features leaves its buffers as they were, the
+    clusters are saved for a resume, and a resume cannot switch re-clustering off."""
+    from training.data import load_dataset, to_float
+    from training.loop import Trainer
+
+    data = load_dataset("synthetic", "train", 28, 1, None, 96)
+    flat = to_float(data.images).flatten(1)
+    seen: list[tuple[int, torch.Tensor]] = []  # (clustering it came after, labels of the batch's images)
+    rounds: list[torch.Tensor] = []
+    real_step = Trainer.step
+
+    def step(self, x, y):
+        idx = [int((flat == row).all(1).nonzero()[0]) for row in x.flatten(1)]
+        assert torch.equal(y.cpu(), self.clusters[idx])  # each image with its current cluster
+        seen.append((len(rounds), y.cpu()))
+        return real_step(self, x, y)
+
+    real_recluster = Trainer.recluster
+
+    def recluster(self, images):
+        before = [b.clone() for b in self.d_raw.buffers()]
+        moved = real_recluster(self, images)
+        assert before and all(torch.equal(a, b) for a, b in zip(before, self.d_raw.buffers(), strict=True))
+        rounds.append(self.clusters.clone())
+        return moved
+
+    monkeypatch.setattr(Trainer, "step", step)
+    monkeypatch.setattr(Trainer, "recluster", recluster)
+    out, run = tmp_path / "sc", tmp_path / "run"
+    base = ["train", "--family", "dcgan", "--dataset", "synthetic", "--out", str(out), "--run-dir", str(run),
+            "--latent-categories", "4", "--self-condition", "--recluster-every", "1", *tiny_args]
+    assert main([*base, "--epochs", "3"]) == 0
+    assert len(rounds) == 2  # before epochs 2 and 3, not before the first (D has learnt nothing yet)
+    assert all(torch.bincount(r).tolist() == [24] * 4 for r in rounds)
+    assert {n for n, _ in seen} == {0, 1, 2}
+    assert torch.equal(torch.load(run / "state.pt", weights_only=True)["clusters"], rounds[-1])
+    assert read_config(out).training.options["recluster_every"] == 1
+    rounds.clear()
+    assert main([*base, "--epochs", "4", "--resume"]) == 0
+    assert len(rounds) == 1 and torch.load(run / "state.pt", weights_only=True)["clusters"].tolist() == \
+        rounds[0].tolist()
+    i = base.index("--recluster-every")
+    no_rc = base[:i] + base[i + 2:]
+    assert main([*no_rc, "--epochs", "5", "--resume"]) == 2
+    assert "recluster_every=1" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_two_process_gloo_ddp_writes_a_valid_checkpoint(tmp_path, tiny_args):
     out, run = tmp_path / "ddp", tmp_path / "run"
