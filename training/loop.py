@@ -295,8 +295,9 @@ class Trainer:
 
     def init_g_from(self, folder: Path, class_names: list[str]) -> None:
         """Start G (and its average) from a checkpoint's generator: a fine-tune; D starts afresh. The
-        checkpoint must have this run's generator architecture and classes (its label k must mean this
-        dataset's class k). Every rank loads the same file, so DDP replicas start equal."""
+        checkpoint must have this run's generator architecture and, for a conditional G, its classes (its
+        label k must mean this dataset's class k; an unconditional checkpoint records none). Every rank
+        loads the same file, so DDP replicas start equal."""
         from training.checkpoint import load_generator
 
         try:
@@ -306,7 +307,7 @@ class Trainer:
         if (scfg.generator.class_name, scfg.generator.kwargs) != (self.g_class, self.g_kwargs):
             raise ConfigError(f"--init-g-from {folder}: its generator is {scfg.generator.class_name} "
                               f"{scfg.generator.kwargs}, this run's is {self.g_class} {self.g_kwargs}")
-        if scfg.class_names != class_names:
+        if self.fam.conditional and scfg.class_names != class_names:
             raise ConfigError(f"--init-g-from {folder}: its classes {scfg.class_names} are not this dataset's "
                               f"{class_names}")
         self.g_raw.load_state_dict(source.state_dict())  # copy_ casts float16 weights to this G's dtype

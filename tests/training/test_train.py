@@ -130,6 +130,26 @@ def test_init_g_from_starts_g_from_a_checkpoints_generator(tmp_path, tiny_args, 
     assert resumed.epochs == 2 and resumed.init_g_from == recorded
 
 
+@pytest.mark.parametrize("options", [[], ["--latent-categories", "4", "--self-condition"],
+                                     ["--latent-categories", "4", "--self-condition", "--recluster-every", "1"]])
+def test_init_g_from_an_unconditional_checkpoint(tmp_path, tiny_args, options):
+    """An unconditional checkpoint records no classes: its G is fine-tuned on a dataset that has some
+    (the shipped fashion-dcgan, a self-conditioned DCGAN, trained on Fashion-MNIST's labelled images)."""
+    src = tmp_path / "dcgan"
+    assert main(["train", "--family", "dcgan", "--dataset", "synthetic", "--epochs", "1", "--out", str(src),
+                 "--run-dir", str(tmp_path / "r0"), *options, *tiny_args]) == 0
+    source, source_cfg = load_generator(src)
+    assert source_cfg.class_names == []
+    out = tmp_path / "ft"
+    assert main(["train", "--family", "dcgan", "--dataset", "synthetic", "--epochs", "1", "--max-steps", "1",
+                 "--out", str(out), "--run-dir", str(tmp_path / "r-ft"), "--lr-g", "1e-12", "--init-g-from",
+                 str(src), *options, *tiny_args]) == 0
+    tuned, cfg = load_generator(out)
+    same = [torch.allclose(a, b, atol=1e-6) for a, b in zip(source.parameters(), tuned.parameters(), strict=True)]
+    assert same and all(same)
+    assert cfg.training.init_g_from is not None and cfg.training.init_g_from.name == "dcgan"
+
+
 def test_rgb_64_upsample_variant(tmp_path, tiny_args):
     out = tmp_path / "rgb"
     assert main(["train", "--family", "dcgan", "--dataset", "synthetic", "--epochs", "1", "--resolution", "64",
