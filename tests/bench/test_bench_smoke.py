@@ -12,7 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_bench(script: str, timeout: float) -> str:
+def run_bench(script: str, timeout: float = 300) -> str:
+    """The timeout only stops a hung benchmark: a busy machine (a training beside the suite) makes the
+    quick runs several times slower (measured: the training bench over 30 s with a 2-thread run beside it)."""
     out = subprocess.run([sys.executable, f"bench/{script}", "--quick"], cwd=ROOT, capture_output=True, text=True,
                          timeout=timeout)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -22,7 +24,7 @@ def run_bench(script: str, timeout: float) -> str:
 
 @pytest.mark.slow
 def test_serving_bench_quick() -> None:
-    text = run_bench("serving.py", 120)
+    text = run_bench("serving.py")
     assert "| conns | server | req/s |" in text
     for conns in (1, 8, 64, 256):
         assert f"| {conns} | naive |" in text and f"| {conns} | ganserve |" in text
@@ -35,6 +37,6 @@ def test_serving_bench_quick() -> None:
 
 @pytest.mark.slow
 def test_training_bench_quick() -> None:
-    text = run_bench("training.py", 30)
+    text = run_bench("training.py")
     assert "| family | reference images/s |" in text
     assert "| mlp-gan |" in text and "| cgan |" in text
