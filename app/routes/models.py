@@ -12,6 +12,7 @@ from app.generation import lookup_model
 from app.registry import LoadedModel, Refusal, UnknownModel
 from app.routes.images import ModelPath
 from app.service import ERROR_RESPONSES, ApiError, ServiceDep
+from training.evaluation.bars import check as check_bars
 
 router = APIRouter(tags=["models"])
 
@@ -35,6 +36,10 @@ class ModelCard(BaseModel):
     dataset: dict[str, Any]
     training: dict[str, Any]
     metrics: dict[str, Any]
+    bars: dict[str, bool | None] = Field(
+        description="the project's quality bars (`python -m training bars`) against these metrics: true cleared, "
+                    "false missed, null not judged (the metric is missing or was measured on fewer than 10,000 "
+                    "samples); empty for a model that cannot be sampled or was never evaluated")
     evaluator_sha256: str | None
     generator_sha256: str
     weights_dtype: str
@@ -80,7 +85,8 @@ def card(model: LoadedModel, default: str | None) -> ModelCard:
         sampleable=c.sampleable, num_classes=c.num_classes, class_names=list(c.class_names), z_dim=c.z_dim,
         image=ImageInfo(channels=c.image.channels, height=c.image.height, width=c.image.width),
         dataset=c.dataset.model_dump(mode="json"), training=c.training.model_dump(mode="json"),
-        metrics=dict(c.metrics), evaluator_sha256=c.evaluator_sha256, generator_sha256=c.generator_sha256,
+        metrics=dict(c.metrics), bars=check_bars(c.metrics, c.conditional) if c.sampleable and c.metrics else {},
+        evaluator_sha256=c.evaluator_sha256, generator_sha256=c.generator_sha256,
         weights_dtype=c.weights_dtype, device=str(model.device),
         batch_invariant=model.batch_invariant, exact_products=model.exact_products, loaded_at=_iso(model.loaded_at),
         default=model.name == default, links=links,

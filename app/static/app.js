@@ -263,6 +263,40 @@ const METRICS = [
   ["coverage", "Coverage", fmtNumber],
 ];
 
+/** The quality bars of the model card (`bars`: name → true cleared, false missed, null not judged):
+ *  a one-line verdict, then one item per bar. Null when the service judged none. */
+function renderBars(bars) {
+  if (!bars || typeof bars !== "object") return null;
+  const entries = Object.entries(bars);
+  if (!entries.length) return null;
+  const box = document.createElement("div");
+  box.className = "bars";
+  const missed = entries.filter(([, ok]) => ok === false).map(([name]) => name);
+  const unjudged = entries.filter(([, ok]) => ok !== true && ok !== false).length;
+  const verdict = document.createElement("p");
+  verdict.className = "verdict";
+  if (missed.length) {
+    verdict.dataset.state = "missed";
+    verdict.textContent = `Misses ${missed.length} of ${entries.length} quality bars: ${missed.join(", ")}.`;
+  } else if (unjudged) {
+    verdict.dataset.state = "unjudged";
+    verdict.textContent = `Not judged against the quality bars (measured on fewer than ${fmtNumber(10000)} samples, or not measured).`;
+  } else {
+    verdict.dataset.state = "cleared";
+    verdict.textContent = `Clears all ${entries.length} quality bars.`;
+  }
+  const ul = document.createElement("ul");
+  for (const [name, ok] of entries) {
+    const li = document.createElement("li");
+    li.dataset.state = ok === true ? "cleared" : ok === false ? "missed" : "unjudged";
+    li.textContent = `${ok === true ? "✓" : ok === false ? "✗" : "?"} ${name}`;
+    li.title = ok === true ? "cleared" : ok === false ? "missed" : "not judged";
+    ul.append(li);
+  }
+  box.append(verdict, ul);
+  return box;
+}
+
 function renderCard(card) {
   const frag = document.createDocumentFragment();
   const title = document.createElement("h3");
@@ -332,6 +366,8 @@ function renderCard(card) {
     p.textContent = `Measured on ${fmtNumber(metrics.num_samples || metrics.samples)} samples with the project's evaluator.`;
     frag.append(p);
   }
+  const bars = renderBars(card.bars);
+  if (bars) frag.append(bars);
   if (card.links && card.links.samples) {
     const fig = document.createElement("figure");
     fig.className = "samples";

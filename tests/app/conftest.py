@@ -25,6 +25,9 @@ COND = "tiny-cgan"
 UNCOND = "tiny-mlp"
 AE = "tiny-ae"
 CLASSES = ["circle", "square", "t-shirt/top"]
+# Metrics of an unconditional model as `evaluate` writes them on 10k samples: every bar but coverage cleared.
+MEASURED_UNCOND = {"num_samples": 10_000, "fid": 31.4, "coverage": 0.643, "memorization_fraction": 0.0004,
+                   "modes_covered": 10, "num_modes": 10, "kl_to_uniform": 0.004}
 
 
 def config_dict(name: str, cls: str, kwargs: dict[str, Any], *, family: str, sampleable: bool = True,

@@ -7,7 +7,19 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.app.conftest import AE, CLASSES, COND, UNCOND, make_settings, wait_ready
+from tests.app.conftest import (
+    AE,
+    CLASSES,
+    COND,
+    MEASURED_UNCOND,
+    UNCOND,
+    make_settings,
+    wait_ready,
+    write_ae,
+    write_cgan,
+    write_mlp,
+)
+from training.checkpoint import update_metrics
 
 
 def test_model_list(client: TestClient) -> None:
@@ -22,6 +34,10 @@ def test_model_list(client: TestClient) -> None:
     assert c["class_names"] == CLASSES and c["num_classes"] == 3 and c["family"] == "cgan"
     assert c["image"] == {"channels": 1, "height": 28, "width": 28}
     assert c["device"] == "cpu" and c["metrics"] == {"fid": 1.5}
+    # One metric of an unknown sample count: no bar is judged; an unsampleable model has none.
+    assert c["bars"] == {"accuracy ≥ 0.95 × real": None, "every class ≥ 0.8": None, "coverage ≥ 0.8": None,
+                         "memorisation ≤ 2 %": None}
+    assert cards[AE]["bars"] == {}
     assert c["training"]["command"] == "tests" and c["dataset"]["name"] == "synthetic"
     assert len(c["generator_sha256"]) == 64
     assert c["links"]["generate"] == f"/generate?model={COND}"
@@ -36,6 +52,23 @@ def test_model_card_and_errors(client: TestClient) -> None:
     assert missing.status_code == 404 and missing.json()["allowed"] == sorted([AE, COND, UNCOND])
     assert client.get("/models/Bad..Name").status_code == 422
     assert client.get("/models/%2E%2E").status_code == 422
+
+
+def test_model_cards_judge_the_quality_bars(tmp_path: Path) -> None:
+    cond = {"num_samples": 10_000, "accuracy": 0.97, "sample_accuracy_real": 0.99, "coverage": 0.9,
+            "accuracy_per_class": dict(zip(CLASSES, (0.99, 0.97, 0.79), strict=True)),
+            "memorization_fraction": 0.001}
+    update_metrics(write_cgan(tmp_path), cond, None)
+    update_metrics(write_mlp(tmp_path), MEASURED_UNCOND, None)
+    update_metrics(write_ae(tmp_path), {"num_samples": 10_000, "mse": 0.01}, None)
+    with TestClient(create_app(make_settings(tmp_path))) as client:
+        wait_ready(client)
+        assert client.get(f"/models/{COND}").json()["bars"] == {
+            "accuracy ≥ 0.95 × real": True, "every class ≥ 0.8": False, "coverage ≥ 0.8": True,
+            "memorisation ≤ 2 %": True}
+        assert client.get(f"/models/{UNCOND}").json()["bars"] == {
+            "all classes, KL ≤ 0.1": True, "coverage ≥ 0.8": False, "memorisation ≤ 2 %": True}
+        assert client.get(f"/models/{AE}").json()["bars"] == {}
 
 
 def test_samples_png_missing_is_404(client: TestClient) -> None:

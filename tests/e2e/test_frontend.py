@@ -77,6 +77,10 @@ def test_model_class_seed_show_the_apis_bytes(page: Any, base_url: str) -> None:
     page.wait_for_selector("#card h3:text-is('tiny-mlp')")
     assert "none (unconditional)" in page.text_content("#card")
     assert page.is_hidden("#label")
+    # Measured on 10k samples: the card says which quality bars it clears and which it misses.
+    assert page.text_content("#card .bars .verdict") == "Misses 1 of 3 quality bars: coverage ≥ 0.8."
+    assert page.eval_on_selector_all("#card .bars li", "ls => ls.map(l => [l.textContent, l.dataset.state])") == [
+        ["✓ all classes, KL ≤ 0.1", "cleared"], ["✗ coverage ≥ 0.8", "missed"], ["✓ memorisation ≤ 2 %", "cleared"]]
     src = wait_new_image(page, src)
 
     # The conditional model's card: dataset, classes, measured metrics and unmeasured ones.
@@ -89,6 +93,7 @@ def test_model_class_seed_show_the_apis_bytes(page: Any, base_url: str) -> None:
     fid = page.locator("#card dl.metrics dt:text-is('FID') + dd").text_content()
     assert fid == "1.50"
     assert page.locator("#card dl.metrics dt:text-is('Class accuracy') + dd").text_content() == "not measured"
+    assert page.text_content("#card .bars .verdict").startswith("Not judged against the quality bars")
     src = wait_new_image(page, src)
 
     # Class by name, one image, then a new seed (by keyboard): the image changes and is the API's.
