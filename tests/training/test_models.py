@@ -190,6 +190,36 @@ def test_spectral_norm_discriminator_has_unit_spectral_norm_layers_and_no_norm_l
                for m in plain.modules() if isinstance(m, nn.Conv2d))
 
 
+@pytest.mark.parametrize(("channels", "k", "spectral_norm", "channels_last"),
+                         [(1, 10, False, False), (3, 50, False, True), (1, 4, True, False)])
+def test_factored_concat_is_the_concatenated_conv(channels, k, spectral_norm, channels_last):
+    """A "concat" D computes its label maps' part of the first conv per class (the borders included):
+    the same logits and gradients, for the weights and the image, as the conv over the concatenated
+    input — with hard and with soft (weighted) labels."""
+    torch.manual_seed(0)
+    d = DCDiscriminator(channels, 28, 8, k, "concat", spectral_norm=spectral_norm)
+    with torch.no_grad():
+        for p in d.parameters():
+            p.normal_(0, 0.2)  # away from the init's near-zero scale, so that every term matters
+    d.eval()  # batch-norm and the spectral norm's power iteration frozen: both passes see the same weights
+    x = torch.randn(6, channels, 28, 28)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    soft = torch.softmax(torch.randn(6, k), 1)
+    for labels in (torch.randint(0, k, (6,)), soft):
+        outs = []
+        for factored in (True, False):
+            d.factored_concat = factored
+            xi = x.clone().requires_grad_(True)
+            logits = d(xi, labels)
+            grads = torch.autograd.grad(logits.square().sum(), [xi, *d.parameters()])
+            outs.append((logits.detach(), grads))
+        (a, ga), (b, gb) = outs
+        assert not torch.allclose(a, a[:1].expand(6))
+        for u, v in zip((a, *ga), (b, *gb), strict=True):  # equal to float32 rounding, relative to the scale
+            assert float((u - v).abs().max()) <= 1e-5 * float(v.abs().max())
+
+
 def test_latent_code_is_uniform_over_k_and_a_function_of_z_alone():
     from training.models.dcgan import latent_code
 
