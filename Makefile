@@ -31,6 +31,7 @@ screenshots:  ## regenerate docs/screenshots/ from the shipped checkpoints
 bench:  ## serving (vs a naive server) and training benchmarks → docs/performance.md
 	$(PYTHON) bench/serving.py
 	$(PYTHON) bench/training.py
+	$(PYTHON) bench/conditioning.py
 
 experiments:  ## re-run the seed articles' experiments → docs/experiments.md (~2 h of CPU; resumable)
 	$(PYTHON) -m training experiments upsampling conditioning --points 1,2,4 --seeds 0,1,2 \

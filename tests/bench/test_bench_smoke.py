@@ -40,3 +40,10 @@ def test_training_bench_quick() -> None:
     text = run_bench("training.py")
     assert "| family | reference images/s |" in text
     assert "| mlp-gan |" in text and "| cgan |" in text
+
+
+@pytest.mark.slow
+def test_conditioning_bench_quick() -> None:
+    text = run_bench("conditioning.py")
+    assert "| D conditioned on | concatenated input images/s | factored first conv images/s | speed-up |" in text
+    assert "| cgan, 10 classes |" in text and "| self-conditioned dcgan, K = 50 |" in text
