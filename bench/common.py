@@ -1,5 +1,6 @@
-"""What the benchmarks share: the machine description, medians and spreads, and writing a
-generated table into docs/performance.md between markers (so re-running regenerates it)."""
+"""What the benchmarks share: the machine description, medians and spreads, a training step on
+random data, and writing a generated table into docs/performance.md between markers (so re-running
+regenerates it)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "performance.md"
@@ -129,3 +131,51 @@ def write_section(name: str, text: str, doc: Path = DOC) -> None:
     tmp = doc.with_suffix(".tmp")
     tmp.write_text(body)
     tmp.replace(doc)
+
+
+def publish(name: str, text: str, write: bool | None, quick: bool) -> None:
+    """Print a benchmark's report; write it into its docs/performance.md section too, unless told not to
+    (``write`` None: write a full run, not a ``--quick`` one)."""
+    print(text)
+    if write if write is not None else not quick:
+        write_section(name, text)
+        print("\nwritten to docs/performance.md", flush=True)
+
+
+def random_trainer(family: str, batch: int, **options: Any) -> tuple[Any, Any, Any]:
+    """(trainer, images, labels): a real ``training.loop.Trainer`` of ``family`` on random 28×28 grey
+    images with 10 classes (4 batches of them), and one batch with its labels — the training images'
+    clusters for a self-conditioned GAN — to time ``trainer.step`` on."""
+    import torch
+
+    from training.config import TrainConfig
+    from training.data import ImageData, to_float
+    from training.loop import Dist, Trainer
+    from training.models import get_family
+
+    g = torch.Generator().manual_seed(0)
+    data = ImageData("bench", torch.randint(0, 256, (batch * 4, 1, 28, 28), dtype=torch.uint8, generator=g),
+                     torch.randint(0, 10, (batch * 4,), generator=g), [str(i) for i in range(10)])
+    cfg = TrainConfig(family=family, dataset="bench", out="/nonexistent", batch_size=batch, device="cpu",
+                      tensorboard=False, progress=False, **options).resolved()
+    trainer = Trainer(cfg, get_family(family), data, Dist(), torch.device("cpu"))
+    labels = data.labels if trainer.clusters is None else trainer.clusters
+    return trainer, to_float(data.images[:batch].clone()), labels[:batch].clone()
+
+
+def step_rate(trainer: Any, x: Any, y: Any, warmup: int, seconds: float, min_steps: int,
+              sync_every_step: bool = False) -> float:
+    """Images/s of ``trainer.step(x, y)``: ``warmup`` untimed steps, then at least ``seconds`` and
+    ``min_steps`` timed ones. The losses stay tensors (one sync at the end, as the training loop's next log
+    line makes) unless ``sync_every_step`` reads them after every step, as a plain loop printing them does."""
+    for _ in range(warmup):
+        out = trainer.step(x, y)
+    [float(t) for t in out.values()]
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or steps < min_steps:
+        out = trainer.step(x, y)
+        if sync_every_step:
+            _ = {k: t.item() for k, t in out.items()}
+        steps += 1
+    [float(t) for t in out.values()]
+    return steps * len(x) / (time.perf_counter() - start)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from bench.common import command_line, machine_lines, markdown_table, median, spread, write_section
+from bench.common import command_line, machine_lines, markdown_table, median, publish, random_trainer, spread, step_rate
 
 BATCH = 128
 
@@ -43,37 +42,16 @@ CASES = [Case("cgan, 10 classes", "cgan", 0), Case("self-conditioned dcgan, K = 
 
 
 def make_trainer(case: Case, factored: bool) -> tuple[object, torch.Tensor, torch.Tensor]:
-    from training.config import TrainConfig
-    from training.data import ImageData, to_float
-    from training.loop import Dist, Trainer
-    from training.models import get_family
-
-    g = torch.Generator().manual_seed(0)
-    data = ImageData("bench", torch.randint(0, 256, (BATCH * 4, 1, 28, 28), dtype=torch.uint8, generator=g),
-                     torch.randint(0, 10, (BATCH * 4,), generator=g), [str(i) for i in range(10)])
     extra = {"latent_categories": case.categories, "self_condition": True} if case.categories else {}
-    cfg = TrainConfig(family=case.family, dataset="bench", out="/nonexistent", batch_size=BATCH, device="cpu",
-                      threads=0, tensorboard=False, progress=False, **extra).resolved()
-    trainer = Trainer(cfg, get_family(case.family), data, Dist(), torch.device("cpu"))
+    trainer, x, y = random_trainer(case.family, BATCH, threads=0, **extra)
     d = trainer.d_raw
     assert getattr(d, "cond", None) == "concat", f"{case.name}: D is not label-concatenating"
     d.factored_concat = factored
-    labels = data.labels if trainer.clusters is None else trainer.clusters
-    return trainer, to_float(data.images[:BATCH].clone()), labels[:BATCH].clone()
+    return trainer, x, y
 
 
 def images_per_second(case: Case, factored: bool, warmup: int, seconds: float, min_steps: int) -> float:
-    trainer, x, y = make_trainer(case, factored)
-    step = trainer.step  # type: ignore[attr-defined]
-    for _ in range(warmup):
-        out = step(x, y)
-    [float(t) for t in out.values()]
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or steps < min_steps:
-        out = step(x, y)
-        steps += 1
-    [float(t) for t in out.values()]
-    return steps * BATCH / (time.perf_counter() - start)
+    return step_rate(*make_trainer(case, factored), warmup, seconds, min_steps)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,10 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         markdown_table(["D conditioned on", "concatenated input images/s", "factored first conv images/s",
                         "speed-up"], rows),
     ])
-    print(text)
-    if args.write if args.write is not None else not args.quick:
-        write_section("conditioning", text)
-        print("\nwritten to docs/performance.md", flush=True)
+    publish("conditioning", text, args.write, args.quick)
     return 0
 
 

@@ -52,8 +52,8 @@ from bench.common import (
     markdown_table,
     median,
     proc_cpu_seconds,
+    publish,
     spread,
-    write_section,
 )
 from bench.loadgen import ALL_SEEDS, LoadResult, fetch_all, have_wrk, run_async, run_load
 
@@ -779,10 +779,7 @@ def main(argv: list[str] | None = None) -> int:
     args.header = machine_lines(device)  # before the run: is anything else using the CPU?
     res = run(args)
     text = report(args, res, device)
-    print(text)
-    if args.write if args.write is not None else not args.quick:
-        write_section("serving", text)
-        print("\nwritten to docs/performance.md", flush=True)
+    publish("serving", text, args.write, args.quick)
     return 0
 
 

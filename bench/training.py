@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from bench.common import command_line, machine_lines, markdown_table, median, spread, write_section
+from bench.common import command_line, machine_lines, markdown_table, median, publish, random_trainer, spread, step_rate
 
 BATCH = 64
 CONV_FAMILIES = {"dcgan", "cgan", "acgan", "wgan-gp", "conv-ae"}
@@ -52,40 +51,17 @@ def variants(family: str, quick: bool) -> list[Variant]:
 
 
 def make_trainer(family: str, v: Variant) -> tuple[object, torch.Tensor, torch.Tensor]:
-    from training.config import TrainConfig
-    from training.data import ImageData, to_float
-    from training.loop import Dist, Trainer
-    from training.models import get_family
-
-    g = torch.Generator().manual_seed(0)
-    data = ImageData("bench", torch.randint(0, 256, (BATCH * 4, 1, 28, 28), dtype=torch.uint8, generator=g),
-                     torch.randint(0, 10, (BATCH * 4,), generator=g), [str(i) for i in range(10)])
-    cfg = TrainConfig(family=family, dataset="bench", out="/nonexistent", batch_size=BATCH, device="cpu",
-                      channels_last=v.channels_last, threads=v.threads, tensorboard=False, progress=False).resolved()
-    trainer = Trainer(cfg, get_family(family), data, Dist(), torch.device("cpu"))
-    x = to_float(data.images[:BATCH].clone())
+    trainer, x, y = random_trainer(family, BATCH, channels_last=v.channels_last, threads=v.threads)
     if v.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    return trainer, x, data.labels[:BATCH].clone()
+    return trainer, x, y
 
 
 def images_per_second(family: str, v: Variant, warmup: int, seconds: float, min_steps: int) -> float:
     default = torch.get_num_threads()
     torch.set_num_threads(v.threads or default)
     try:
-        trainer, x, y = make_trainer(family, v)
-        step = trainer.step  # type: ignore[attr-defined]
-        for _ in range(warmup):
-            out = step(x, y)
-        [float(t) for t in out.values()]
-        steps, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds or steps < min_steps:
-            out = step(x, y)
-            if v.sync_every_step:
-                _ = {k: t.item() for k, t in out.items()}
-            steps += 1
-        [float(t) for t in out.values()]  # the tuned loop's one sync at its next log line
-        return steps * BATCH / (time.perf_counter() - start)
+        return step_rate(*make_trainer(family, v), warmup, seconds, min_steps, v.sync_every_step)
     finally:
         torch.set_num_threads(default)
 
@@ -131,10 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         markdown_table(["family", "reference images/s", "best tuned images/s", "best tuned variant", "speed-up",
                         "all tuned variants (median images/s)"], rows),
     ])
-    print(text)
-    if args.write if args.write is not None else not args.quick:
-        write_section("training", text)
-        print("\nwritten to docs/performance.md", flush=True)
+    publish("training", text, args.write, args.quick)
     return 0
 
 
