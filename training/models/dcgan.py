@@ -153,7 +153,6 @@ class DCDiscriminator(nn.Module):
             return adv, self.cls(h).flatten(1)
         return adv
 
-
     def _first_conv_concat(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The first conv of a "concat" D without building the (B, C + K, H, W) input: a label map is the
         same at every position, so its part of the conv is, per class, one fixed (ndf, H', W') map — that
