@@ -19,6 +19,7 @@ import random
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -156,12 +157,22 @@ def test_files_swapped_between_two_models_are_refused(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------- replace while serving
 
 
-def _write_in_place_slowly(path: Path, data: bytes, pause: float) -> None:
-    """A careless writer (cp, rsync --inplace): the file is half old, half new for a moment."""
+def _write_in_place_slowly(path: Path, data: bytes, loads: Callable[[], tuple[int, int]]) -> None:
+    """A careless writer (cp, rsync --inplace): the file is half old, half new for a moment.
+
+    The moment lasts until the registry has tried to load the half-written folder — ``loads()`` is
+    (attempts started, attempts finished); a new attempt has started and finished — or 10 s. A fixed
+    pause let a busy machine's registry, still loading the previous version, miss every half."""
+    started, _ = loads()
     with path.open("r+b") as f:
         f.write(data[: len(data) // 2])
         f.flush()
-        time.sleep(pause)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            now_started, finished = loads()
+            if now_started > started and finished >= now_started:
+                break
+            time.sleep(0.01)
         f.write(data[len(data) // 2:])
         f.truncate()
 
@@ -194,6 +205,13 @@ def test_replacing_a_checkpoint_while_serving_never_serves_a_half_written_one(
     seen: dict[str, int] = {}
     bad: list[str] = []
     stop = threading.Event()
+
+    def loads() -> tuple[int, int]:
+        messages = [r.getMessage() for r in list(caplog.records)]
+        started = sum(m.startswith(f"model {COND}: reloading") for m in messages)
+        finished = sum(f"checkpoint {COND} refused" in m or m.startswith(f"model {COND}: ready") for m in messages)
+        return started, finished
+
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
 
@@ -220,8 +238,8 @@ def test_replacing_a_checkpoint_while_serving_never_serves_a_half_written_one(
                             shutil.copy(src / f, live / COND / f".{f}.tmp")
                             os.replace(live / COND / f".{f}.tmp", live / COND / f)
                     else:  # in place, slowly, config.json first: the registry must not load the halves
-                        _write_in_place_slowly(live / COND / CONFIG, (src / CONFIG).read_bytes(), 0.03)
-                        _write_in_place_slowly(live / COND / WEIGHTS, (src / WEIGHTS).read_bytes(), 0.05)
+                        _write_in_place_slowly(live / COND / CONFIG, (src / CONFIG).read_bytes(), loads)
+                        _write_in_place_slowly(live / COND / WEIGHTS, (src / WEIGHTS).read_bytes(), loads)
                     time.sleep(0.15)
         finally:
             stop.set()
@@ -231,8 +249,8 @@ def test_replacing_a_checkpoint_while_serving_never_serves_a_half_written_one(
         final = client.get("/generate", params={"model": COND, **GOOD_PARAMS})
     assert not bad, bad[:10]
     assert len(seen) >= 3, seen  # the stream did see several versions
-    refusals = [r.getMessage() for r in caplog.records if f"checkpoint {COND} refused" in r.getMessage()]
-    assert refusals and all("previous version goes on serving" in m for m in refusals)  # halves were seen
+    refused = [r.getMessage() for r in caplog.records if f"checkpoint {COND} refused" in r.getMessage()]
+    assert refused and all("previous version goes on serving" in m for m in refused)  # halves were seen
     assert expected[final.headers["etag"]] == final.content
 
 
