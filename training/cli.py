@@ -167,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ACGAN: D's real/fake logit also gets the inner product of its image features with a "
                         "learned embedding of the label (projection discriminator), so it judges image and "
                         "label together; the class head still sees the image alone")
+    t.add_argument("--cgan-projection", action="store_true",
+                   help="cGAN: D takes the label by projection (Miyato & Koyama 2018) — the inner product of its "
+                        "pooled image features with a learned embedding of the label, added to its real/fake "
+                        "logit — instead of as one-hot maps joining the image channels; G is unchanged")
     t.add_argument("--init-g-from", metavar="CHECKPOINT", default=d["init_g_from"].default,
                    help="start G from this checkpoint's generator weights (same generator architecture and "
                         "classes), e.g. fine-tune a cGAN's generator with the ACGAN objective; D starts afresh")

@@ -53,6 +53,7 @@ class TrainConfig:
     acgan_g_class_weight: float = 1.0  # ACGAN: weight of the class loss in G's objective
     init_g_from: str = ""  # a checkpoint folder whose generator weights G starts from (fine-tuning)
     acgan_projection: bool = False  # ACGAN: D's real/fake head also judges the label (projection discriminator)
+    cgan_projection: bool = False  # cGAN: D takes the label by projection instead of concatenated label maps
     n_critic: int = 5  # WGAN-GP critic steps per generator step
     gp_weight: float = 10.0
     kl_weight: float = 1.0

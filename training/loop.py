@@ -55,8 +55,8 @@ RECIPE_KEYS = ("batch_size", "lr_g", "lr_d", "lr_decay_epochs", "beta1", "beta2"
                "gp_weight", "kl_weight", "ema_decay", "diffaugment", "r1_gamma", "info_weight")
 # The options that make the networks: --resume refuses to change them.
 ARCH_KEYS = ("family", "dataset", "resolution", "channels", "z_dim", "width", "upsample", "bn", "classes",
-             "minibatch_std", "spectral_norm", "acgan_projection", "latent_categories", "self_condition",
-             "recluster_every")
+             "minibatch_std", "spectral_norm", "acgan_projection", "cgan_projection", "latent_categories",
+             "self_condition", "recluster_every")
 
 
 # --- setup -------------------------------------------------------------------------------
@@ -207,6 +207,9 @@ def check_discriminator_options(opts: Any, fam: Family) -> None:
                           "has its own gradient penalty, --gp-weight)")
     if opts.diffaugment and fam.objective in ("vae", "ae"):
         raise ConfigError(f"--diffaugment augments a discriminator's inputs; --family {fam.name} has none")
+    if opts.cgan_projection and fam.name != "cgan":
+        raise ConfigError(f"--cgan-projection changes a cGAN's discriminator (--family cgan), not --family {fam.name}"
+                          + (" (its own flag: --acgan-projection)" if fam.name == "acgan" else ""))
     k = opts.latent_categories
     if k and (fam.conditional or not fam.conv_discriminator):
         raise ConfigError(f"--latent-categories needs an unconditional family with a convolutional discriminator "
@@ -229,8 +232,8 @@ class Trainer:
         self.num_classes = len(data.class_names)
         check_discriminator_options(cfg, fam)
         opts = ArchOptions(cfg.z_dim, self.num_classes, cfg.channels, cfg.resolution, cfg.width, cfg.upsample, cfg.bn,
-                           cfg.minibatch_std, cfg.spectral_norm, cfg.acgan_projection, cfg.latent_categories,
-                           cfg.self_condition, cfg.recluster_every > 0)
+                           cfg.minibatch_std, cfg.spectral_norm, cfg.acgan_projection or cfg.cgan_projection,
+                           cfg.latent_categories, cfg.self_condition, cfg.recluster_every > 0)
         self.g_class, self.g_kwargs, aux = fam.build(opts)
         torch.manual_seed(cfg.seed)  # identical init on every rank
         self.g_raw = build_generator(self.g_class, self.g_kwargs).to(device)

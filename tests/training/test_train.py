@@ -72,17 +72,33 @@ def test_acgan_class_weights_leave_fakes_out_of_the_class_losses(tmp_path, tiny_
                                                                                     float(g_weight))
 
 
-def test_acgan_projection_trains_resumes_and_cannot_be_switched_on_resume(tmp_path, tiny_args, capsys):
+@pytest.mark.parametrize(("family", "extra"), [("acgan", ["--acgan-g-class-weight", "0.3"]), ("cgan", [])])
+def test_projection_trains_resumes_and_cannot_be_switched_on_resume(tmp_path, tiny_args, capsys, family, extra):
     out, run = tmp_path / "ac", tmp_path / "run"
-    base = ["train", "--family", "acgan", "--dataset", "synthetic", "--out", str(out), "--run-dir", str(run),
-            "--acgan-g-class-weight", "0.3", *tiny_args]
-    assert main([*base, "--epochs", "1", "--acgan-projection"]) == 0
-    assert main([*base, "--epochs", "2", "--acgan-projection", "--resume"]) == 0
+    flag, key = f"--{family}-projection", f"{family}_projection"
+    base = ["train", "--family", family, "--dataset", "synthetic", "--out", str(out), "--run-dir", str(run),
+            *extra, *tiny_args]
+    assert main([*base, "--epochs", "1", flag]) == 0
+    assert main([*base, "--epochs", "2", flag, "--resume"]) == 0
     cfg = read_config(out)
-    assert cfg.training.options["acgan_projection"] is True and cfg.training.epochs == 2
-    assert any(k.startswith("embed.") for k in torch.load(run / "state.pt", weights_only=True)["D"])
+    assert cfg.training.options[key] is True and cfg.training.epochs == 2
+    d_state = torch.load(run / "state.pt", weights_only=True)["D"]
+    assert any(k.startswith("embed.") for k in d_state)
+    first_conv = next(v for k, v in d_state.items() if v.dim() == 4)
+    assert first_conv.shape[1] == cfg.image.channels  # the label reaches D by projection only, not as input maps
     assert main([*base, "--epochs", "3", "--resume"]) == 2  # another discriminator
-    assert "acgan_projection=True" in capsys.readouterr().err
+    assert f"{key}=True" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("family", "message"), [
+    ("dcgan", "--cgan-projection changes a cGAN's discriminator (--family cgan), not --family dcgan"),
+    ("acgan", "not --family acgan (its own flag: --acgan-projection)"),
+])
+def test_cgan_projection_is_refused_for_other_families(tmp_path, capsys, family, message):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--family", family, "--dataset", "synthetic", "--out", str(tmp_path / "x"), "--cgan-projection",
+              "--dry-run"])
+    assert e.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_init_g_from_starts_g_from_a_checkpoints_generator(tmp_path, tiny_args, capsys):

@@ -205,7 +205,9 @@ def _generator_kwargs(o: ArchOptions, conditional: bool) -> dict[str, Any]:
 
 def _family(name: str, objective: Any, conditional: bool, cond: str, norm: str, doc: str) -> Family:
     def build(o: ArchOptions) -> tuple[str, dict[str, Any], nn.Module]:
-        d_cond = "projection+class-head" if o.projection and cond == "class-head" else cond
+        d_cond = cond  # with o.projection: a cGAN's D takes the label by projection, an ACGAN's by both
+        if o.projection:
+            d_cond = {"class-head": "projection+class-head", "concat": "projection"}.get(cond, cond)
         d_classes = o.num_classes if conditional else 0
         if o.categories:  # InfoGAN: D's second head (Q) recovers the generator's categorical code from its image;
             # self-conditioned: D takes the code (of fakes) or the cluster (of reals) as a cGAN's D takes the label

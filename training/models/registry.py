@@ -59,7 +59,7 @@ class ArchOptions:
     bn: str  # "before-act" | "after-act"
     minibatch_std: bool = False  # discriminators that support it add a minibatch standard-deviation channel
     spectral_norm: bool = False  # ... and spectrally normalise their layers instead of batch-/layer-norm
-    projection: bool = False  # a class-head discriminator (ACGAN) also judges the label by projection
+    projection: bool = False  # D judges the label by projection: a cGAN's instead of label maps, an ACGAN's too
     categories: int = 0  # unconditional generators: a K-way categorical code in the latent (InfoGAN)
     self_condition: bool = False  # ... that D takes as a label (with real images' clusters), not a Q head
     recluster: bool = False  # ... with clusters re-found on D's features: D conditions by projection
