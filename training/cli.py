@@ -128,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --latent-categories K: a self-conditioned GAN (Liu et al. 2020) instead of InfoGAN's "
                         "Q head — the training images are cut into K equal k-means clusters (pixel PCA) and D "
                         "judges each real image with its cluster and each generated one with its code, as a cGAN's "
-                        "D judges image and label; G stays unconditional to its users (dcgan)")
+                        "D judges image and label; G stays unconditional to its users (dcgan; wgan-gp, whose "
+                        "critic then judges each fake with the cluster of the real image it is paired with in the "
+                        "gradient penalty: the fake's code is drawn to match)")
     t.add_argument("--recluster-every", metavar="N", type=int_range(0, 100_000),
                    default=d["recluster_every"].default,
                    help="with --self-condition: every N epochs the training images are clustered again, by "

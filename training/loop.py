@@ -44,7 +44,7 @@ from training.devices import pick_device
 from training.images import make_grid, png_bytes, to_uint8
 from training.latent import latents
 from training.models import ArchOptions, Family, build_generator, get_family
-from training.models.dcgan import latent_code
+from training.models.dcgan import latent_code, with_code
 
 log = logging.getLogger("training")
 STATE = "state.pt"
@@ -216,9 +216,9 @@ def check_discriminator_options(opts: Any, fam: Family) -> None:
                           f"(dcgan, wgan-gp), not --family {fam.name}")
     if k and not 2 <= k <= opts.z_dim:
         raise ConfigError(f"--latent-categories must be 0 (none) or 2–{opts.z_dim} (--z-dim), got {k}")
-    if opts.self_condition and not (k and fam.objective == "gan"):
-        raise ConfigError(f"--self-condition needs --latent-categories K and the gan objective (--family dcgan), "
-                          f"not --family {fam.name}" + ("" if k else " without --latent-categories"))
+    if opts.self_condition and not (k and fam.objective in ("gan", "wgan-gp")):
+        raise ConfigError(f"--self-condition needs --latent-categories K and an unconditional GAN (--family dcgan "
+                          f"or wgan-gp), not --family {fam.name}" + ("" if k else " without --latent-categories"))
     if opts.recluster_every and not opts.self_condition:
         raise ConfigError("--recluster-every re-clusters a self-conditioned GAN's training images: it needs "
                           "--self-condition")
@@ -449,16 +449,21 @@ class Trainer:
         cfg, b = self.cfg, x.shape[0]
         assert self.opt_d is not None
         self.d_raw.requires_grad_(True)
+        sc = cfg.self_condition  # y is each real image's cluster
         with torch.no_grad():
             z = self._z(b)
+            if sc:  # each fake gets its real partner's cluster as its code, so that the penalty's
+                # interpolate between the two is judged with the one label both share
+                z = with_code(z, y, cfg.latent_categories)
             fake = self.g_raw(z, None)
         code = self._code(z)
         self.opt_d.zero_grad(set_to_none=True)
         # With --diffaugment the penalty is taken between the augmented images, the ones the critic judges.
-        real_s, fake_s, gp = losses.gradient_penalty(lambda t: _scores(self.d(t)), diff_augment(x, self.augment),
-                                                     diff_augment(fake, self.augment))
+        labels = y.repeat(3) if sc else None  # real, fake, interpolate: one critic pass (gradient_penalty)
+        real_s, fake_s, gp = losses.gradient_penalty(lambda t: _scores(self.d(t, labels)),
+                                                     diff_augment(x, self.augment), diff_augment(fake, self.augment))
         loss_d = losses.critic_wasserstein(real_s, fake_s) + cfg.gp_weight * gp
-        if code is not None:  # InfoGAN: Q (the critic's second head) learns to recover the code
+        if code is not None and not sc:  # InfoGAN: Q (the critic's second head) learns to recover the code
             loss_d = loss_d + self._info_loss(fake, code)
         loss_d.backward()
         self.opt_d.step()
@@ -470,10 +475,11 @@ class Trainer:
             sync = self.d.no_sync() if isinstance(self.d, DDP) else contextlib.nullcontext()
             with sync:
                 z = self._z(b)
-                judged = self.d(diff_augment(self.g(z, None), self.augment))  # one critic forward: score [, Q]
-                loss_g = losses.g_wasserstein(_scores(judged))
                 code = self._code(z)
-                if code is not None:
+                # one critic forward: score [, Q]; self-conditioned, the critic is told each fake's code
+                judged = self.d(diff_augment(self.g(z, None), self.augment), code if sc else None)
+                loss_g = losses.g_wasserstein(_scores(judged))
+                if code is not None and not sc:
                     loss_g = loss_g + self.cfg.info_weight * losses.class_loss(judged[1], code)
             loss_g.backward()
             self.opt_g.step()

@@ -112,6 +112,30 @@ def test_minibatch_std_channel_is_the_mean_feature_std_over_the_batch():
     assert with_minibatch_std(h[:1])[:, 3].abs().max() < 1e-3  # a batch of one
 
 
+def test_with_code_gives_the_code_and_the_latent_law_given_that_code():
+    """with_code: every row reads the asked-for code, only two of its first K entries trade places (a row
+    that already had the code is unchanged), and the result is distributed as z ~ N(0, I) given its
+    code — checked against rejection sampling: the entries' means and spreads agree."""
+    from training.models.dcgan import latent_code, with_code
+
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(200_000, 6, generator=gen)
+    code = torch.randint(0, 4, (z.shape[0],), generator=gen)
+    out = with_code(z, code, 4)
+    assert torch.equal(latent_code(out, 4), code)
+    assert torch.equal(out[:, 4:], z[:, 4:])
+    assert torch.equal(out.sort(1).values, z.sort(1).values)
+    assert ((out != z).sum(1) <= 2).all()
+    kept = latent_code(z, 4) == code
+    assert torch.equal(out[kept], z[kept])
+    for c in range(4):
+        want = z[latent_code(z, 4) == c]  # rejection sampling: the latents that happen to have code c
+        got = out[code == c]
+        assert torch.allclose(got.mean(0), want.mean(0), atol=0.02)
+        assert torch.allclose(got.std(0), want.std(0), atol=0.02)
+    assert abs(float(out[code == 2][:, 2].mean()) - 1.029) < 0.02  # E[max of 4 standard normals] ≈ 1.029
+
+
 def test_self_conditioned_d_takes_the_label_by_projection_when_re_clustered():
     """--recluster-every: D's pooled features (what the clusters are found on) do not see the label; its
     logit does. Without re-clustering the self-conditioned D stays the concat one (older runs resume)."""

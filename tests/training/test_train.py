@@ -379,6 +379,65 @@ def test_self_conditioned_d_judges_reals_by_cluster_and_fakes_by_code(tmp_path, 
     assert "self_condition=True" in capsys.readouterr().err
 
 
+def test_self_conditioned_wgan_gp_pairs_each_real_with_a_fake_of_its_cluster(tmp_path, tiny_args, monkeypatch,
+                                                                            capsys):
+    """--family wgan-gp --self-condition: in each critic step the fakes' codes are the real batch's
+    clusters, so real, fake and the penalty's interpolate between them are judged with one label each
+    (the critic's one pass gets the clusters three times); the generator step tells the critic each
+    fake's own code; there is no Q loss; the clusters survive a resume, which cannot drop the option."""
+    from training import losses
+    from training.loop import Trainer
+    from training.models.dcgan import DCDiscriminator, DCGenerator, latent_code
+
+    # per step: (clusters of the real batch, labels of each critic call, code of each latent G got)
+    steps: list[tuple[torch.Tensor, list[torch.Tensor | None], list[torch.Tensor]]] = []
+    real_step = Trainer.step
+
+    def step(self, x, y):
+        steps.append((y.cpu(), [], []))
+        return real_step(self, x, y)
+
+    real_d, real_g = DCDiscriminator.forward, DCGenerator.forward
+
+    def d_forward(self, x, labels=None):
+        if steps:
+            steps[-1][1].append(None if labels is None else labels.cpu())
+        return real_d(self, x, labels)
+
+    def g_forward(self, z, labels=None):
+        if steps:
+            steps[-1][2].append(latent_code(z, 4).cpu())
+        return real_g(self, z, labels)
+
+    monkeypatch.setattr(Trainer, "step", step)
+    monkeypatch.setattr(DCDiscriminator, "forward", d_forward)
+    monkeypatch.setattr(DCGenerator, "forward", g_forward)
+    monkeypatch.setattr(losses, "class_loss", lambda *a: pytest.fail("no Q head to train"))
+    out, run = tmp_path / "sc", tmp_path / "run"
+    base = ["train", "--family", "wgan-gp", "--n-critic", "2", "--dataset", "synthetic", "--out", str(out),
+            "--run-dir", str(run), "--latent-categories", "4", "--self-condition", *tiny_args]
+    assert main([*base, "--epochs", "1"]) == 0  # 96 images, batches of 16: 6 steps
+    clusters = torch.load(run / "state.pt", weights_only=True)["clusters"]
+    assert len(steps) == 6
+    assert torch.bincount(torch.cat([y for y, _, _ in steps])).tolist() == [24] * 4 == torch.bincount(clusters).tolist()
+    for i, (y, told, codes) in enumerate(steps):
+        assert torch.equal(codes[0], y)  # the critic step's fakes: each with its real partner's cluster
+        assert told[0] is not None and torch.equal(told[0], y.repeat(3))  # real, fake, interpolate in one pass
+        if i % 2 == 1:  # every --n-critic'th step also trains G: the critic judges its fakes by their own codes
+            assert told[1] is not None and torch.equal(told[1], codes[1])
+    assert [len(told) for _, told, _ in steps[:-1]] == [1, 2] * 2 + [1]
+    cfg = read_config(out)
+    assert not cfg.conditional and cfg.generator.kwargs["categories"] == 4
+    g, _ = load_generator(out)
+    assert g(torch.randn(3, 8)).shape == (3, 1, 28, 28)  # unconditional to its users
+    steps.clear()
+    assert main([*base, "--epochs", "2", "--resume"]) == 0
+    assert torch.equal(torch.load(run / "state.pt", weights_only=True)["clusters"], clusters)
+    no_sc = [a for a in base if a != "--self-condition"]
+    assert main([*no_sc, "--epochs", "3", "--resume"]) == 2
+    assert "self_condition=True" in capsys.readouterr().err
+
+
 def test_recluster_every_moves_the_reals_to_clusters_found_on_d_features(tmp_path, tiny_args, monkeypatch, capsys):
     """--recluster-every 1: from the second epoch on, every real image reaches D with the cluster the last
     re-clustering gave it (equal sizes), measuring D's features leaves its buffers as they were, the

@@ -70,6 +70,22 @@ def latent_code(z: torch.Tensor, categories: int) -> torch.Tensor:
     return z[:, :categories].argmax(1)
 
 
+def with_code(z: torch.Tensor, code: torch.Tensor, categories: int) -> torch.Tensor:
+    """(B, z_dim) latents and (B,) codes → the latents with, in each row, the largest of the first K
+    entries swapped with the entry at the row's code, so that ``latent_code`` gives ``code``. For
+    z ~ N(0, I) the result is distributed as z given its code: swapping two of the K independent,
+    identically distributed entries changes nothing about their joint law, and it maps the latents whose
+    largest entry is at i one to one onto those whose largest is at the code. (A self-conditioned
+    WGAN-GP draws its fakes' codes from the real batch's clusters this way.)"""
+    z = z.clone()
+    rows = torch.arange(z.shape[0], device=z.device)
+    top = latent_code(z, categories)
+    at_top, at_code = z[rows, top], z[rows, code]  # advanced indexing copies
+    z[rows, code] = at_top
+    z[rows, top] = torch.where(top == code, at_top, at_code)
+    return z
+
+
 def latent_code_one_hot(z: torch.Tensor, categories: int) -> torch.Tensor:
     return nn.functional.one_hot(latent_code(z, categories), categories).to(z.dtype)
 
