@@ -196,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generated images per --eval-every evaluation")
     t.add_argument("--keep-best", choices=tuple(KEEP_BEST), default=d["keep_best"].default,
                    help="the --out checkpoint holds the weights of the best --eval-every evaluation so far "
-                        "(lowest fid, highest coverage) instead of the latest epoch's; GAN training swings, and the "
+                        "(lowest fid, highest coverage, or highest min_class_accuracy: the worst class's sample "
+                        "accuracy, the per-class bar's number, for conditional families) instead of the latest "
+                        "epoch's; GAN training swings, and the "
                         "last epoch is not always the best (default: the latest)")
     t.add_argument("--grid-cols", type=int_range(1, 64), default=d["grid_cols"].default)
     t.add_argument("--no-tensorboard", action="store_true")
@@ -278,6 +280,9 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str], parser: argparse.Ar
                      "the run's last N epochs")
     if args.keep_best and not args.eval_every:
         parser.error("--keep-best needs --eval-every N: it keeps the best of those evaluations")
+    if args.keep_best == "min_class_accuracy" and not fam.conditional:
+        parser.error(f"--keep-best min_class_accuracy needs a conditional family (cgan, acgan), not --family "
+                     f"{args.family}: an unconditional model has no per-class accuracy (fid, coverage)")
     if args.eval_every:
         from training.evaluation.evaluator import available_evaluators, default_evaluator_root
 

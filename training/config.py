@@ -7,7 +7,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # The metrics ``--keep-best`` can select on, and whether a higher value is better.
-KEEP_BEST: dict[str, bool] = {"fid": False, "coverage": True}
+KEEP_BEST: dict[str, bool] = {"fid": False, "coverage": True, "min_class_accuracy": True}
+
+
+def keep_best_value(metrics: dict[str, Any], key: str) -> float | None:
+    """The number ``--keep-best key`` compares in a checkpoint's metrics: the metric itself, or for
+    ``min_class_accuracy`` (the per-class bar's number) the lowest of ``accuracy_per_class``."""
+    if key == "min_class_accuracy":
+        per_class = [v for v in (metrics.get("accuracy_per_class") or {}).values() if v is not None]
+        return min(per_class) if per_class else None
+    value = metrics.get(key)
+    return None if value is None else float(value)
 
 
 class ConfigError(ValueError):
@@ -66,7 +76,7 @@ class TrainConfig:
     log_every: int = 50
     max_steps: int = 0  # stop after this many steps in total (0: no limit); for smoke tests
     eval_every: int = 0  # evaluate the checkpoint every N epochs and after the last (0: never)
-    keep_best: str = ""  # "fid" | "coverage": the out folder keeps the best evaluated weights ("": the latest)
+    keep_best: str = ""  # a KEEP_BEST key: the out folder keeps the best evaluated weights ("": the latest)
     eval_samples: int = 10_000
     grid_cols: int = 10
     tensorboard: bool = True

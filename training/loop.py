@@ -38,7 +38,7 @@ from training.checkpoint import (
     save_checkpoint,
     update_metrics,
 )
-from training.config import KEEP_BEST, ConfigError, TrainConfig
+from training.config import KEEP_BEST, ConfigError, TrainConfig, keep_best_value
 from training.data import ImageData, load_dataset, to_float
 from training.devices import pick_device
 from training.images import make_grid, png_bytes, to_uint8
@@ -711,9 +711,9 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
         evaluate_during_training(cfg, candidate, epochs_done, seconds, images_seen, device, fam.conditional,
                                  evaluations, writer)
         measured = read_config(candidate)
-        new = measured.metrics.get(cfg.keep_best)
+        new = keep_best_value(measured.metrics, cfg.keep_best)
         old = read_config(out_dir) if (out_dir / "config.json").exists() else None
-        kept = None if old is None else old.metrics.get(cfg.keep_best)
+        kept = None if old is None else keep_best_value(old.metrics, cfg.keep_best)
         higher = KEEP_BEST[cfg.keep_best]
         if old is None or kept is None or (new is not None and (new > kept if higher else new < kept)):
             save_outputs(epochs_done)  # the same weights as the candidate's

@@ -40,6 +40,8 @@ BASE = ["train", "--family", "cgan", "--dataset", "synthetic", "--out", "OUT"]
          "--acgan-fake-class-weight"),
         ([*BASE, "--keep-best", "coverage"], "--keep-best needs --eval-every"),
         ([*BASE, "--keep-best", "accuracy", "--eval-every", "1"], "--keep-best"),
+        (["train", "--family", "dcgan", "--dataset", "synthetic", "--out", "x", "--eval-every", "1", "--keep-best",
+          "min_class_accuracy"], "--keep-best min_class_accuracy needs a conditional family"),
         (["train", "--family", "vae", "--dataset", "synthetic", "--out", "x", "--minibatch-std"], "--minibatch-std"),
         (["train", "--family", "mlp-gan", "--dataset", "synthetic", "--out", "x", "--spectral-norm"],
          "--spectral-norm"),

@@ -666,3 +666,40 @@ def test_keep_best_fid_is_lower_is_better(tmp_path, tiny_args, monkeypatch):
     assert main(["train", "--family", "dcgan", "--dataset", "synthetic", "--out", str(out), "--run-dir",
                  str(tmp_path / "run"), "--eval-every", "1", "--keep-best", "fid", "--epochs", "2", *tiny_args]) == 0
     assert read_config(out).training.epochs == 1
+
+
+def test_keep_best_min_class_accuracy_keeps_the_best_worst_class(tmp_path, tiny_args, monkeypatch):
+    """--keep-best min_class_accuracy compares the worst class of accuracy_per_class — also against a
+    checkpoint whose config has only the per-class numbers (as the shipped ones do)."""
+    import training.loop as loop
+    from training.checkpoint import update_metrics
+
+    # epoch 1: worst 0.5; epoch 2: a higher mean but a worse worst class (0.3); epoch 3: worst 0.7
+    per_class = iter([{"a": 0.5, "b": 0.9}, {"a": 1.0, "b": 0.3}, {"a": 0.7, "b": 0.8}])
+    weights: dict[int, str] = {}
+
+    def scripted(cfg, folder, epoch, seconds, images_seen, device, conditional, evaluations, writer):
+        acc = next(per_class)
+        evaluations.append({"epoch": epoch, "min_class_accuracy": min(acc.values())})
+        update_metrics(folder, {"accuracy_per_class": acc}, "0" * 64, evaluations)
+        weights[epoch] = read_config(folder).generator_sha256
+
+    monkeypatch.setattr(loop, "evaluate_during_training", scripted)
+    out = tmp_path / "ck"
+    base = ["train", "--family", "cgan", "--dataset", "synthetic", "--out", str(out), "--run-dir",
+            str(tmp_path / "run"), "--eval-every", "1", "--keep-best", "min_class_accuracy", *tiny_args]
+    assert main([*base, "--epochs", "2"]) == 0
+    cfg = read_config(out)
+    assert cfg.training.epochs == 1 and cfg.generator_sha256 == weights[1]
+    assert main([*base, "--epochs", "3", "--resume"]) == 0
+    cfg = read_config(out)
+    assert cfg.training.epochs == 3 and cfg.generator_sha256 == weights[3]
+    assert cfg.metrics["accuracy_per_class"] == {"a": 0.7, "b": 0.8}
+
+
+def test_keep_best_value_reads_the_worst_class_or_the_metric():
+    from training.config import keep_best_value
+
+    assert keep_best_value({"accuracy_per_class": {"a": 0.9, "b": 0.4, "c": None}}, "min_class_accuracy") == 0.4
+    assert keep_best_value({"accuracy_per_class": None}, "min_class_accuracy") is None
+    assert keep_best_value({"coverage": 0.8}, "coverage") == 0.8 and keep_best_value({}, "fid") is None
