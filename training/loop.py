@@ -121,36 +121,41 @@ class EMA:
         for b_ema, b in zip(self.model.buffers(), model.buffers(), strict=True):
             b_ema.copy_(b)
 
-    @torch.no_grad()
     def standing_stats(self, z_dim: int, num_classes: int, device: torch.device, seed: int = 0) -> None:
-        """Re-estimate the average's batch-norm statistics from its own forward passes.
+        """Re-estimate the average's batch-norm statistics from its own forward passes (``standing_stats``).
 
         ``update`` copies the training generator's running statistics, which describe *its* weights'
         activations. The average's weights lag behind them; while the generator moves fast the two
         disagree and the served (eval-mode) average normalises with the wrong statistics — in one
         64×64 run that alone was the difference between FID 69 and FID 3 for the same weights. So before
-        the average is saved, measured or drawn, its statistics are recomputed (BigGAN's "standing
-        statistics"): batches of prior samples (and uniform labels) through the average in train mode,
-        averaged with equal weight. Seeded, and the global RNG is left alone (resume stays exact)."""
-        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if not norms:
-            return
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the batches below
-        gen = torch.Generator().manual_seed(seed)
-        self.model.train()
-        try:
-            for _ in range(STANDING_STATS_BATCHES):
-                z = torch.randn(STANDING_STATS_BATCH_SIZE, z_dim, generator=gen).to(device)
-                y = (torch.randint(0, num_classes, (STANDING_STATS_BATCH_SIZE,), generator=gen).to(device)
-                     if num_classes else None)
-                self.model(z, y)
-        finally:
-            self.model.eval()
-            for m, momentum in zip(norms, momenta, strict=True):
-                m.momentum = momentum
+        the average is saved, measured or drawn, its statistics are recomputed."""
+        standing_stats(self.model, z_dim, num_classes, device, seed)
+
+
+@torch.no_grad()
+def standing_stats(model: nn.Module, z_dim: int, num_classes: int, device: torch.device, seed: int = 0) -> None:
+    """A generator's batch-norm statistics recomputed for its own inputs (BigGAN's "standing statistics"):
+    batches of prior samples (and uniform labels) through it in train mode, averaged with equal weight;
+    it is left in eval mode. Seeded, and the global RNG is left alone (resume stays exact)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    try:
+        for _ in range(STANDING_STATS_BATCHES):
+            z = torch.randn(STANDING_STATS_BATCH_SIZE, z_dim, generator=gen).to(device)
+            y = (torch.randint(0, num_classes, (STANDING_STATS_BATCH_SIZE,), generator=gen).to(device)
+                 if num_classes else None)
+            model(z, y)
+    finally:
+        model.eval()
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
 
 
 def batches(data: ImageData, sampler: DistributedSampler[int], batch_size: int) -> Iterator[torch.Tensor]:
@@ -557,12 +562,19 @@ def checkpoint_config(cfg: TrainConfig, trainer: Trainer, data: ImageData, epoch
                       evaluations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     fam = trainer.fam
     conditional = fam.conditional
+    generator: dict[str, Any] = {"class": trainer.g_class, "kwargs": trainer.g_kwargs}
+    description, z_dim = fam.description, cfg.z_dim
+    if cfg.expost_gmm:  # the decoder inside the mixture sampler (training/models/expost.py)
+        generator = {"class": "ExPostGenerator", "kwargs": {"decoder": generator, "components": cfg.expost_gmm}}
+        description += (f", sampled through a {cfg.expost_gmm}-component Gaussian mixture fitted to its encoder's "
+                        "codes (ex-post density estimation)")
+        z_dim += 1
     return {
         "name": cfg.name,
         "family": cfg.family,
-        "description": fam.description,
-        "generator": {"class": trainer.g_class, "kwargs": trainer.g_kwargs},
-        "z_dim": cfg.z_dim,
+        "description": description,
+        "generator": generator,
+        "z_dim": z_dim,
         "num_classes": len(data.class_names) if conditional else 0,
         "class_names": data.class_names if conditional else [],
         "image": {"channels": cfg.channels, "height": cfg.resolution, "width": cfg.resolution},
@@ -676,9 +688,14 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
         torch.save(trainer.state(epoch, seconds, images_seen, evaluations), buf)
         atomic_write_bytes(state_path, buf.getvalue())
 
-    def epoch_grid(epochs_done: int) -> bytes:
-        """The fixed-latent sample grid of the EMA generator: into runs/…/grids and TensorBoard."""
-        grid = render_grid(trainer.ema.model, grid_z, grid_y, cfg.grid_cols, device)
+    def epoch_grid(epochs_done: int, generator: nn.Module | None = None) -> bytes:
+        """The fixed-latent sample grid of the EMA generator (or of ``generator``, the checkpoint's when it is
+        not the EMA decoder itself): into runs/…/grids and TensorBoard."""
+        if generator is None or generator is trainer.ema.model:
+            grid = render_grid(trainer.ema.model, grid_z, grid_y, cfg.grid_cols, device)
+        else:  # the same seeds through the served generator's own latent size
+            z = latents(list(range(grid_z.shape[0])), int(generator.z_dim))  # type: ignore[arg-type]
+            grid = render_grid(generator, z, grid_y, cfg.grid_cols, device)
         atomic_write_bytes(run_dir / "grids" / f"epoch_{epochs_done:04d}.png", grid)
         if writer is not None:
             arr = np.asarray(Image.open(io.BytesIO(grid)).convert("RGB"))
@@ -691,13 +708,35 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
         if d.main and fam.sampleable:
             trainer.ema.standing_stats(cfg.z_dim, len(data.class_names) if fam.conditional else 0, device, cfg.seed)
 
+    fitted: dict[int, nn.Module] = {}  # --expost-gmm: the step count → the mixture sampler fitted then
+
+    def served() -> nn.Module:
+        """The generator a checkpoint holds: the EMA generator, or with --expost-gmm the EMA decoder inside
+        the mixture fitted to the encoder's codes now (once per step count: a --keep-best candidate and the
+        --out copy of the same weights share one fit), with batch-norm statistics for the mixture's codes."""
+        if not cfg.expost_gmm:
+            return trainer.ema.model
+        if trainer.step_count not in fitted:
+            from training.expost import expost_generator
+
+            t0 = time.perf_counter()
+            g = expost_generator(trainer.ema.model, {"class": trainer.g_class, "kwargs": trainer.g_kwargs},
+                                 trainer.d_raw, data.images, cfg.expost_gmm, cfg.seed, device)
+            standing_stats(g, g.z_dim, 0, device, cfg.seed)
+            fitted.clear()
+            fitted[trainer.step_count] = g
+            log.info("--expost-gmm: a %d-component mixture fitted to the encoder's codes in %.0f s", cfg.expost_gmm,
+                     time.perf_counter() - t0)
+        return fitted[trainer.step_count]
+
     def save_outputs(epochs_done: int, folder: Path = out_dir) -> CheckpointConfig | None:
         if not d.main:
             return None
-        grid = epoch_grid(epochs_done)
+        generator = served()
+        grid = epoch_grid(epochs_done, generator)
         config = checkpoint_config(cfg, trainer, data, epochs_done, seconds, images_seen, d.world, commit,
                                    evaluations)
-        return save_checkpoint(folder, trainer.ema.model, config, grid, cfg.save_dtype)
+        return save_checkpoint(folder, generator, config, grid, cfg.save_dtype)
 
     def keep_if_best(epochs_done: int) -> CheckpointConfig:
         """``--keep-best``: write and measure this epoch's weights beside the run; they replace the --out

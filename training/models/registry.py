@@ -100,4 +100,4 @@ def family_names() -> list[str]:
 
 def _load_all() -> None:
     # Importing the family modules runs their decorators.
-    from training.models import ae, dcgan, mlp, vae  # noqa: F401
+    from training.models import ae, dcgan, expost, mlp, vae  # noqa: F401
