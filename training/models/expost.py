@@ -72,20 +72,26 @@ class ExPostGenerator(nn.Module):
         self.means.copy_(means.double())
         self.scale_tril.copy_(chol)
 
+    @staticmethod
+    def _wide(z: torch.Tensor) -> torch.dtype:
+        return torch.float32 if z.device.type == "mps" else torch.float64  # MPS has no float64
+
     def component(self, z: torch.Tensor) -> torch.Tensor:
         """(B, z_dim) → (B,) the mixture component each latent's first entry picks."""
-        u = torch.special.ndtr(z[:, 0].double())
-        edges = torch.cumsum(self.weights.double(), 0)
+        wide = self._wide(z)
+        u = torch.special.ndtr(z[:, 0].to(wide))
+        edges = torch.cumsum(self.weights.to(wide), 0)
         return torch.searchsorted(edges, u.contiguous(), right=True).clamp_(max=self.components - 1)
 
     def codes(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, z_dim) → (B, latent_dim) the decoder's inputs. In float64, rounded once: a row's code does not
-        depend on the batch it was computed in (the service checks that its images do not)."""
+        """(B, z_dim) → (B, latent_dim) the decoder's inputs. In float64 (float32 on MPS), rounded once: a row's
+        code does not depend on the batch it was computed in (the service checks that its images do not)."""
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"z must have shape (B, {self.z_dim}), got {tuple(z.shape)}")
+        wide = self._wide(z)
         k = self.component(z)
-        tril = self.scale_tril.double()[k]  # (B, d, d)
-        code = self.means.double()[k] + (tril @ z[:, 1:].double().unsqueeze(-1)).squeeze(-1)
+        tril = self.scale_tril.to(wide)[k]  # (B, d, d)
+        code = self.means.to(wide)[k] + (tril @ z[:, 1:].to(wide).unsqueeze(-1)).squeeze(-1)
         return code.to(z.dtype)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
