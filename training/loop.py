@@ -82,13 +82,20 @@ def setup_distributed(device_setting: str) -> tuple[Dist, torch.device]:
     return d, device
 
 
-def git_commit() -> str | None:
-    here = Path(__file__).resolve().parent
+def git_commit(root: Path | None = None) -> str | None:
+    """The commit the code runs from, "-dirty" when tracked files differ from it.
+
+    `checkpoints/` is left out of the check: it holds the outputs of runs (a `--keep-best` run rewrites its
+    own `--out` there), not the code that made them.
+    """
+    root = root or Path(__file__).resolve().parent.parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "."], cwd=here.parent, timeout=5)
+        dirty = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--", ".", ":(exclude)checkpoints"], cwd=root, timeout=5
+        )
         return sha.stdout.strip() + ("-dirty" if dirty.returncode else "")
     except (OSError, subprocess.SubprocessError):
         return None

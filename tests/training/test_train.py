@@ -703,3 +703,24 @@ def test_keep_best_value_reads_the_worst_class_or_the_metric():
     assert keep_best_value({"accuracy_per_class": {"a": 0.9, "b": 0.4, "c": None}}, "min_class_accuracy") == 0.4
     assert keep_best_value({"accuracy_per_class": None}, "min_class_accuracy") is None
     assert keep_best_value({"coverage": 0.8}, "coverage") == 0.8 and keep_best_value({}, "fid") is None
+
+
+def test_git_commit_is_dirty_for_code_changes_but_not_for_checkpoints(tmp_path):
+    from training.loop import git_commit
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "checkpoints" / "m").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "m" / "config.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "init")
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert git_commit(tmp_path) == sha
+    (tmp_path / "checkpoints" / "m" / "config.json").write_text('{"rewritten": true}')  # what --keep-best does
+    assert git_commit(tmp_path) == sha
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == sha + "-dirty"
