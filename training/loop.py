@@ -647,6 +647,9 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
     if len(data) < cfg.batch_size * d.world:
         raise ConfigError(f"--batch-size {cfg.batch_size} × {d.world} process(es) is larger than the dataset "
                          f"({len(data)} images)")
+    if cfg.expost_gmm > len(data):  # found now, not after an epoch when the first checkpoint is written
+        raise ConfigError(f"--expost-gmm {cfg.expost_gmm} is more mixture components than the dataset's "
+                          f"{len(data)} images, whose codes it is fitted to: use at most {len(data)}")
     trainer = Trainer(cfg, fam, data, d, device)
     commit = git_commit()  # the code this run started from, even if HEAD moves while it trains
     run_dir, out_dir = Path(cfg.run_dir), Path(cfg.out)

@@ -142,3 +142,12 @@ def test_expost_gmm_needs_the_vae_family(capsys):
         main(["train", "--family", "dcgan", "--dataset", "synthetic", "--out", "x", "--expost-gmm", "10"])
     assert e.value.code == 2
     assert "--expost-gmm" in capsys.readouterr().err
+
+
+def test_more_components_than_images_is_refused_before_training(tmp_path, tiny_args, capsys):
+    out, run = tmp_path / "vae-gmm", tmp_path / "run"
+    assert main(["train", "--family", "vae", "--dataset", "synthetic", "--out", str(out), "--run-dir", str(run),
+                 *tiny_args, "--epochs", "1", "--expost-gmm", "97"]) == 2  # tiny_args: 96 synthetic images
+    err = capsys.readouterr().err
+    assert "--expost-gmm 97" in err and "96 images" in err
+    assert not out.exists() and not (run / "state.pt").exists()  # refused before a step was taken
