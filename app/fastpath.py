@@ -39,7 +39,7 @@ _DIGITS = re.compile(r"[0-9]{1,10}")
 _TRUNCATION = re.compile(r"(?:0|1)(?:\.[0-9]{1,16})?|\.[0-9]{1,16}")
 _MODEL = re.compile(NAME_PATTERN.removeprefix("^").removesuffix("$"))  # fully matched: no "$" before a newline
 _INT_RANGES = {"seed": (0, SEED_MAX), "n": (1, MAX_N), "scale": (1, MAX_SCALE)}
-_GENERATE_DEFAULTS: dict[str, Any] = {"model": None, "label": None, "seed": None, "n": 1, "truncation": 1.0,
+_GENERATE_DEFAULTS: dict[str, Any] = {"model": None, "label": None, "seed": None, "n": 1, "truncation": None,
                                       "scale": 1}
 _HEALTH_BODY = b'{"status":"ok"}'
 _HEALTH_START = {"type": "http.response.start", "status": 200,

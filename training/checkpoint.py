@@ -103,6 +103,9 @@ class CheckpointConfig(_Strict):
     evaluator_sha256: str | None = None
     generator_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     weights_dtype: Literal["float32", "float16"] = "float32"
+    # The truncation ψ (z scaled by ψ) the model is sampled at when a request, `sample` or `evaluate` gives
+    # none; `metrics` are measured at it. Set by `evaluate --truncation ψ`; 1 (none) unless so set.
+    truncation: float = Field(default=1.0, gt=0.0, le=1.0, allow_inf_nan=False)
 
     @field_validator("class_names")
     @classmethod
@@ -249,6 +252,8 @@ def update_metrics(path: str | Path, metrics: dict[str, Any], evaluator_sha256: 
     """
     cfg = read_config(path)
     update: dict[str, Any] = {"metrics": {**cfg.metrics, **metrics}, "evaluator_sha256": evaluator_sha256}
+    if "truncation" in metrics:  # the ψ they were measured at becomes the one the model is served at
+        update["truncation"] = float(metrics["truncation"])
     if evaluations is not None:
         update["training"] = cfg.training.model_copy(update={"evaluations": list(evaluations)})
     new = cfg.model_copy(update=update)

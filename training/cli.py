@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label", default=None, help="class index or name (conditional models)")
     s.add_argument("--n", type=int_range(1, 1024), default=1)
     s.add_argument("--nrow", type=int_range(1, 1024), default=8)
-    s.add_argument("--truncation", type=_float_range(0, 1, lo_open=True), default=1.0)
+    s.add_argument("--truncation", type=_float_range(0, 1, lo_open=True), default=None, metavar="PSI",
+                   help="z scaled by PSI in (0, 1] (default: the checkpoint's own `truncation`, as the service has it)")
     s.add_argument("--scale", type=int_range(1, 8), default=1)
     s.add_argument("--device", default="cpu")
     s.add_argument("--out", required=True, help="PNG file to write")
@@ -384,7 +385,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         return 2
     if cfg.conditional and label is None:
         label = 0
-    z = latents(seeds, cfg.z_dim, args.truncation).to(args.device)
+    psi = cfg.truncation if args.truncation is None else args.truncation
+    z = latents(seeds, cfg.z_dim, psi).to(args.device)
     y = torch.full((len(seeds),), label, dtype=torch.long, device=args.device) if label is not None else None
     with torch.inference_mode():
         imgs = to_uint8(g(z, y))

@@ -28,8 +28,9 @@ LabelQuery = Annotated[str | None, Query(max_length=MAX_LABEL, description=(
     "not allowed on unconditional models"))]
 SeedQuery = Annotated[int | None, Query(ge=0, le=SEED_MAX, description=(
     f"latent seed 0…{SEED_MAX}; drawn at random when omitted (then the response is not cacheable)"))]
-TruncationQuery = Annotated[float, Query(gt=0.0, le=1.0, allow_inf_nan=False,
-                                         description="truncation ψ in (0, 1]: z is scaled by ψ")]
+TruncationQuery = Annotated[float | None, Query(gt=0.0, le=1.0, allow_inf_nan=False, description=(
+    "truncation ψ in (0, 1]: z is scaled by ψ (default: the model's own, `truncation` on its card; 1 unless its "
+    "metrics were measured at another)"))]
 ScaleQuery = Annotated[int, Query(ge=1, le=MAX_SCALE, description="nearest-neighbour upscaling factor")]
 
 _IMAGE_HEADERS = {
@@ -49,12 +50,14 @@ PNG_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 async def render_png_parts(
     service: gen.Service, request: Request, model_name: str | None, label_raw: str | None, seed: int | None,
-    n: int, truncation: float, scale: int,
+    n: int, truncation: float | None, scale: int,
 ) -> tuple[int, bytes, dict[str, str]]:
     """(status 200 or 304, PNG bytes or b"", headers) of a PNG request; ApiError for a 4xx / 503."""
     model = gen.lookup_model(service, request, model_name)
     cfg = model.config
     label = gen.resolve_label(model, label_raw)
+    if truncation is None:
+        truncation = cfg.truncation
     if seed is not None and seed + n - 1 > SEED_MAX:
         raise gen.ApiError(422, f"seed + n − 1 must be ≤ {SEED_MAX}: with n={n}, seed ≤ {SEED_MAX - n + 1}")
     h, w = grid_shape(n, cfg.image.height, cfg.image.width, scale)
@@ -85,7 +88,7 @@ async def render_png_parts(
 
 async def render_png(
     service: gen.Service, request: Request, model_name: str | None, label_raw: str | None, seed: int | None,
-    n: int, truncation: float, scale: int,
+    n: int, truncation: float | None, scale: int,
 ) -> Response:
     status, body, headers = await render_png_parts(service, request, model_name, label_raw, seed, n, truncation,
                                                    scale)
@@ -103,7 +106,7 @@ async def generate(
     label: LabelQuery = None,
     seed: SeedQuery = None,
     n: Annotated[int, Query(ge=1, le=MAX_N, description="images in the grid: seeds seed…seed+n−1")] = 1,
-    truncation: TruncationQuery = 1.0,
+    truncation: TruncationQuery = None,
     scale: ScaleQuery = 1,
 ) -> Response:
     """One PNG: the image of ``seed`` (and ``label``), or a grid of ``n`` images of seeds seed…seed+n−1.
@@ -122,7 +125,7 @@ async def seed_png(
     model: ModelPath,
     seed: Annotated[int, Path(ge=0, le=SEED_MAX, description=f"latent seed 0…{SEED_MAX}")],
     label: LabelQuery = None,
-    truncation: TruncationQuery = 1.0,
+    truncation: TruncationQuery = None,
     scale: ScaleQuery = 1,
 ) -> Response:
     """The same bytes as ``/generate?model=…&seed=…`` with the same label, truncation and scale."""

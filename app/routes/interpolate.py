@@ -74,7 +74,7 @@ async def interpolate(
     loop: Annotated[bool, Query(description="come back to the first key (and class): a seamless loop")] = False,
     format: Annotated[Literal["gif", "png"], Query(description="gif: animation download; png: one strip")] = "gif",
     scale: ScaleQuery = 1,
-    truncation: TruncationQuery = 1.0,
+    truncation: TruncationQuery = None,
 ) -> Response:
     """Frames along a path through key latents: ``from_seed`` → ``to_seed`` or ``seeds=1,5,9``.
 
@@ -83,6 +83,8 @@ async def interpolate(
     """
     m = gen.lookup_model(service, request, model)
     cfg = m.config
+    if truncation is None:
+        truncation = cfg.truncation
     morph = from_label is not None or to_label is not None
     if morph and label is not None:
         raise ApiError(422, "give either label or from_label/to_label (a class morph), not both")

@@ -43,6 +43,8 @@ class ModelCard(BaseModel):
     evaluator_sha256: str | None
     generator_sha256: str
     weights_dtype: str
+    truncation: float = Field(description="the truncation ψ images are drawn at when a request gives none; the "
+                              "metrics were measured at it")
     device: str
     batch_invariant: bool = Field(description="a seeded image has the same bytes however its request is batched "
                                   "(checked at load); false: this device's kernels depend on the batch size, and "
@@ -87,7 +89,7 @@ def card(model: LoadedModel, default: str | None) -> ModelCard:
         dataset=c.dataset.model_dump(mode="json"), training=c.training.model_dump(mode="json"),
         metrics=dict(c.metrics), bars=check_bars(c.metrics, c.conditional) if c.sampleable and c.metrics else {},
         evaluator_sha256=c.evaluator_sha256, generator_sha256=c.generator_sha256,
-        weights_dtype=c.weights_dtype, device=str(model.device),
+        weights_dtype=c.weights_dtype, truncation=c.truncation, device=str(model.device),
         batch_invariant=model.batch_invariant, exact_products=model.exact_products, loaded_at=_iso(model.loaded_at),
         default=model.name == default, links=links,
     )

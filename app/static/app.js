@@ -363,7 +363,9 @@ function renderCard(card) {
   if (metrics.num_samples || metrics.samples) {
     const p = document.createElement("p");
     p.className = "muted small";
-    p.textContent = `Measured on ${fmtNumber(metrics.num_samples || metrics.samples)} samples with the project's evaluator.`;
+    const psi = typeof metrics.truncation === "number" && metrics.truncation !== 1
+      ? `, drawn at truncation ψ ${metrics.truncation} (what the service serves by default)` : "";
+    p.textContent = `Measured on ${fmtNumber(metrics.num_samples || metrics.samples)} samples${psi} with the project's evaluator.`;
     frag.append(p);
   }
   const bars = renderBars(card.bars);
@@ -399,6 +401,11 @@ function fillClassSelect(select, names, withRandom) {
   select.replaceChildren(...options);
 }
 
+/** The ψ the model is served at when a request names none (its metrics were measured there). */
+function modelTruncation(card) {
+  return typeof card.truncation === "number" ? card.truncation : 1;
+}
+
 async function selectModel(name, restore = {}) {
   clearError();
   let card;
@@ -429,7 +436,7 @@ async function selectModel(name, restore = {}) {
   else if (conditional) el.label.value = names[0];
   if (restore.n && [...el.n.options].some((o) => o.value === restore.n)) el.n.value = restore.n;
   if (restore.seed !== undefined && restore.seed !== "") el.seed.value = restore.seed;
-  if (restore.truncation) el.truncation.value = restore.truncation;
+  el.truncation.value = restore.truncation || String(modelTruncation(card));
   await generate();
 }
 
@@ -462,7 +469,7 @@ function generateRequest() {
   const scale = pickScale(card, n);
   if (n === 1 && /^\d+$/.test(seed)) {
     if (label) q.set("label", label);
-    if (truncation && Number(truncation) !== 1) q.set("truncation", truncation);
+    if (truncation && Number(truncation) !== modelTruncation(card)) q.set("truncation", truncation);
     q.set("scale", String(scale));
     return `/models/${encodeURIComponent(card.name)}/seeds/${seed}.png?${q}`;
   }
@@ -470,7 +477,7 @@ function generateRequest() {
   if (label) q.set("label", label);
   if (seed !== "") q.set("seed", seed);  // empty: the service draws one (and says which in X-Seed)
   q.set("n", String(n));
-  if (truncation && Number(truncation) !== 1) q.set("truncation", truncation);
+  if (truncation && Number(truncation) !== modelTruncation(card)) q.set("truncation", truncation);
   q.set("scale", String(scale));
   return `/generate?${q}`;
 }
@@ -489,7 +496,9 @@ function writeHash() {
   if (state.card && isConditional(state.card) && el.label.value) q.set("label", el.label.value);
   q.set("seed", el.seed.value.trim());
   q.set("n", el.n.value);
-  if (Number(el.truncation.value) !== 1) q.set("truncation", el.truncation.value);
+  if (state.card && Number(el.truncation.value) !== modelTruncation(state.card)) {
+    q.set("truncation", el.truncation.value);
+  }
   history.replaceState(null, "", `#${q}`);
 }
 

@@ -85,7 +85,7 @@ def test_plain_queries_take_the_fast_path_and_count_as_their_route(clients, monk
     monkeypatch.setattr(fastpath, "render_png_parts", spy)
     assert fast.get("/generate?seed=3&label=circle&scale=2").status_code == 200
     assert fast.get("/generate?seed=-3").status_code == 422  # left to FastAPI's validation
-    assert calls == [(None, "circle", 3, 1, 1.0, 2)]
+    assert calls == [(None, "circle", 3, 1, None, 2)]  # no truncation: the model's own
     assert fast.get("/healthz").status_code == 200
     metrics = fast.get("/metrics").text
     assert 'ganserve_requests_total{method="GET",model="tiny-cgan",route="/generate",status="200"}' in metrics
@@ -98,7 +98,7 @@ def test_query_pairs_are_parse_qsl(query) -> None:
 
 
 def test_the_parser_takes_only_plain_spellings() -> None:
-    assert parse_generate_query(b"") == {"model": None, "label": None, "seed": None, "n": 1, "truncation": 1.0,
+    assert parse_generate_query(b"") == {"model": None, "label": None, "seed": None, "n": 1, "truncation": None,
                                          "scale": 1}
     assert parse_generate_query(b"seed=0012&n=64&truncation=.25&model=a.b-c_d&label=t-shirt%2Ftop&x=1") == {
         "model": "a.b-c_d", "label": "t-shirt/top", "seed": 12, "n": 64, "truncation": 0.25, "scale": 1}

@@ -211,3 +211,26 @@ def test_cache_serves_repeats(client: TestClient) -> None:
     second = client.get("/generate", params=params)
     assert second.content == first.content
     assert service.metrics.cache.labels("hit")._value.get() == hits + 1
+
+
+def test_a_models_own_truncation_is_the_default_of_every_route(tmp_path) -> None:
+    """A checkpoint measured at ψ (`evaluate --truncation ψ`) is served at ψ unless a request names another."""
+    from app.main import create_app
+    from tests.app.conftest import make_settings, wait_ready, write_cgan, write_mlp
+    from training.checkpoint import update_metrics
+
+    update_metrics(write_mlp(tmp_path), {"truncation": 0.5}, None)
+    write_cgan(tmp_path)
+    with TestClient(create_app(make_settings(tmp_path))) as client:
+        wait_ready(client)
+        assert client.get(f"/models/{UNCOND}").json()["truncation"] == 0.5
+        assert client.get(f"/models/{COND}").json()["truncation"] == 1.0
+        for path, params in (("/generate", {"model": UNCOND, "seed": 4, "n": 3}),
+                             (f"/models/{UNCOND}/seeds/4.png", {}),
+                             ("/interpolate", {"model": UNCOND, "from_seed": 4, "to_seed": 9, "frames": 3})):
+            default = client.get(path, params=params)
+            named = client.get(path, params={**params, "truncation": 0.5})
+            full = client.get(path, params={**params, "truncation": 1})
+            assert default.status_code == named.status_code == full.status_code == 200, path
+            assert default.content == named.content != full.content, path
+            assert default.headers["etag"] == named.headers["etag"] != full.headers["etag"], path

@@ -33,7 +33,7 @@ def test_model_list(client: TestClient) -> None:
     assert c["conditional"] and c["sampleable"] and c["default"]
     assert c["class_names"] == CLASSES and c["num_classes"] == 3 and c["family"] == "cgan"
     assert c["image"] == {"channels": 1, "height": 28, "width": 28}
-    assert c["device"] == "cpu" and c["metrics"] == {"fid": 1.5}
+    assert c["device"] == "cpu" and c["metrics"] == {"fid": 1.5} and c["truncation"] == 1.0
     # One metric of an unknown sample count: no bar is judged; an unsampleable model has none.
     assert c["bars"] == {"accuracy ≥ 0.95 × real": None, "every class ≥ 0.8": None, "coverage ≥ 0.8": None,
                          "memorisation ≤ 2 %": None}

@@ -32,15 +32,16 @@ PHONE = {"width": 390, "height": 844}
 
 
 def write_test_checkpoints(root: Path) -> Path:
-    """A conditional DCGenerator (3 named classes), an unconditional MLP measured on 10k samples (it misses
-    the coverage bar) and an unsampleable AE."""
+    """A conditional DCGenerator (3 named classes), an unconditional MLP measured on 10k samples at
+    truncation 0.7 (it misses the coverage bar) and an unsampleable AE."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from tests.app.conftest import MEASURED_UNCOND, write_ae, write_cgan, write_mlp
     from training.checkpoint import update_metrics
 
     write_cgan(root)
-    update_metrics(write_mlp(root), MEASURED_UNCOND, None)  # judged against the bars: misses coverage
+    # Judged against the bars (it misses coverage), measured — and so served — at truncation ψ 0.7.
+    update_metrics(write_mlp(root), {**MEASURED_UNCOND, "truncation": 0.7}, None)
     write_ae(root)
     return root
 

@@ -82,10 +82,15 @@ def test_model_class_seed_show_the_apis_bytes(page: Any, base_url: str) -> None:
     assert page.eval_on_selector_all("#card .bars li", "ls => ls.map(l => [l.textContent, l.dataset.state])") == [
         ["✓ all classes, KL ≤ 0.1", "cleared"], ["✗ coverage ≥ 0.8", "missed"], ["✓ memorisation ≤ 2 %", "cleared"]]
     src = wait_new_image(page, src)
+    # It was measured at truncation 0.7, so it is served there: the field starts at its ψ, which the
+    # request leaves to the service's default.
+    assert "drawn at truncation ψ 0.7" in page.text_content("#card")
+    assert page.input_value("#truncation") == "0.7" and "truncation" not in page.input_value("#curl")
 
     # The conditional model's card: dataset, classes, measured metrics and unmeasured ones.
     page.select_option("#model", COND)
     page.wait_for_selector("#card h3:text-is('tiny-cgan')")
+    assert page.input_value("#truncation") == "1"
     card = page.text_content("#card")
     assert "synthetic" in card
     assert page.eval_on_selector_all("#card .classes li", "ls => ls.map(l => l.textContent)") == [

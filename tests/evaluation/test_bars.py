@@ -71,3 +71,12 @@ def test_table_names_the_least_covered_class(tmp_path):
     cfg["metrics"] = {**GOOD, "coverage_floor": 0.97}  # evaluated before coverage per class existed
     (folder / "config.json").write_text(json.dumps(cfg))
     assert "| 0.900 (0.970) |" in table(tmp_path)
+
+
+def test_table_names_a_models_truncation(tmp_path):
+    from training.checkpoint import update_metrics
+
+    update_metrics(make_checkpoint(tmp_path / "tiny"), {**GOOD, "truncation": 0.75}, None)
+    make_checkpoint(tmp_path / "plain")
+    md = table(tmp_path)
+    assert "| tiny (ψ 0.75) | cgan |" in md and "| plain | cgan |" in md

@@ -249,3 +249,48 @@ def test_the_real_side_is_computed_once_per_dataset_and_settings(cond_ckpt, unco
     E._REAL_CACHE.clear()
     cold, _ = E.evaluate_checkpoint(cond_ckpt, **kw)
     assert {k: v for k, v in cold.items() if k not in drop} == {k: v for k, v in fresh.items() if k not in drop}
+
+
+def test_truncation_is_measured_then_served_as_the_default(uncond_ckpt, evaluator_root, tmp_path, capsys) -> None:
+    """`evaluate --truncation ψ` draws its samples at ψ and makes ψ the checkpoint's default; later
+    evaluations and `sample` then use it unless told otherwise."""
+    assert read_config(uncond_ckpt).truncation == 1.0
+    args = ["evaluate", str(uncond_ckpt), "--samples", "100", "--evaluators", str(evaluator_root), *FAST]
+    assert main([*args, "--no-write", "--json"]) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert main([*args, "--truncation", "0.5"]) == 0
+    assert "truncation ψ 0.5" in capsys.readouterr().out
+    cfg = read_config(uncond_ckpt)
+    assert cfg.truncation == 0.5 and cfg.metrics["truncation"] == 0.5
+    assert cfg.metrics["fid"] != full["fid"] and full["truncation"] == 1.0  # other samples, other numbers
+    assert main([*args, "--no-write", "--json"]) == 0  # no flag: the checkpoint's own ψ
+    again = json.loads(capsys.readouterr().out)
+    assert again["truncation"] == 0.5 and again["fid"] == cfg.metrics["fid"]
+
+    def sample(*extra: str) -> bytes:
+        out = tmp_path / f"s{len(extra)}{'-'.join(extra)}.png"
+        assert main(["sample", str(uncond_ckpt), "--seed", "3", "--n", "4", "--out", str(out), *extra]) == 0
+        return out.read_bytes()
+
+    assert sample() == sample("--truncation", "0.5") != sample("--truncation", "1")
+
+
+def test_generate_uint8_scales_the_latents_by_the_truncation() -> None:
+    seen: list[torch.Tensor] = []
+
+    class Echo(torch.nn.Module):
+        def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+            seen.append(z.clone())
+            return torch.zeros(z.shape[0], 1, 4, 4)
+
+    E.generate_uint8(Echo(), 3, 0, 6, seed=2, batch_size=4, truncation=0.25)
+    from training.latent import latents
+
+    assert torch.equal(torch.cat(seen), latents(list(range(2, 8)), 3) * 0.25)
+
+
+def test_truncation_outside_0_1_is_a_flag_error(uncond_ckpt, capsys) -> None:
+    for bad in ("0", "1.5", "nan", "x"):
+        with pytest.raises(SystemExit) as e:
+            main(["evaluate", str(uncond_ckpt), "--truncation", bad])
+        assert e.value.code == 2 and "--truncation" in capsys.readouterr().err

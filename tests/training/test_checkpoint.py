@@ -142,6 +142,8 @@ def test_swapped_weights_are_refused(tmp_path):
         (lambda c: c["generator"]["kwargs"].update(z_dim=9), "z_dim"),
         (lambda c: c.update(class_names=["a", "a", "b"]), "unique"),
         (lambda c: c.update(generator_sha256="xyz"), "generator_sha256"),
+        (lambda c: c.update(truncation=0), "truncation"),
+        (lambda c: c.update(truncation=1.5), "truncation"),
     ],
 )
 def test_invalid_config_is_refused_with_the_field(tmp_path, edit, message):

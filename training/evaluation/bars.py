@@ -98,7 +98,8 @@ def table(folder: str | Path) -> str:
             relative = per_class_relative(m) if cfg.conditional else None
             if relative is not None:
                 verdict += f" (every class ≥ 0.95 × its real accuracy {_mark(relative)})"
-        rows.append(f"| {cfg.name} | {cfg.family} | {cfg.dataset.name} | {cfg.training.epochs} | "
+        psi = f" (ψ {cfg.truncation:g})" if cfg.truncation != 1 else ""  # sampled (and measured) at truncation ψ
+        rows.append(f"| {cfg.name}{psi} | {cfg.family} | {cfg.dataset.name} | {cfg.training.epochs} | "
                     f"{' | '.join(_train_minutes(cfg.training))} | "
                     f"{_num(m, 'fid', 1)} ({_num(m, 'fid_floor', 2)}) | "
                     f"{_num(m, 'accuracy')} ({_num(m, 'sample_accuracy_real')}) | "

@@ -29,7 +29,7 @@ AUGMENT = {"fashion-mnist": "shift", "mnist": "affine", "synthetic": "shift"}
 log = logging.getLogger("training.evaluation")
 
 
-def _lr(s: str) -> float:
+def _in_0_1(s: str) -> float:
     try:
         v = float(s)
     except ValueError:
@@ -48,7 +48,7 @@ def add_commands(sub: Any) -> None:
     t.add_argument("--epochs", type=int_range(1, 10_000), default=None,
                    help=f"default per dataset: {EPOCHS}")
     t.add_argument("--batch-size", type=int_range(2, 65_536), default=128)
-    t.add_argument("--lr", type=_lr, default=2e-3, help="peak learning rate of the one-cycle schedule")
+    t.add_argument("--lr", type=_in_0_1, default=2e-3, help="peak learning rate of the one-cycle schedule")
     t.add_argument("--augment", choices=("none", "shift", "affine"), default=None,
                    help=f"default per dataset: {AUGMENT}")
     t.add_argument("--width", type=int_range(1, 512), default=32, help="channels of the first conv stage")
@@ -70,6 +70,10 @@ def add_commands(sub: Any) -> None:
     e.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps")
     e.add_argument("--threads", type=int_range(0, 1024), default=2, help="torch CPU threads (0: torch's default)")
     e.add_argument("--kid-subsets", type=int_range(1, 10_000), default=100, help="random subsets KID averages over")
+    e.add_argument("--truncation", type=_in_0_1, default=None, metavar="PSI",
+                   help="sample with z scaled by PSI in (0, 1] (default: the checkpoint's own `truncation`, 1 unless "
+                        "set); written with the metrics, PSI becomes the checkpoint's default, what the service and "
+                        "`sample` use when a request names none, so its metrics always describe what it serves")
     e.add_argument("--no-write", action="store_true", help="print the metrics without touching config.json")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
 
@@ -175,7 +179,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         metrics, evaluator_sha = evaluate_checkpoint(
             args.checkpoint, num_samples=args.samples, batch_size=args.batch_size, seed=args.seed,
             evaluator_root=args.evaluators, device=args.device, log=log,
-            kid_subsets=args.kid_subsets)
+            kid_subsets=args.kid_subsets, truncation=args.truncation)
     except CheckpointError as e:
         print(f"error: checkpoint: {e}", file=sys.stderr)
         return 2

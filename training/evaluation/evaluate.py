@@ -66,13 +66,15 @@ class EvaluationError(ValueError):
 
 @torch.inference_mode()
 def generate_uint8(generator: torch.nn.Module, z_dim: int, num_classes: int, num_samples: int, seed: int = 0,
-                   batch_size: int = 500, device: str | torch.device = "cpu") -> tuple[torch.Tensor, np.ndarray]:
-    """Samples for seeds seed..seed+N−1 (labels i mod K) → (uint8 images (N, C, H, W), labels (N,) or -1)."""
+                   batch_size: int = 500, device: str | torch.device = "cpu",
+                   truncation: float = 1.0) -> tuple[torch.Tensor, np.ndarray]:
+    """Samples for seeds seed..seed+N−1 (labels i mod K; z scaled by ``truncation``) → (uint8 images
+    (N, C, H, W), labels (N,) or -1)."""
     labels = np.arange(num_samples) % num_classes if num_classes else np.full(num_samples, -1)
     out = []
     for start in range(0, num_samples, batch_size):
         seeds = list(range(seed + start, seed + min(start + batch_size, num_samples)))
-        z = latents(seeds, z_dim).to(device)
+        z = latents(seeds, z_dim, truncation).to(device)
         y = torch.as_tensor(labels[start:start + len(seeds)], device=device) if num_classes else None
         x = generator(z, y)  # (B, C, H, W) in [-1, 1]
         out.append(((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
@@ -148,9 +150,12 @@ def _real_side(dataset: str, data_args: tuple[Any, ...], net: EvaluatorNet, eval
 def evaluate_checkpoint(
     path: str | Path, num_samples: int = 10_000, batch_size: int = 500, seed: int = 0,
     evaluator_root: str | Path | None = None, device: str | torch.device = "cpu", log: Any = None,
-    kid_subsets: int = 100,
+    kid_subsets: int = 100, truncation: float | None = None,
 ) -> tuple[dict[str, Any], str]:
-    """All metrics of the checkpoint at ``path`` → (metrics, evaluator sha256). Writes nothing."""
+    """All metrics of the checkpoint at ``path`` → (metrics, evaluator sha256). Writes nothing.
+
+    The samples are drawn at ``truncation`` ψ, by default the checkpoint's own (what the service serves
+    when a request names none); ``metrics["truncation"]`` records it."""
     t_start = time.perf_counter()
 
     def step(msg: str, *a: Any) -> None:
@@ -184,7 +189,9 @@ def evaluate_checkpoint(
     step("real side: %d test, %d train images%s", len(test), len(train), " (cached)" if real.hits else "")
     real.hits += 1
 
-    fake, intended = generate_uint8(generator, cfg.z_dim, cfg.num_classes, num_samples, seed, batch_size, device)
+    psi = cfg.truncation if truncation is None else truncation
+    fake, intended = generate_uint8(generator, cfg.z_dim, cfg.num_classes, num_samples, seed, batch_size, device,
+                                    psi)
     step("generated %d samples", num_samples)
     f_fake, l_fake = features_and_logits(net, fake, batch_size, device)
     f_test, l_test = real.f_test, real.l_test
@@ -226,7 +233,7 @@ def evaluate_checkpoint(
     out["memorization_threshold"] = _r(real.memorization_threshold, 4)
     step("memorisation")
     out["checkerboard_ratio"] = _r(M.nyquist_energy_fraction(fake) / max(real.test_nyquist, 1e-12), 4)
-    out.update(num_samples=num_samples, num_real=len(test), num_floor=real.num_floor, seed=seed)
+    out.update(num_samples=num_samples, num_real=len(test), num_floor=real.num_floor, seed=seed, truncation=psi)
     out["evaluator"] = {"dataset": ecfg.dataset, "sha256": ecfg.weights_sha256,
                         "test_accuracy": ecfg.test_accuracy, "feature_dim": ecfg.feature_dim}
     out["evaluated_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -259,7 +266,9 @@ def format_table(m: dict[str, Any], title: str = "") -> str:
         ("checkerboard ratio", _fmt(m["checkerboard_ratio"], 3), "1"),
     ]
     ev = m["evaluator"]
-    head = (f"{m['num_samples']} samples (seeds {m['seed']}…) vs {m['num_real']} real test images; floor: "
+    psi = m.get("truncation", 1.0)
+    drawn = f"seeds {m['seed']}…" + (f", truncation ψ {psi:g}" if psi != 1 else "")
+    head = (f"{m['num_samples']} samples ({drawn}) vs {m['num_real']} real test images; floor: "
             f"{m['num_floor']} training images; evaluator {ev['dataset']} {ev['sha256'][:12]} "
             f"(test accuracy {ev['test_accuracy']:.4f})")
     w = max(len(r[0]) for r in rows)
