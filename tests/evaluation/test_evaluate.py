@@ -218,6 +218,9 @@ def test_generate_uint8_cycles_labels_and_uses_the_seed_rule() -> None:
     from training.latent import latents
 
     assert torch.equal(torch.cat(seen), latents(list(range(5, 15)), 3))
+    seen.clear()
+    E.generate_uint8(Echo(), 3, 0, 6, seed=2, batch_size=4, truncation=0.25)  # z scaled by ψ
+    assert torch.equal(torch.cat(seen), latents(list(range(2, 8)), 3) * 0.25)
 
 
 def test_evaluator_input_adapts_size_and_channels() -> None:
@@ -273,20 +276,6 @@ def test_truncation_is_measured_then_served_as_the_default(uncond_ckpt, evaluato
         return out.read_bytes()
 
     assert sample() == sample("--truncation", "0.5") != sample("--truncation", "1")
-
-
-def test_generate_uint8_scales_the_latents_by_the_truncation() -> None:
-    seen: list[torch.Tensor] = []
-
-    class Echo(torch.nn.Module):
-        def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-            seen.append(z.clone())
-            return torch.zeros(z.shape[0], 1, 4, 4)
-
-    E.generate_uint8(Echo(), 3, 0, 6, seed=2, batch_size=4, truncation=0.25)
-    from training.latent import latents
-
-    assert torch.equal(torch.cat(seen), latents(list(range(2, 8)), 3) * 0.25)
 
 
 def test_truncation_outside_0_1_is_a_flag_error(uncond_ckpt, capsys) -> None:
