@@ -76,7 +76,11 @@ def test_table_names_the_least_covered_class(tmp_path):
 def test_table_names_a_models_truncation(tmp_path):
     from training.checkpoint import update_metrics
 
-    update_metrics(make_checkpoint(tmp_path / "tiny"), {**GOOD, "truncation": 0.75}, None)
+    tiny = make_checkpoint(tmp_path / "tiny")
+    history = [{"epoch": 1, "seconds": 60.0, "bars_cleared": False}]  # evaluated while training, at ψ 1
+    update_metrics(tiny, {**GOOD, "truncation": 0.75}, None, evaluations=history)
     make_checkpoint(tmp_path / "plain")
     md = table(tmp_path)
-    assert "| tiny (ψ 0.75) | cgan |" in md and "| plain | cgan |" in md
+    assert ("| tiny (ψ 0.75) | cgan | mnist | 1 | 0 | not reached in 1 evaluation(s) at ψ 1; at ψ 0.75: 0 "
+            "(its last epoch) |") in md
+    assert "| plain | cgan |" in md

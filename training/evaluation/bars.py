@@ -98,9 +98,16 @@ def table(folder: str | Path) -> str:
             relative = per_class_relative(m) if cfg.conditional else None
             if relative is not None:
                 verdict += f" (every class ≥ 0.95 × its real accuracy {_mark(relative)})"
-        psi = f" (ψ {cfg.truncation:g})" if cfg.truncation != 1 else ""  # sampled (and measured) at truncation ψ
+        total, to_bars = _train_minutes(cfg.training)
+        psi = ""
+        if cfg.truncation != 1:  # sampled (and measured) at truncation ψ; evaluations while training were at 1
+            psi = f" (ψ {cfg.truncation:g})"
+            if to_bars != "–":
+                to_bars += " at ψ 1"
+            if bars and all(bars.values()):
+                to_bars += f"; at ψ {cfg.truncation:g}: {total} (its last epoch)"
         rows.append(f"| {cfg.name}{psi} | {cfg.family} | {cfg.dataset.name} | {cfg.training.epochs} | "
-                    f"{' | '.join(_train_minutes(cfg.training))} | "
+                    f"{total} | {to_bars} | "
                     f"{_num(m, 'fid', 1)} ({_num(m, 'fid_floor', 2)}) | "
                     f"{_num(m, 'accuracy')} ({_num(m, 'sample_accuracy_real')}) | "
                     f"{_num(m, 'coverage')} ({_num(m, 'coverage_floor')}){_least_covered(m)} | {verdict} |")
