@@ -21,7 +21,7 @@ const el = {
   fromSeed: $("from-seed"), toSeed: $("to-seed"), interpLabel: $("interp-label"),
   interpLabelField: $("interp-label-field"), fromLabel: $("from-label"), toLabel: $("to-label"),
   morphSeed: $("morph-seed"), frames: $("frames"), fps: $("fps"), method: $("method"), loop: $("loop"),
-  interpolate: $("interpolate"), download: $("download"),
+  interpTruncation: $("interp-truncation"), interpolate: $("interpolate"), download: $("download"),
   animation: $("animation"), animationPlaceholder: $("animation-placeholder"),
   animationCaption: $("animation-caption"), interpLink: $("interp-link"), interpCurl: $("interp-curl"),
 };
@@ -437,6 +437,7 @@ async function selectModel(name, restore = {}) {
   if (restore.n && [...el.n.options].some((o) => o.value === restore.n)) el.n.value = restore.n;
   if (restore.seed !== undefined && restore.seed !== "") el.seed.value = restore.seed;
   el.truncation.value = restore.truncation || String(modelTruncation(card));
+  el.interpTruncation.value = String(modelTruncation(card));
   await generate();
 }
 
@@ -618,6 +619,8 @@ function interpolateRequest() {
   q.set("frames", el.frames.value.trim());
   q.set("fps", el.fps.value.trim());
   q.set("method", el.method.value);
+  const truncation = el.interpTruncation.value.trim();
+  if (truncation && Number(truncation) !== modelTruncation(card)) q.set("truncation", truncation);
   if (el.loop.checked) q.set("loop", "true");
   const h = (card.image && card.image.height) || 28;
   q.set("scale", String(Math.max(1, Math.min(8, Math.floor(256 / h)))));
@@ -650,8 +653,9 @@ async function interpolate() {
     el.animationPlaceholder.hidden = true;
     const frames = el.frames.value.trim();
     el.animation.alt = `Animation of ${frames} frames from ${state.card.name}`;
+    const psi = new URLSearchParams(path.split("?")[1]).get("truncation") || modelTruncation(state.card);
     el.animationCaption.textContent = `${name} · ${frames} frames at ${el.fps.value.trim()} fps · ${el.method.value}`
-      + ` · ${fmtNumber(blob.size / 1024, 3)} KiB`;
+      + `${Number(psi) !== 1 ? ` · ψ ${psi}` : ""} · ${fmtNumber(blob.size / 1024, 3)} KiB`;
     el.download.href = state.gifUrl;
     el.download.download = name;
     el.download.hidden = false;

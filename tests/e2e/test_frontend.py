@@ -175,6 +175,29 @@ def test_interpolation_plays_and_downloads_a_gif(page: Any, base_url: str) -> No
         page.click("#download")
     assert Image.open(info.value.path()).n_frames == 6
 
+    # Truncation: the field starts at the model's ψ and is sent only when it differs from it.
+    page.check("#mode-seeds")
+    assert page.input_value("#interp-truncation") == "1"
+    page.fill("#interp-truncation", "0.5")
+    page.click("#interpolate")
+    page.wait_for_function("document.getElementById('interp-link').value.includes('truncation=0.5')")
+    page.wait_for_function("document.getElementById('status').textContent === 'Ready'")
+    assert "ψ 0.5" in page.text_content("#animation-caption")
+    link = page.input_value("#interp-link")
+    at_model_psi = link.replace("&truncation=0.5", "")
+    assert at_model_psi != link
+    assert httpx.get(link).content == shown_bytes(page, "#animation") != httpx.get(at_model_psi).content
+
+    # A model served at ψ 0.7: the field follows it, the link leaves ψ to the service, the caption says it.
+    page.select_option("#model", UNCOND)
+    page.wait_for_selector("#card h3:text-is('tiny-mlp')")
+    assert page.input_value("#interp-truncation") == "0.7"
+    page.click("#interpolate")
+    page.wait_for_function(f"document.getElementById('interp-link').value.includes('model={UNCOND}')")
+    page.wait_for_function("document.getElementById('status').textContent === 'Ready'")
+    assert "truncation" not in page.input_value("#interp-link")
+    assert "ψ 0.7" in page.text_content("#animation-caption")
+
 
 def test_errors_show_the_services_detail(page: Any, base_url: str) -> None:
     # An unknown model in the page's URL: the 404's detail names the known models.
