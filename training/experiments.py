@@ -329,7 +329,7 @@ def _paired(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[tuple[dict
 
 
 def _long_runs(exp: str, plan: Plan) -> list[str]:
-    """The shipped checkpoints' evaluation histories (width 64, 10k samples, one seed) as the long-run
+    """The shipped checkpoints' evaluation histories (10k samples, one seed) as the long-run
     continuation of an experiment's comparison, read from their config.json."""
     if exp not in LONG_RUNS:
         return []
@@ -345,9 +345,12 @@ def _long_runs(exp: str, plan: Plan) -> list[str]:
         v = e.get(m)
         return "–" if v is None else (f"{v:.1f}" if m in LOWER_IS_BETTER else f"{v:.3f}")
 
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    widths = sorted({int(h[1].get("width", defaults["width"])) for h in (ha, hb)})
     lines = [f"### The long runs: `{fa}` vs `{fb}`", "",
              f"The shipped checkpoints `{fa}` ({la}) and `{fb}` ({lb}) were trained much longer, one seed each at "
-             "width 64, and evaluated along the way on 10,000 samples (`training.evaluations` of their "
+             f"width {' and '.join(map(str, widths))}, and evaluated along the way on 10,000 samples "
+             "(`training.evaluations` of their "
              "`config.json`; `python -m training bars` lists them). Their evaluations at the same epoch (or one "
              "apart):", "",
              "| epoch " + f"({la} / {lb})" + " | " + " | ".join(f"{m} {la} | {m} {lb}" for m in metrics) + " |",
@@ -356,7 +359,6 @@ def _long_runs(exp: str, plan: Plan) -> list[str]:
         ep = str(ea["epoch"]) if ea["epoch"] == eb["epoch"] else f"{ea['epoch']} / {eb['epoch']}"
         lines.append(f"| {ep} | " + " | ".join(f"{num(ea, m)} | {num(eb, m)}" for m in metrics) + " |")
     lines.append("")
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
     from training.loop import ARCH_KEYS, RECIPE_KEYS  # what a run learns (the rest: files, threads, logging)
 
     differ = sorted(k for k in (*ARCH_KEYS, "seed", *RECIPE_KEYS) if k not in meant

@@ -149,7 +149,7 @@ def write_history(root: Path, name: str, options: dict, history: list[tuple[int,
 
 def test_long_runs_pair_epochs_and_find_where_the_lead_changes(tmp_path: Path):
     """nearest+conv leads early, transposed conv from epoch 20 on; 14 pairs with 15, 24 with 25."""
-    write_history(tmp_path, "fashion-dcgan", {"family": "dcgan", "upsample": "convT", "lr_g": 2e-4},
+    write_history(tmp_path, "fashion-dcgan", {"family": "dcgan", "upsample": "convT", "lr_g": 2e-4, "width": 96},
                   [(5, 100.0, 0.30), (10, 80.0, 0.40), (15, 61.0, 0.45), (20, 50.0, 0.52), (25, 40.0, 0.56)])
     write_history(tmp_path, "fashion-dcgan-upsample", {"family": "dcgan", "upsample": "nearest-conv", "lr_g": 1e-4},
                   [(4, 90.0, 0.35), (6, 85.0, 0.36), (10, 70.0, 0.42), (14, 60.0, 0.46), (20, 55.0, 0.50),
@@ -157,10 +157,11 @@ def test_long_runs_pair_epochs_and_find_where_the_lead_changes(tmp_path: Path):
     plan = Plan(("upsampling",), (10,), (0,), 1000, Path("w"), Path("docs/experiments.md"), checkpoints=tmp_path)
     md = render({}, plan, "cmd")
     assert "### The long runs: `fashion-dcgan` vs `fashion-dcgan-upsample`" in md
+    assert "one seed each at width 64 and 96," in md  # each run's own (the second's: the default)
     assert "| 5 / 4 | 100.0 | 90.0 | 0.300 | 0.350 |" in md  # paired one epoch apart
     assert "| 15 / 14 | 61.0 | 60.0 |" in md and "| 25 / 24 | 40.0 | 49.0 |" in md
     assert "| 5 / 6 " not in md  # each evaluation is used once
-    assert "differ in upsample and also in lr_g" in md
+    assert "differ in upsample and also in lr_g, width" in md
     assert "fid: nearest+conv ahead at epoch 5 (transposed conv 100.0, nearest+conv 90.0); " \
            "**transposed conv ahead from epoch 20 on**" in md
     assert "coverage: nearest+conv ahead at epoch 5" in md and "**transposed conv ahead from epoch 20 on** " \
