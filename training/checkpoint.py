@@ -71,6 +71,14 @@ class GeneratorSource(_Strict):
     seconds: float = Field(ge=0)
 
 
+class CommandPart(_Strict):
+    """One command line of a run that was stopped and resumed: it trained from ``from_epoch`` on (``None``:
+    the run's resume state predates this record, so where this command took over is not known)."""
+
+    command: str
+    from_epoch: int | None = Field(ge=0)
+
+
 class TrainingInfo(_Strict):
     command: str
     epochs: int = Field(ge=0)
@@ -83,6 +91,9 @@ class TrainingInfo(_Strict):
     # --eval-every: one entry per evaluation during training (epoch, seconds, key metrics, bars)
     evaluations: list[dict[str, Any]] = []
     init_g_from: GeneratorSource | None = None  # a fine-tune: its seconds and epochs are this run's own
+    # Every command line that trained these weights, in order (the last is ``command``); empty in
+    # checkpoints written before it was recorded.
+    parts: list[CommandPart] = []
 
 
 class CheckpointConfig(_Strict):

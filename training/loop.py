@@ -334,10 +334,11 @@ class Trainer:
     # -- state for --resume -------------------------------------------------------------
 
     def state(self, epoch: int, seconds: float, images_seen: int,
-              evaluations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+              evaluations: list[dict[str, Any]] | None = None,
+              parts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         return {
             "epoch": epoch, "step": self.step_count, "seconds": seconds, "images_seen": images_seen,
-            "evaluations": json.dumps(evaluations or []),
+            "evaluations": json.dumps(evaluations or []), "parts": json.dumps(parts or []),
             "config": json.dumps(self.cfg.to_json(), sort_keys=True),
             "G": self.g_raw.state_dict(), "D": self.d_raw.state_dict(), "G_ema": self.ema.model.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict() if self.opt_d else {},
@@ -566,7 +567,11 @@ class _AutoEncoder(nn.Module):
 
 def checkpoint_config(cfg: TrainConfig, trainer: Trainer, data: ImageData, epochs_done: int, seconds: float,
                       images_seen: int, world: int, commit: str | None,
-                      evaluations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                      evaluations: list[dict[str, Any]] | None = None,
+                      parts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """config.json of the weights after ``epochs_done`` epochs. ``parts``: the run's command lines so far, each
+    with the epoch it took over at; those that trained these weights are recorded (a resumed run that had
+    nothing left to train writes the weights its earlier commands made)."""
     fam = trainer.fam
     conditional = fam.conditional
     generator: dict[str, Any] = {"class": trainer.g_class, "kwargs": trainer.g_kwargs}
@@ -593,6 +598,7 @@ def checkpoint_config(cfg: TrainConfig, trainer: Trainer, data: ImageData, epoch
             "options": {k: v for k, v in cfg.to_json().items() if k not in ("command", "extra")},
             "evaluations": list(evaluations or []),
             "init_g_from": trainer.g_source.model_dump() if trainer.g_source else None,
+            "parts": [p for p in parts or [] if p["from_epoch"] is None or p["from_epoch"] < epochs_done],
         },
     }
 
@@ -655,6 +661,7 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
     run_dir, out_dir = Path(cfg.run_dir), Path(cfg.out)
     start_epoch, seconds, images_seen = 0, 0.0, 0
     evaluations: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []  # the command lines of this run, one more per --resume with another one
     state_path = run_dir / STATE
     if cfg.extra.get("resume") and state_path.exists():
         st = torch.load(state_path, map_location=device, weights_only=True)
@@ -668,10 +675,15 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
         trainer.load_state(st)
         start_epoch, seconds, images_seen = int(st["epoch"]), float(st["seconds"]), int(st["images_seen"])
         evaluations = json.loads(st.get("evaluations", "[]"))
+        # (a state saved before the parts were recorded: its last command, from an unknown epoch)
+        parts = json.loads(st["parts"]) if "parts" in st else [{"command": saved.get("command", ""),
+                                                                  "from_epoch": None}]
         if d.main:
             log.info("resumed from %s at epoch %d (step %d)", state_path, start_epoch, trainer.step_count)
     elif cfg.extra.get("resume") and d.main:
         log.info("--resume: no %s yet, starting from scratch", state_path)
+    if not parts or parts[-1]["command"] != cfg.command:  # a resume with the same command line goes on with it
+        parts.append({"command": cfg.command, "from_epoch": start_epoch})
     if cfg.init_g_from and start_epoch == 0 and trainer.step_count == 0:  # a resumed run's G is in its state
         trainer.init_g_from(Path(cfg.init_g_from), data.class_names)
 
@@ -695,7 +707,7 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
         if not d.main:
             return
         buf = io.BytesIO()
-        torch.save(trainer.state(epoch, seconds, images_seen, evaluations), buf)
+        torch.save(trainer.state(epoch, seconds, images_seen, evaluations, parts), buf)
         atomic_write_bytes(state_path, buf.getvalue())
 
     def epoch_grid(epochs_done: int, generator: nn.Module | None = None) -> bytes:
@@ -745,7 +757,7 @@ def train(cfg: TrainConfig) -> CheckpointConfig | None:
         generator = served()
         grid = epoch_grid(epochs_done, generator)
         config = checkpoint_config(cfg, trainer, data, epochs_done, seconds, images_seen, d.world, commit,
-                                   evaluations)
+                                   evaluations, parts)
         return save_checkpoint(folder, generator, config, grid, cfg.save_dtype)
 
     def keep_if_best(epochs_done: int) -> CheckpointConfig:

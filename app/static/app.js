@@ -387,9 +387,26 @@ function renderCard(card) {
     const details = document.createElement("details");
     const summary = document.createElement("summary");
     summary.textContent = "How it was trained";
-    const code = document.createElement("code");
-    code.textContent = tr.command;
-    details.append(summary, code);
+    const parts = Array.isArray(tr.parts) ? tr.parts : [];
+    if (parts.length > 1) {  // a run stopped and resumed with other options: every command, from its epoch
+      const list = document.createElement("ol");
+      list.className = "parts";
+      for (const part of parts) {
+        const item = document.createElement("li");
+        const code = document.createElement("code");
+        code.textContent = part.command;
+        const from = part.from_epoch === null
+          ? "earlier (the epoch it took over at is not recorded)"
+          : `from epoch ${part.from_epoch}`;
+        item.append(`${from}: `, code);
+        list.append(item);
+      }
+      details.append(summary, list);
+    } else {
+      const code = document.createElement("code");
+      code.textContent = tr.command;
+      details.append(summary, code);
+    }
     frag.append(details);
   }
   el.card.replaceChildren(frag);

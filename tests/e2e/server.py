@@ -33,15 +33,21 @@ PHONE = {"width": 390, "height": 844}
 
 def write_test_checkpoints(root: Path) -> Path:
     """A conditional DCGenerator (3 named classes), an unconditional MLP measured on 10k samples at
-    truncation 0.7 (it misses the coverage bar) and an unsampleable AE."""
+    truncation 0.7 (it misses the coverage bar) and trained in two parts, and an unsampleable AE."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from tests.app.conftest import MEASURED_UNCOND, write_ae, write_cgan, write_mlp
-    from training.checkpoint import update_metrics
+    from training.checkpoint import CONFIG, CommandPart, atomic_write_json, update_metrics
 
     write_cgan(root)
     # Judged against the bars (it misses coverage), measured — and so served — at truncation ψ 0.7.
-    update_metrics(write_mlp(root), {**MEASURED_UNCOND, "truncation": 0.7}, None)
+    mlp = update_metrics(write_mlp(root), {**MEASURED_UNCOND, "truncation": 0.7}, None)
+    # Trained in two parts: resumed at epoch 3 with another command line.
+    first, second = "python -m training train --family mlp-gan --epochs 3", "… --epochs 5 --resume --lr-g 5e-5"
+    training = mlp.training.model_copy(update={"command": second, "epochs": 5, "parts": [
+        CommandPart(command=first, from_epoch=0), CommandPart(command=second, from_epoch=3)]})
+    atomic_write_json(root / mlp.name / CONFIG,
+                      mlp.model_copy(update={"training": training}).model_dump(mode="json", by_alias=True))
     write_ae(root)
     return root
 

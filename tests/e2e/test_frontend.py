@@ -86,11 +86,17 @@ def test_model_class_seed_show_the_apis_bytes(page: Any, base_url: str) -> None:
     # request leaves to the service's default.
     assert "drawn at truncation ψ 0.7" in page.text_content("#card")
     assert page.input_value("#truncation") == "0.7" and "truncation" not in page.input_value("#curl")
+    # Stopped and resumed with another command line: "How it was trained" lists both, each from its epoch.
+    page.click("#card details summary")
+    assert page.eval_on_selector_all("#card details ol.parts li", "ls => ls.map(l => l.textContent)") == [
+        "from epoch 0: python -m training train --family mlp-gan --epochs 3",
+        "from epoch 3: … --epochs 5 --resume --lr-g 5e-5"]
 
     # The conditional model's card: dataset, classes, measured metrics and unmeasured ones.
     page.select_option("#model", COND)
     page.wait_for_selector("#card h3:text-is('tiny-cgan')")
     assert page.input_value("#truncation") == "1"
+    assert page.text_content("#card details code") == "tests"  # one command line: shown as it is
     card = page.text_content("#card")
     assert "synthetic" in card
     assert page.eval_on_selector_all("#card .classes li", "ls => ls.map(l => l.textContent)") == [

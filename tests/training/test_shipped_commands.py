@@ -34,3 +34,10 @@ def test_recorded_command_resolves_to_the_recorded_options(folder: Path, capsys,
     assert not differ
     if cfg.training.init_g_from is not None:  # a fine-tune names the checkpoint it started from
         assert resolved["init_g_from"] == cfg.training.init_g_from.folder
+    # A run resumed with other command lines records each of them: all still taken, the last is `command`.
+    parts = cfg.training.parts
+    assert not parts or parts[-1].command == cfg.training.command
+    for part in parts[:-1]:
+        argv = shlex.split(part.command)
+        assert main([*argv[3:], "--dry-run"]) == 0, part.command
+        assert json.loads(capsys.readouterr().out)["out"] == f"checkpoints/{folder.name}"

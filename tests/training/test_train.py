@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -241,6 +242,31 @@ def test_resume_takes_the_command_lines_learning_rates_and_betas(tmp_path, tiny_
         assert [(g["lr"], tuple(g["betas"])) for g in opt["param_groups"]] == [(lr, (0.0, 0.9))]
         assert opt["state"]  # Adam's moments came through the resume
     assert read_config(out).training.options["lr_g"] == 5e-5
+
+
+def test_a_resumed_run_records_each_command_line_from_the_epoch_it_took_over(tmp_path, tiny_args):
+    out, run = tmp_path / "ck", tmp_path / "run"
+    base = ["train", "--family", "dcgan", "--dataset", "synthetic", "--out", str(out), "--run-dir", str(run),
+            *tiny_args]
+    first, same, annealed = [*base, "--epochs", "1"], [*base, "--epochs", "2", "--resume"], \
+        [*base, "--epochs", "3", "--resume", "--lr-decay-epochs", "1"]
+    assert main(first) == 0
+    one = read_config(out).training
+    assert [(p.command, p.from_epoch) for p in one.parts] == [(one.command, 0)]
+    assert main(same) == 0 and main(same) == 0  # the second resume has nothing left to train
+    assert main(annealed) == 0
+    cfg = read_config(out).training
+    assert cfg.epochs == 3 and cfg.command.endswith("--lr-decay-epochs 1")
+    # A resume with the same command line goes on with its part; another command line is a new part.
+    recorded = [(p.command.split(" train ", 1)[1], p.from_epoch) for p in cfg.parts]
+    assert recorded == [(shlex.join(first[1:]), 0), (shlex.join(same[1:]), 1), (shlex.join(annealed[1:]), 2)]
+    # Resume state written before the parts were recorded: its command, from an unknown epoch.
+    state = torch.load(run / "state.pt", weights_only=True)
+    del state["parts"]
+    torch.save(state, run / "state.pt")
+    assert main([*base, "--epochs", "4", "--resume"]) == 0
+    parts = read_config(out).training.parts
+    assert [(p.command.endswith("--lr-decay-epochs 1"), p.from_epoch) for p in parts] == [(True, None), (False, 3)]
 
 
 def test_lr_factor_holds_then_falls_linearly_towards_zero():
