@@ -14,7 +14,9 @@ runs at once.
 The worker also encodes each request's images (``generate(..., encode=...)``) right after
 the batch and hands the event loop one callback per batch. Tensors stay on the device until
 one ``uint8`` copy per batch. Eval-mode networks are batch-independent, so an image made
-alone or inside a batch is the same image (within float rounding: ≤ 1 grey level)."""
+alone or inside a batch is the same image — to the bit where the kernels allow it: the served
+module runs its matrix products at one fixed shape (``prepare_for_inference``), and the registry
+checks each model at load (``app.forward.batch_invariant``)."""
 
 from __future__ import annotations
 
@@ -131,13 +133,38 @@ def forward_uint8(
     return np.concatenate(out)
 
 
+PRODUCT_ROWS = 16  # rows of every matrix product the served generator runs (see ``prepare_for_inference``)
+
+
+def fixed_rows(x: torch.Tensor, product: Callable[[torch.Tensor], torch.Tensor],
+               rows: int = PRODUCT_ROWS) -> torch.Tensor:
+    """``product`` (a row-wise matrix product) of the (B, K) ``x``, always called on exactly ``rows``
+    rows: ``x`` is cut into blocks of ``rows``, the last one padded with zero rows, and the padding is
+    dropped from the result.
+
+    A BLAS may pick its kernel, blocking and summation order by the number of rows (MKL does: on
+    an AMD EPYC a row's float32 result changes between 2- or 3-row calls and larger ones, whatever
+    ``MKL_CBWR`` says). A call of one fixed shape runs one code path, so a row's result is the same
+    however many rows its request was batched with (measured on every position of the block and
+    the shipped layers' shapes; ``app.forward.batch_invariant`` checks each model at load)."""
+    b = x.shape[0]
+    pad = -b % rows
+    if pad:
+        x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])
+    if x.shape[0] == rows:
+        return product(x)[:b]
+    return torch.cat([product(x[i : i + rows]) for i in range(0, x.shape[0], rows)])[:b]
+
+
 class _ConvTransposeOn1x1(nn.Module):
     """A ConvTranspose2d that, on a 1×1 input (the first layer of a DCGAN generator: z as a
-    (B, z, 1, 1) map), runs as the one matrix product it is: (B, Cin) @ (Cin, Cout·kH·kW).
+    (B, z, 1, 1) map), runs as the one matrix product it is: (B, Cin) @ (Cin, Cout·kH·kW), in
+    blocks of ``PRODUCT_ROWS`` rows (``fixed_rows``).
 
     The same GEMM the convolution runs inside, without its col2im pass and the setup around it:
     4× faster for the shipped 28×28 generator (~0.45 → ~0.1 ms at batch 2, ~1.9 → ~0.55 ms at
-    batch 64 on one CPU thread), bit-identical output. Any other input goes to the convolution.
+    batch 64 on one CPU thread, before the fixed-shape blocks), the same output up to float rounding.
+    Any other input goes to the convolution.
     """
 
     def __init__(self, conv: nn.ConvTranspose2d, exact: bool = False) -> None:
@@ -154,45 +181,55 @@ class _ConvTransposeOn1x1(nn.Module):
         dtype = torch.float64 if self.exact else w.dtype
         if self._matrix is None or self._matrix.device != w.device or self._matrix.dtype != dtype:
             self._matrix = w.detach().reshape(w.shape[0], -1).to(dtype).contiguous()  # (Cin, Cout·kH·kW)
-        y = (x.flatten(1).to(dtype) @ self._matrix).view(x.shape[0], w.shape[1], w.shape[2], w.shape[3])
+        matrix = self._matrix
+        y = fixed_rows(x.flatten(1).to(dtype), lambda rows: rows @ matrix)
+        y = y.view(x.shape[0], w.shape[1], w.shape[2], w.shape[3])
         if self.conv.bias is not None:
             y = y + self.conv.bias.to(dtype).view(1, -1, 1, 1)
         return y.to(x.dtype)
 
 
-class _ExactLinear(nn.Module):
-    """A Linear whose product is taken in float64 and rounded to the input's dtype once (see
-    ``prepare_for_inference(exact=True)``)."""
+class _FixedRowsLinear(nn.Module):
+    """A Linear run in blocks of ``PRODUCT_ROWS`` rows (``fixed_rows``); with ``exact``, its product
+    is taken in float64 and rounded to the input's dtype once (``prepare_for_inference``)."""
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, linear: nn.Linear, exact: bool = False) -> None:
         super().__init__()
-        self.linear = linear
+        self.linear, self.exact = linear, exact
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w, b = self.linear.weight, self.linear.bias
-        y = nn.functional.linear(x.double(), w.double(), None if b is None else b.double())
-        return y.to(x.dtype)
+        w: torch.Tensor = self.linear.weight
+        b: torch.Tensor | None = self.linear.bias
+        if self.exact:
+            w, b = w.double(), None if b is None else b.double()
+        flat = x.reshape(-1, x.shape[-1]).to(w.dtype)
+        y = fixed_rows(flat, lambda rows: nn.functional.linear(rows, w, b))
+        return y.reshape(*x.shape[:-1], y.shape[-1]).to(x.dtype)
 
 
 def prepare_for_inference(generator: nn.Module, exact: bool = False) -> nn.Module:
-    """A copy of an eval-mode generator with the serving-only rewrites (``_ConvTransposeOn1x1``);
-    the loaded module itself is left as it is.
+    """A copy of an eval-mode generator with the serving-only rewrites; the loaded module itself is
+    left as it is.
 
-    ``exact``: its matrix products (the 1×1 transposed conv's and every Linear's) are taken in
-    float64 and rounded to float32 once. Where the float32 product of a row depends on how many
-    rows share the call — MKL on AMD EPYC, measured: strict reproducibility mode (``app/__init__``)
-    does not hold there — the float64 results differ only in their last bits, which the rounding
-    removes: the same image however it was batched, short of a value within ~1e-16 of a float32
-    rounding boundary (about 3 in 10⁹ numbers). The registry checks, as for the float32 path, and
-    uses this only for a model whose float32 products fail the check. It costs the first layer
-    about twice its time; convolutions are left alone (oneDNN's are batch-invariant here)."""
+    Every matrix product — each Linear and the 1×1 transposed conv (``_ConvTransposeOn1x1``) — is
+    called on blocks of exactly ``PRODUCT_ROWS`` rows (``fixed_rows``), so that a latent's image
+    does not depend on how many requests it was batched with. Cost on one CPU thread, the shipped
+    MLP (``mnist-gan``): a 2-row pass ~0.3 → ~0.9 ms, a 32-row pass ~1.35 → ~1.7 ms (one-off
+    measurement); docs/performance.md has the bench's numbers.
+
+    ``exact``: those products are taken in float64 and rounded to float32 once — the fallback the
+    registry tries for a model whose float32 pass still fails its load-time check (in float64 a
+    product's rounding is ~10⁹ times finer than the float32 result's, so a kernel whose result
+    depended on the block's position would still almost never change a float32 bit). It costs
+    the first layer about twice its time; convolutions are left alone (oneDNN's are
+    batch-invariant here)."""
     fast = copy.deepcopy(generator).eval()
     for parent in list(fast.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.ConvTranspose2d):
                 setattr(parent, name, _ConvTransposeOn1x1(child, exact))
-            elif exact and isinstance(child, nn.Linear):
-                setattr(parent, name, _ExactLinear(child))
+            elif isinstance(child, nn.Linear):
+                setattr(parent, name, _FixedRowsLinear(child, exact))
     return fast
 
 

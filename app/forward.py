@@ -7,7 +7,7 @@
   ``NonFiniteOutput`` instead of silently becoming black pixels;
 * a device out-of-memory error raises ``DeviceOutOfMemory`` (after freeing the allocator's
   cache) so that the route can answer "retry shortly" rather than a bare failure;
-* no chunk is ever a single row: a 1-row matrix product takes a different BLAS path (gemv)
+* no chunk is ever a single row: a 1-row pass takes other kernels (a 1-row matrix product is a gemv)
   whose rounding differs from the batched one, so an image made alone would differ from the
   same image made inside a batch (≤ 1 grey level, but the PNG bytes and a strong ETag would
   not hold). One duplicated row keeps the bytes the same however requests are coalesced;
@@ -130,25 +130,33 @@ def batch_invariant(generator: nn.Module, z: torch.Tensor, labels: torch.Tensor 
     """Whether the generator makes each latent's image bit for bit the same however it is batched.
 
     ``z`` (and ``labels``) is a full batch of the largest size the batcher runs (``max_batch``
-    rows); the rows are made in that one pass and again two at a time (the smallest pass the
-    batcher runs, see ``guarded_forward``), at the start, middle and end of the batch, and
-    compared as floats. A BLAS or device whose kernel depends on the number of rows — MKL's
-    AVX2 matrix product outside strict reproducibility mode, most GPU libraries — fails this, and
-    the service then cannot promise the same bytes for the same request: ``app.generation``
-    gives that model's images weak ETags.
+    rows); the rows are made in that one pass and again in smaller passes — two rows (the
+    smallest pass the batcher runs, see ``guarded_forward``), three, and one row short of the
+    full batch — starting at the beginning, middle and end of the batch, and compared as floats.
+    (Checking only the 2-row and full passes missed a kernel whose 2- and full-row results agreed
+    while the sizes between differed.) A BLAS or device whose kernel depends on the number of
+    rows — MKL's float32 product on an AMD EPYC, MKL's AVX2 product outside strict reproducibility
+    mode, most GPU libraries — fails this unless its products run at one fixed shape
+    (``app.batcher.fixed_rows``); a model that fails it anyway cannot be promised the same bytes
+    for the same request: ``app.generation`` gives its images weak ETags.
     """
     rows = int(z.shape[0])
     if rows < 4:
         return True  # nothing to compare against a 2-row pass
+
+    def run(start: int, size: int) -> torch.Tensor:
+        out: torch.Tensor = generator(z[start : start + size], None if labels is None else labels[start : start + size])
+        return out
+
     with torch.inference_mode():
         # A process's very first matrix products can round differently from every later one (seen in
         # ~1 fresh process in 100 here, MKL in strict mode: the first full pass differed from a second
         # identical one, and everything after agreed). The service warms each model up before this
         # check; this pass makes the check stand on its own.
-        generator(z[:2], None if labels is None else labels[:2])
-        full = generator(z, labels)
-        for start in sorted({0, rows // 2 - 1, rows - 2}):
-            pair = generator(z[start : start + 2], None if labels is None else labels[start : start + 2])
-            if not torch.equal(pair, full[start : start + 2]):
-                return False
+        run(0, 2)
+        full = run(0, rows)
+        for size in sorted({2, 3, rows - 1}):
+            for start in sorted({0, (rows - size) // 2, rows - size}):
+                if not torch.equal(run(start, size), full[start : start + size]):
+                    return False
     return True

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from app.batcher import Batcher, default_max_batch, prepare_for_inference
+from app.batcher import Batcher, default_max_batch, inference_threads, inference_workers, prepare_for_inference
 from app.forward import Health, batch_invariant, make_forward
 from app.metrics import Metrics
 from app.settings import Settings
@@ -229,9 +229,16 @@ class Registry:
     def _batch_invariant(self, generator: nn.Module, config: CheckpointConfig) -> tuple[bool, bool]:
         """(batch-invariant, with exact products): ``app.forward.batch_invariant`` on the module the
         batcher will run, at its largest pass — with float32 matrix products, else (on the CPU) with
-        float64 ones (``prepare_for_inference(exact=True)``)."""
+        float64 ones (``prepare_for_inference(exact=True)``) — and with the torch threads its workers
+        will run with: a kernel's work split (a convolution's, on 2 threads here) can depend on the
+        batch where a single-threaded one does not."""
         if not config.sampleable:
             return True, False
+        threads = self._worker_threads()
+        if threads:
+            # Every batcher's workers set this same number (the setting is per process for threads
+            # started later, so it is never set to anything else here).
+            torch.set_num_threads(threads)
         rows = self.settings.max_batch or default_max_batch(self.device)
         z = latents(list(range(rows)), config.z_dim).to(self.device)
         labels = torch.arange(rows, device=self.device) % config.num_classes if config.conditional else None
@@ -245,6 +252,14 @@ class Registry:
                     "seeded image may differ by a rounding step from one request to the next", config.name,
                     self.device)
         return False, False
+
+    def _worker_threads(self) -> int | None:
+        """Torch threads of each batcher worker (as ``Batcher`` derives them from the settings)."""
+        s = self.settings
+        if s.inference_threads:
+            return s.inference_threads
+        workers = s.inference_workers or inference_workers(self.device, s.cores)
+        return inference_threads(self.device, workers, s.cores)
 
     def _start_batcher(self, model: LoadedModel) -> None:
         if not model.config.sampleable:

@@ -77,15 +77,16 @@ def test_importing_app_makes_mkl_rows_independent_of_the_batch() -> None:
 
 class BatchDependent(nn.Module):
     """A generator whose pixels move by a rounding step with the number of rows, as a BLAS whose kernel
-    depends on the batch size makes them."""
+    depends on the batch size makes them — for every size but ``same`` (rows that round like the
+    2-row pass, as MKL's float32 product on an AMD EPYC rounds its 2- and 3-row calls alike)."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, same: tuple[int, ...] = ()) -> None:
         super().__init__()
-        self.inner = inner
+        self.inner, self.same = inner, same
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         out: torch.Tensor = self.inner(z, labels)
-        return out + 1e-6 * z.shape[0]
+        return out if z.shape[0] in self.same else out + 1e-6 * z.shape[0]
 
 
 def test_batch_invariant_tells_the_two_apart(tmp_path: Path) -> None:
@@ -95,6 +96,73 @@ def test_batch_invariant_tells_the_two_apart(tmp_path: Path) -> None:
     assert batch_invariant(gen, z, None)
     assert not batch_invariant(BatchDependent(gen), z, None)
     assert batch_invariant(BatchDependent(gen), z[:3], None)  # too few rows to compare: nothing claimed
+    # A kernel whose 2-row and full passes agree but whose sizes in between differ is caught too.
+    assert not batch_invariant(BatchDependent(gen, same=(2, 32)), z, None)
+    assert not batch_invariant(BatchDependent(gen, same=(2, 3, 32)), z, None)
+
+
+@pytest.mark.parametrize("writer", [write_cgan, write_mlp])
+def test_served_generators_make_a_row_the_same_at_every_batch_size(tmp_path: Path, writer: Any) -> None:
+    """The module the batcher runs (``prepare_for_inference``: every matrix product in blocks of
+    ``PRODUCT_ROWS``) gives a latent bit for bit the same result in a pass of any size from 2 to 40
+    rows, at any place in it, on one thread as the workers run. The plain float32 module fails this on
+    an AMD EPYC (MKL's 2- and 3-row products round otherwise than larger ones)."""
+    gen, cfg = registry_module.load_generator(writer(tmp_path), torch.device("cpu"))
+    served = prepare_for_inference(gen)
+    z = torch.randn(40, cfg.z_dim, generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(40) % cfg.num_classes if cfg.conditional else None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            alone = torch.cat([served(z[i : i + 2], None if labels is None else labels[i : i + 2])[:1]
+                               for i in range(39)])
+            for size in range(2, 41):
+                for start in range(0, 41 - size, 5):
+                    part = served(z[start : start + size], None if labels is None else labels[start : start + size])
+                    n = min(size, 39 - start)
+                    assert torch.equal(part[:n], alone[start : start + n]), (size, start)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 15, 16, 17, 40])
+def test_fixed_rows_runs_every_product_on_one_shape(rows: int) -> None:
+    from app.batcher import PRODUCT_ROWS, fixed_rows
+
+    x, w = torch.randn(rows, 7, dtype=torch.float64), torch.randn(7, 5, dtype=torch.float64)
+    shapes: list[tuple[int, ...]] = []
+
+    def product(block: torch.Tensor) -> torch.Tensor:
+        shapes.append(tuple(block.shape))
+        return block @ w
+
+    out = fixed_rows(x, product)
+    assert out.shape == (rows, 5) and torch.allclose(out, x @ w)
+    assert shapes == [(PRODUCT_ROWS, 7)] * -(-rows // PRODUCT_ROWS)
+
+
+def test_the_load_time_check_runs_with_the_workers_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel's work split can depend on the batch with 2 threads and not with 1 (oneDNN's convolutions
+    here): the registry checks each model with the torch threads its batcher's workers will have."""
+    write_cgan(tmp_path)
+    seen: list[int] = []
+    real = registry_module.batch_invariant
+
+    def check(gen: nn.Module, z: torch.Tensor, labels: torch.Tensor | None) -> bool:
+        seen.append(torch.get_num_threads())
+        return real(gen, z, labels)
+
+    monkeypatch.setattr(registry_module, "batch_invariant", check)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            with TestClient(create_app(make_settings(tmp_path, inference_threads=threads))) as client:
+                wait_ready(client)
+            assert seen and set(seen) == {threads}, (threads, seen)
+            seen.clear()
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_a_batch_dependent_model_gets_weak_etags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -136,11 +204,10 @@ def test_float64_products_are_served_where_float32_ones_vary_by_batch(
     """A model whose float32 pass fails the check is served with float64 products when those pass it
     (the check is stubbed to fail every float32 module, as on a CPU whose products vary by batch): strong
     ETags, `exact_products` on /models, and the batcher runs the float64 module."""
-    from app.batcher import _ConvTransposeOn1x1, _ExactLinear
+    from app.batcher import _ConvTransposeOn1x1, _FixedRowsLinear
 
     def exact(gen: nn.Module) -> bool:
-        return any(isinstance(m, _ExactLinear) or (isinstance(m, _ConvTransposeOn1x1) and m.exact)
-                   for m in gen.modules())
+        return any(isinstance(m, _FixedRowsLinear | _ConvTransposeOn1x1) and m.exact for m in gen.modules())
 
     monkeypatch.setattr(registry_module, "batch_invariant", lambda gen, z, labels: exact(gen))
     write_cgan(tmp_path)
