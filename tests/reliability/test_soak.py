@@ -12,6 +12,7 @@ property of batched generation, not of the cache.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import random
 import time
@@ -19,7 +20,9 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests.app.conftest import COND, UNCOND
 from tests.reliability.conftest import RawClient, percentile, report, run_server
@@ -64,6 +67,29 @@ def request_pool(rng: random.Random) -> list[tuple[str, int, bool]]:
     return pool
 
 
+def how_images_differ(got: bytes, want: bytes) -> str:
+    """Which pixels of two encoded images (PNG or GIF frames) differ, and by how much: what a failure
+    report needs to tell a rounding step in a few pixels from a different image."""
+    try:
+        a, b = Image.open(io.BytesIO(got)), Image.open(io.BytesIO(want))
+        frames = 0
+        worst, count = 0, 0
+        for i in range(getattr(b, "n_frames", 1)):
+            a.seek(i)
+            b.seek(i)
+            x = np.asarray(a.convert("RGB"), dtype=np.int16)
+            y = np.asarray(b.convert("RGB"), dtype=np.int16)
+            if x.shape != y.shape:
+                return f"frame {i}: {x.shape} vs {y.shape}"
+            d = np.abs(x - y)
+            count += int((d.max(axis=-1) > 0).sum())
+            worst = max(worst, int(d.max()))
+            frames += 1
+    except Exception as e:  # not an image (JSON): the bytes are all there is to say
+        return f"not images ({type(e).__name__}); {len(got)} vs {len(want)} bytes"
+    return f"{count} pixel(s) in {frames} frame(s) differ, by up to {worst} level(s)"
+
+
 async def soak(port: int, pool: list[tuple[str, int, bool]], reference: dict[str, bytes], count: int,
                rng: random.Random) -> tuple[Counter[str], list[str], list[float], float]:
     """``count`` requests drawn from ``pool`` by CONCURRENCY keep-alive connections
@@ -92,7 +118,8 @@ async def soak(port: int, pool: list[tuple[str, int, bool]], reference: dict[str
                 if r.status_code != status:
                     problems.append(f"{url}: {r.status_code} {r.text[:200]}")
                 elif fixed and r.content != reference[url]:
-                    problems.append(f"{url}: body differs from the same request made alone")
+                    problems.append(f"{url}: body differs from the same request made alone"
+                                    f" ({how_images_differ(r.content, reference[url])})")
         finally:
             await client.close()
 
