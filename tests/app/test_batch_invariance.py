@@ -143,8 +143,9 @@ def test_fixed_rows_runs_every_product_on_one_shape(rows: int) -> None:
 
 
 def test_the_load_time_check_runs_with_the_workers_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A kernel's work split can depend on the batch with 2 threads and not with 1 (oneDNN's convolutions
-    here): the registry checks each model with the torch threads its batcher's workers will have."""
+    """A pass can depend on the batch with 2 threads and not with 1 (measured here: fashion-dcgan and
+    fashion-wgan-gp, whose matrix products run at one shape — their convolutions or element-wise passes,
+    presumably): the registry checks each model with the torch threads its batcher's workers will have."""
     write_cgan(tmp_path)
     seen: list[int] = []
     real = registry_module.batch_invariant
