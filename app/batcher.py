@@ -266,6 +266,15 @@ def inference_threads(device: torch.device, workers: int = 1, cores: int = 0) ->
     return max(1, ((cores or usable_cores()) - 1) // max(1, workers))
 
 
+def worker_plan(device: torch.device, workers: int = 0, threads: int | None = -1,
+                cores: int = 0) -> tuple[int, int | None]:
+    """(worker threads, torch threads of each) of a model's batcher from its settings: ``workers``
+    0 → ``inference_workers``; ``threads`` -1 → ``inference_threads``, None → left as it is. The
+    registry uses it too, to run its load-time check as the workers will run."""
+    w = workers or inference_workers(device, cores)
+    return w, (inference_threads(device, w, cores) if threads == -1 else threads)
+
+
 def _expire(future: asyncio.Future[Any]) -> None:
     if not future.done():
         future.set_exception(DeadlinePassed())
@@ -317,8 +326,7 @@ class Batcher:
         self._depth = metrics.queue_depth.labels(name)
         # Up to ``workers`` batches are computed side by side, each in its own thread with its own
         # torch thread setting.
-        self.workers = workers or inference_workers(device, cores)
-        self.threads = inference_threads(device, self.workers, cores) if threads == -1 else threads
+        self.workers, self.threads = worker_plan(device, workers, threads, cores)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()

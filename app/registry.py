@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from app.batcher import Batcher, default_max_batch, inference_threads, inference_workers, prepare_for_inference
+from app.batcher import Batcher, default_max_batch, prepare_for_inference, worker_plan
 from app.forward import Health, batch_invariant, make_forward
 from app.metrics import Metrics
 from app.settings import Settings
@@ -234,7 +234,8 @@ class Registry:
         (measured here: fashion-dcgan and fashion-wgan-gp)."""
         if not config.sampleable:
             return True, False
-        threads = self._worker_threads()
+        s = self.settings
+        _, threads = worker_plan(self.device, s.inference_workers, s.inference_threads or -1, s.cores)
         if threads:
             # Every batcher's workers set this same number (the setting is per process for threads
             # started later, so it is never set to anything else here).
@@ -252,14 +253,6 @@ class Registry:
                     "seeded image may differ by a rounding step from one request to the next", config.name,
                     self.device)
         return False, False
-
-    def _worker_threads(self) -> int | None:
-        """Torch threads of each batcher worker (as ``Batcher`` derives them from the settings)."""
-        s = self.settings
-        if s.inference_threads:
-            return s.inference_threads
-        workers = s.inference_workers or inference_workers(self.device, s.cores)
-        return inference_threads(self.device, workers, s.cores)
 
     def _start_batcher(self, model: LoadedModel) -> None:
         if not model.config.sampleable:
