@@ -143,6 +143,11 @@ class CheckpointConfig(_Strict):
     def conditional(self) -> bool:
         return self.num_classes > 0
 
+    @property
+    def version(self) -> str:
+        """The model's version: the first 12 hex digits of its weights' sha256 (URLs, cards, headers)."""
+        return self.generator_sha256[:12]
+
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
