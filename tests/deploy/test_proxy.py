@@ -55,8 +55,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, N
 
 
 def test_the_template_has_only_its_four_variables() -> None:
-    names = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", TEMPLATE.read_text()))
-    assert names == set(TEMPLATE_VARS)
+    """The official image substitutes every environment variable it has (``$NAME`` and ``${NAME}``): the
+    template's own are its four, and nginx's variables are all lower-case, which no environment holds."""
+    text = TEMPLATE.read_text()
+    assert set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text)) == set(TEMPLATE_VARS)
+    bare = set(re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", text))
+    assert bare and all(name.islower() for name in bare), bare
 
 
 def test_a_repeated_versioned_request_does_not_reach_the_service(stack: tuple[Service, Nginx]) -> None:
