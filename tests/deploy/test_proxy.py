@@ -17,8 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.proxy import TEMPLATE, TEMPLATE_VARS, Nginx, free_port
 from tests.app.conftest import COND, write_ae, write_cgan, write_mlp
-from tests.deploy.conftest import HOST, TEMPLATE, TEMPLATE_VARS, Nginx, Service, free_port, run_nginx, run_service
+from tests.deploy.conftest import HOST, Service, run_nginx, run_service
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 UPLOAD_LIMIT = 65_536  # rendered into client_max_body_size
