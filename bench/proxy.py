@@ -47,7 +47,7 @@ TEMPLATE_VARS = ("GANSERVE_UPSTREAM", "NGINX_PORT", "NGINX_CACHE_DIR", "GANSERVE
 LUA = ROOT / "bench" / "proxy.lua"
 HOST = "127.0.0.1"  # loopback only
 DEFAULT_CHECKPOINT = ROOT / "checkpoints" / "mnist-cgan"
-SETTLE_S = 1.0
+SETTLE_S = 0.5  # seconds without a new answered request that count as settled
 HIT_SEEDS = 40  # × 10 classes = 400 URLs: within the service's 512-entry image cache and nginx's
 
 
@@ -224,6 +224,17 @@ class Service:
         return sum(float(m.group(2)) for m in re.finditer(r'^ganserve_requests_total\{([^}]*)\} (\S+)$', text, re.M)
                    if 'route="/metrics"' not in m.group(1))
 
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait until the service's request count stops moving (nothing left in flight)."""
+        until = time.monotonic() + timeout
+        last = self.answered()
+        while time.monotonic() < until:
+            time.sleep(SETTLE_S)
+            now = self.answered()
+            if now == last:
+                return
+            last = now
+
     def cpu_seconds(self) -> float:
         total = 0.0
         for pid in [self.proc.pid, *descendants(self.proc.pid)]:
@@ -281,7 +292,7 @@ def measure(service: Service, nginx: Nginx, via_nginx: bool, model: str, classes
             conns: int, duration: float) -> Point:
     served, s_cpu, n_cpu = service.answered(), service.cpu_seconds(), nginx.cpu_seconds()
     point = run_wrk(nginx.base if via_nginx else service.base, model, classes, seeds, version, conns, duration)
-    time.sleep(SETTLE_S)  # the requests in flight when wrk stopped are answered (and counted) before the next point
+    service.settle()  # the requests in flight when wrk stopped are answered (and counted) before the next point
     point.service_cpu_s = service.cpu_seconds() - s_cpu
     point.nginx_cpu_s = nginx.cpu_seconds() - n_cpu
     point.reached_service = service.answered() - served
