@@ -38,7 +38,8 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 
 # ---- train: + the training extras and the offline datasets; python -m training … ----
 FROM base AS train
-# Fashion-MNIST comes from Debian as data (never downloaded at run time).
+# Fashion-MNIST comes from Debian as data (never downloaded at run time). DL3008 (pin apt versions) is
+# ignored: a data-only package, and Debian's archive drops superseded versions, so a pin would break the build.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends dataset-fashion-mnist \
