@@ -12,7 +12,7 @@ from app.generation import lookup_model
 from app.registry import LoadedModel, Refusal, UnknownModel
 from app.routes.images import ModelPath
 from app.service import ERROR_RESPONSES, ApiError, ServiceDep
-from training.evaluation.bars import check as check_bars
+from training.bars import check as check_bars
 
 router = APIRouter(tags=["models"])
 
