@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int_range(1, 65535), default=8000)
     p.add_argument("--processes", type=processes_arg, default="auto",
-                   help=f"copies of the service behind the one socket: 1…64, or auto (one per CPU core, at most "
+                   help=f"copies of the service behind the one socket: 1…64, or auto (one per usable CPU core, "
+                        f"from the affinity and the cgroup CPU quota, at most "
                         f"{MAX_AUTO_PROCESSES}, on the CPU; 1 on a GPU)")
     p.add_argument("--access-log", action="store_true", help="log every request (off: faster)")
     return p

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -12,13 +13,81 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda|cuda:\d{1,2})$")
 
 
-def usable_cores() -> int:
-    """The CPU cores this process may run on: its CPU affinity (``taskset``, a container's
-    ``--cpuset-cpus``) where the OS tells it, else the machine's count."""
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
+
+
+def _cgroup_dirs(mount: Path, path: str) -> list[Path]:
+    """The process's cgroup folder under a cgroup mount and each of its parents up to the mount.
+    In a container the mount's root already is the container's cgroup and ``path`` (the host's
+    view) does not exist under it: then only the mount's root counts."""
+    own = mount / path.strip("/")
+    dirs = [d for d in (own, *own.parents) if d.is_relative_to(mount)]
+    return [d for d in dirs if d.is_dir()] or [mount]
+
+
+def _quota_v2(folder: Path) -> float | None:
+    """``cpu.max`` = "max 100000" (no limit) or "<quota µs> <period µs>" → CPUs, or None."""
     try:
-        return len(os.sched_getaffinity(0)) or 1
+        quota, period = (folder / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" or int(period) <= 0 or int(quota) <= 0 else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+def _quota_v1(folder: Path) -> float | None:
+    """``cpu.cfs_quota_us`` (−1: no limit) / ``cpu.cfs_period_us`` → CPUs, or None."""
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        period = int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota <= 0 or period <= 0 else quota / period
+
+
+def cgroup_cpu_limit(root: Path | None = None, proc_cgroup: Path | None = None) -> float | None:
+    """CPUs the process's cgroup quota allows (``docker run --cpus``, a Kubernetes CPU limit), as the
+    smallest quota on its cgroup's path: ``cpu.max`` in cgroup v2, ``cpu.cfs_quota_us`` /
+    ``cpu.cfs_period_us`` in v1 (the ``cpu`` or ``cpu,cpuacct`` mount). None when there is none
+    or it cannot be read (not Linux). ``root`` / ``proc_cgroup`` default to ``CGROUP_ROOT`` / ``PROC_CGROUP``."""
+    root = CGROUP_ROOT if root is None else root
+    try:
+        lines = (PROC_CGROUP if proc_cgroup is None else proc_cgroup).read_text().splitlines()
+    except OSError:
+        return None
+    v1_path = v2_path = None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[0] == "0" and parts[1] == "":
+            v2_path = parts[2]
+        elif "cpu" in parts[1].split(","):
+            v1_path = parts[2]
+    limits: list[float] = []
+    if v2_path is not None and (root / "cgroup.controllers").is_file():  # unified hierarchy mounted at root
+        limits = [q for d in _cgroup_dirs(root, v2_path) if (q := _quota_v2(d)) is not None]
+    elif v1_path is not None:
+        for name in ("cpu,cpuacct", "cpu"):
+            if (root / name).is_dir():
+                limits = [q for d in _cgroup_dirs(root / name, v1_path) if (q := _quota_v1(d)) is not None]
+                break
+    return min(limits) if limits else None
+
+
+def usable_cores(cgroup_root: Path | None = None, proc_cgroup: Path | None = None) -> int:
+    """The CPU cores this process may use: its CPU affinity (``taskset``, a container's
+    ``--cpuset-cpus``) where the OS tells it, else the machine's count — and no more than its cgroup
+    CPU quota allows (``--cpus 2``, a Kubernetes ``limits.cpu``), rounded down, at least 1: a
+    quota of 2.5 CPUs plans for 2 cores, so the process is not throttled in every period."""
+    try:
+        cores = len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # no sched_getaffinity (macOS, Windows)
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_limit(cgroup_root, proc_cgroup)
+    if quota is not None:
+        cores = min(cores, max(1, math.floor(quota + 1e-9)))
+    return cores
 
 
 class Settings(BaseSettings):

