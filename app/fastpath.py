@@ -50,11 +50,6 @@ _HEALTH_START = {"type": "http.response.start", "status": 200,
 _HEALTH_BODY_MESSAGE = {"type": "http.response.body", "body": _HEALTH_BODY}
 
 
-def parse_generate_query(query_string: bytes) -> dict[str, Any] | None:
-    """The parameters of a plainly valid ``/generate`` query, or None to let FastAPI judge it."""
-    return P.GENERATE.parse_plain("/generate", query_string)
-
-
 class FastPath:
     """Pure-ASGI answers of the image routes (plainly valid requests) and ``GET /healthz``; the rest
     passes through. Sits inside the metrics, limits, CORS and catch-all middleware, so those apply

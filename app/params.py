@@ -1,4 +1,4 @@
-"""Each image route's parameters, specified once: names, types, ranges, defaults, descriptions.
+"""Each route's parameters, specified once: names, types, ranges, defaults, descriptions.
 
 From one :class:`RouteSpec` come both
 
@@ -9,8 +9,11 @@ From one :class:`RouteSpec` come both
   exact choices, a value matching the pattern) and leaves everything else to FastAPI.
 
 So a parameter cannot exist in one and not the other. Both ignore unknown query parameters, and
-a repeated one is FastAPI's to judge. A new parameter or route is one entry here (a ``z``
-latent, ``from_z``/``to_z``: a ``Param("z", "str", pattern=…)`` in the routes that take it).
+a repeated one is FastAPI's to judge. A new parameter or route is one entry here: an explicit
+latent ``z`` (or ``from_z``/``to_z``) is a ``Param("z", "str", pattern=…)`` in the routes that take
+it, handled where the route builds its ``ImageJob``; a POST image route is a ``RouteSpec`` of its
+query and path parameters whose handler reads the body from the request (the fast path takes GETs
+only, so such a route is always FastAPI's).
 """
 
 from __future__ import annotations
@@ -97,8 +100,10 @@ class Param:
         else:
             if self.max_length is not None and len(text) > self.max_length:
                 return _DECLINE
-            # Python's and pydantic's regex engines agree on ASCII; anything else is FastAPI's.
-            if self.pattern is not None and not (text.isascii() and _fullmatch(self.pattern, text)):
+            # Python's and pydantic's regex engines agree on printable ASCII (not on what "\s" matches
+            # among control characters, nor on Unicode classes); anything else is FastAPI's.
+            if self.pattern is not None and not (text.isascii() and text.isprintable()
+                                                 and _fullmatch(self.pattern, text)):
                 return _DECLINE
             return text
         if ((self.ge is not None and value < self.ge) or (self.gt is not None and value <= self.gt)
@@ -143,6 +148,7 @@ class RouteSpec:
     _by_name: dict[str, Param] = field(init=False, repr=False, compare=False)
     _path_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _static: bool = field(init=False, repr=False, compare=False)  # a path without parameters
+    _defaults: dict[str, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {p.name: p for p in self.params if p.where == "query"})
@@ -151,9 +157,7 @@ class RouteSpec:
         regex = "".join(re.escape(x) if i % 2 == 0 else f"(?P<{x}>[^/]+)" for i, x in enumerate(parts))
         object.__setattr__(self, "_path_re", re.compile(regex))
         object.__setattr__(self, "_static", len(parts) == 1)
-
-    def defaults(self) -> dict[str, Any]:
-        return {p.name: p.default for p in self.params}
+        object.__setattr__(self, "_defaults", {p.name: p.default for p in self.params})
 
     def parse_plain(self, path: str, query_string: bytes) -> dict[str, Any] | None:
         """The values of a request to this route when every parameter is plainly valid, else None
@@ -162,16 +166,18 @@ class RouteSpec:
         if self._static:
             if path != self.path:
                 return None
-            match = None
-        elif (match := self._path_re.fullmatch(path)) is None:
-            return None
-        out = self.defaults()
-        for p in self.params:
-            if match is not None and p.where == "path":
-                value = p.plain(match.group(p.name))
-                if value is _DECLINE:
-                    return None
-                out[p.name] = value
+            out = dict(self._defaults)
+        else:
+            match = self._path_re.fullmatch(path)
+            if match is None:
+                return None
+            out = dict(self._defaults)
+            for p in self.params:
+                if p.where == "path":
+                    value = p.plain(match.group(p.name))
+                    if value is _DECLINE:
+                        return None
+                    out[p.name] = value
         if not query_string:
             return out
         seen: set[str] = set()
@@ -247,6 +253,15 @@ FORMAT = Param("format", "choice", "gif: animation download; png: one strip", de
 
 GENERATE = RouteSpec("/generate", (MODEL, LABEL, SEED, N, TRUNCATION, SCALE, VERSION, Z))
 SEED_PNG = RouteSpec("/models/{model}/seeds/{seed}.png", (MODEL_PATH, SEED_PATH, LABEL, TRUNCATION, SCALE, VERSION))
+MODEL_CARD = RouteSpec("/models/{model}", (MODEL_PATH,))
+SAMPLES_PNG = RouteSpec("/models/{model}/samples.png", (MODEL_PATH,))
 INTERPOLATE = RouteSpec("/interpolate", (MODEL, LABEL, FROM_LABEL, TO_LABEL, FROM_SEED, TO_SEED, SEEDS, FRAMES, FPS,
                                          METHOD, LOOP, FORMAT, SCALE, TRUNCATION, VERSION, FROM_Z, TO_Z))
 Z_PNG = RouteSpec("/models/{model}/z/{z}.png", (MODEL_PATH, Z_PATH, LABEL, TRUNCATION, SCALE, VERSION))
+
+# The image-in routes (POST; the body is the image, app/uploads.py).
+ENCODE_LABEL = Param("label", "str", "class index or name: required on conditional models (the class the image is "
+                     "projected into); may also be a field of a multipart body", max_length=MAX_LABEL)
+ENCODE = RouteSpec("/models/{model}/encode", (MODEL_PATH, ENCODE_LABEL))
+TRANSLATE = RouteSpec("/models/{model}/translate", (MODEL_PATH,))
+RECONSTRUCT = RouteSpec("/models/{model}/reconstruct", (MODEL_PATH,))

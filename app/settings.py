@@ -63,8 +63,9 @@ class Settings(BaseSettings):
     projection_queue: int = Field(default=4, ge=0, le=1024, description="projections waiting for a worker; more: "
                                   "503 + Retry-After")
 
-    fast_path: bool = Field(default=True, description="answer plainly valid GET /generate and /healthz without "
-                                                      "FastAPI's per-request routing and validation (app/fastpath.py)")
+    fast_path: bool = Field(default=True, description="answer plainly valid GET /generate, permalinks, "
+                            "/interpolate and /healthz without FastAPI's per-request routing and validation "
+                            "(app/fastpath.py)")
 
     reload_interval_s: float = Field(default=5.0, ge=0, description="seconds between checkpoint-folder rescans; 0: off")
     cache_size: int = Field(default=512, ge=0, description="encoded images of seeded requests kept in memory (LRU)")

@@ -7,9 +7,9 @@ built from those specifications, and ``app.fastpath`` parses the same ones.
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from app import generation as gen
 from app import params as P
@@ -17,12 +17,9 @@ from app.batcher import SeededLatents
 from app.imaging import encode_grid, grid_shape
 from app.service import ERROR_RESPONSES, ServiceDep
 from app.zlatent import ExplicitLatents, decode_z, z_digest
-from training.checkpoint import NAME_PATTERN
 from training.latent import SEED_MAX
 
 router = APIRouter(tags=["images"])
-
-ModelPath = Annotated[str, Path(pattern=NAME_PATTERN, max_length=64, description="model name")]
 
 _IMAGE_HEADERS = {
     "ETag": {"schema": {"type": "string"}, "description": "hash of the model's weights and the request"},

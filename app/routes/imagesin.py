@@ -13,18 +13,17 @@ are known to be good.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlencode
 
 import torch
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from app import generation as gen
-from app.params import MAX_LABEL
+from app import params as P
 from app.projection import PROJECTABLE, Cancelled, PoolFull, differentiable_copy, project
 from app.registry import LoadedModel
-from app.routes.images import ModelPath
 from app.service import ERROR_RESPONSES, ApiError, ErrorOut, ServiceDep
 from app.uploads import ALLOWED_TYPES, MULTIPART, decode_upload, receive_upload
 from app.zlatent import encode_z
@@ -55,10 +54,6 @@ UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     503: ERROR_RESPONSES[503],
 }
 
-LabelQuery = Annotated[str | None, Query(max_length=MAX_LABEL, description="class index or name: required on "
-                                         "conditional models (the class the image is projected into)")]
-
-
 class Encoded(BaseModel):
     model: str
     version: str = Field(description="the model version the latent belongs to")
@@ -83,9 +78,7 @@ def _cannot(model: LoadedModel, verb: str, what: str, able: list[str]) -> ApiErr
                          f"{who}", allowed=able)
 
 
-@router.post("/models/{model}/encode", response_model=Encoded, responses=UPLOAD_ERRORS, openapi_extra=UPLOAD_BODY,
-             summary="The latent of an uploaded image (projection for GAN generators)")
-async def encode(request: Request, service: ServiceDep, model: ModelPath, label: LabelQuery = None) -> Encoded:
+async def _encode(service: gen.Service, request: Request, values: dict[str, Any]) -> Encoded:
     """The latent ``z`` whose image is closest to the uploaded one, and the ``GET /generate`` URL that
     draws it — so a real image can be addressed, cached and interpolated like a seed.
 
@@ -93,7 +86,8 @@ async def encode(request: Request, service: ServiceDep, model: ModelPath, label:
     from seeded starts (the same image gives the same ``z``), with the class given by ``label``
     (query or multipart field; required on conditional models). The explicit latent is drawn as
     it is (truncation 1)."""
-    m = gen.find_model(service, request, model)
+    m = gen.find_model(service, request, values["model"])
+    label = values["label"]
     able = _able(service, PROJECTABLE)
     if m.config.family not in PROJECTABLE or m.batcher is None:
         raise _cannot(m, "encode", "it has neither an encoder nor a generator to project into", able)
@@ -145,20 +139,29 @@ TRANSLATORS = ("pix2pix",)
 RECONSTRUCTORS = ("ae", "conv-ae", "vae")
 
 
-@router.post("/models/{model}/translate", response_model=None, responses=UPLOAD_ERRORS, openapi_extra=UPLOAD_BODY,
-             summary="Translate an uploaded image (pix2pix translators)")
-async def translate(request: Request, service: ServiceDep, model: ModelPath) -> None:
-    """Image-to-image translation by a pix2pix checkpoint: the uploaded image resized to its input
-    → ``image/png``. No loaded checkpoint is a translator yet: 422 naming the models that can."""
-    m = gen.find_model(service, request, model)
+async def _translate(service: gen.Service, request: Request, values: dict[str, Any]) -> None:
+    m = gen.find_model(service, request, values["model"])
     raise _cannot(m, "translate", "it is not an image-to-image translator (pix2pix)", [])
 
 
-@router.post("/models/{model}/reconstruct", response_model=None, responses=UPLOAD_ERRORS, openapi_extra=UPLOAD_BODY,
-             summary="Reconstruct an uploaded image (autoencoders with an encoder)")
-async def reconstruct(request: Request, service: ServiceDep, model: ModelPath) -> None:
-    """An autoencoder's reconstruction of the uploaded image → ``image/png``. It needs the
-    checkpoint's encoder (``encoder.safetensors``), which no loaded checkpoint ships yet: 422
-    naming the models that can."""
-    m = gen.find_model(service, request, model)
+async def _reconstruct(service: gen.Service, request: Request, values: dict[str, Any]) -> None:
+    m = gen.find_model(service, request, values["model"])
     raise _cannot(m, "reconstruct", "it has no encoder (encoder.safetensors) to reconstruct with", [])
+
+
+encode = P.ENCODE.endpoint("encode", _encode, ServiceDep, _encode.__doc__ or "")
+router.post("/models/{model}/encode", response_model=Encoded, responses=UPLOAD_ERRORS, openapi_extra=UPLOAD_BODY,
+            summary="The latent of an uploaded image (projection for GAN generators)")(encode)
+
+translate = P.TRANSLATE.endpoint(
+    "translate", _translate, ServiceDep, "Image-to-image translation by a pix2pix checkpoint: the uploaded image "
+    "resized to its input → ``image/png``. No loaded checkpoint is a translator yet: 422 naming the models that can.")
+router.post("/models/{model}/translate", response_model=None, responses=UPLOAD_ERRORS, openapi_extra=UPLOAD_BODY,
+            summary="Translate an uploaded image (pix2pix translators)")(translate)
+
+reconstruct = P.RECONSTRUCT.endpoint(
+    "reconstruct", _reconstruct, ServiceDep, "An autoencoder's reconstruction of the uploaded image → ``image/png``. "
+    "It needs the checkpoint's encoder (``encoder.safetensors``), which no loaded checkpoint ships yet: 422 naming "
+    "the models that can.")
+router.post("/models/{model}/reconstruct", response_model=None, responses=UPLOAD_ERRORS, openapi_extra=UPLOAD_BODY,
+            summary="Reconstruct an uploaded image (autoencoders with an encoder)")(reconstruct)

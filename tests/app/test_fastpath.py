@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 
 import app.fastpath as fastpath
 import app.params as params
-from app.fastpath import parse_generate_query
 from app.main import create_app
 from app.zlatent import encode_z
 from tests.app.conftest import make_settings, wait_ready
@@ -131,6 +130,10 @@ def test_query_pairs_are_parse_qsl(query) -> None:
     assert params._pairs(query) == parse_qsl(query, keep_blank_values=True)
 
 
+def parse_generate_query(query_string: bytes) -> dict[str, object] | None:
+    return params.GENERATE.parse_plain("/generate", query_string)
+
+
 def test_the_parser_takes_only_plain_spellings() -> None:
     assert parse_generate_query(b"") == {"model": None, "label": None, "seed": None, "n": 1, "truncation": None,
                                          "scale": 1, "version": None, "z": None}
@@ -143,13 +146,22 @@ def test_the_parser_takes_only_plain_spellings() -> None:
                           b"label=" + b"x" * 201, b"seed=", b"seed=+1", b"seed=%201", b"version=0123456789AB",
                           b"version=0123456789a", b"version="):
         assert parse_generate_query(plain_invalid) is None, plain_invalid
+    interpolate = params.INTERPOLATE
+    assert interpolate.parse_plain("/interpolate", b"seeds=1,%202&loop=1&method=lerp&format=png")["seeds"] == "1, 2"
+    for plain_invalid in (b"seeds=1,%1C2", b"seeds=1,%092", b"seeds=%D9%A3,1", b"loop=True", b"loop=yes",
+                          b"method=LERP", b"frames=121", b"fps=0"):
+        assert interpolate.parse_plain("/interpolate", plain_invalid) is None, plain_invalid
+    assert params.SEED_PNG.parse_plain("/models/m/seeds/7.png", b"") == {
+        "model": "m", "seed": 7, "label": None, "truncation": None, "scale": 1, "version": None}
+    for path in ("/models/m/seeds/-7.png", "/models/M/seeds/7.png", "/models/m/seeds/7.jpg", "/models/m/seeds/.png"):
+        assert params.SEED_PNG.parse_plain(path, b"") is None, path
 
 
 INTERPOLATE_KEYS = ["model", "label", "from_label", "to_label", "from_seed", "to_seed", "seeds", "frames", "fps",
                     "method", "loop", "format", "scale", "truncation", "other", "from_z", "to_z"]
 INTERPOLATE_VALUES = ["0", "1", "2", "3", "5", "121", "-1", "+1", "", "0.5", "1.5", "true", "True", "false", "yes",
                       "slerp", "lerp", "cubic", "gif", "png", "1,2", "1, 5 ,9", "1,x", "٣,1", "tiny-mlp", "tiny-ae",
-                      "circle", "SQUARE", "nope", *Z_VALUES]
+                      "circle", "SQUARE", "nope", "1,\x1c2", "1,\t2", *Z_VALUES]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
