@@ -13,13 +13,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
 import app.routes.imagesin as imagesin
+from app.inference import prepare_for_inference
 from app.main import create_app
-from app.zlatent import decode_z, encode_z, z_chars
+from app.projection import RESTARTS, differentiable_copy
+from app.zlatent import decode_z, encode_z, z_array, z_chars
 from tests.app.conftest import make_settings, wait_for, wait_ready
+from training.checkpoint import load_generator
+from training.images import to_uint8
 from training.latent import latent
 
 STEPS = 12
@@ -74,6 +79,19 @@ def test_encode_gives_the_same_z_for_the_same_image_and_its_url_draws_the_optimi
     assert out["mse"] < float(((pixels(start.content) - target) ** 2).mean())
     other = post(c, "/models/tiny-cgan/encode?label=1", png(2)).json()
     assert other["z"] != z
+
+
+def test_the_reconstruction_url_draws_what_the_projection_made(c: TestClient, tiny_checkpoints: Path) -> None:
+    """The served image of the returned z against the projection's own forward pass (autograd on, the
+    differentiable copy of the served module): at most one grey level apart."""
+    out = post(c, "/models/tiny-cgan/encode?label=2", png(6)).json()
+    generator, _ = load_generator(tiny_checkpoints / "tiny-cgan")
+    projecting = differentiable_copy(prepare_for_inference(generator))
+    z = torch.from_numpy(z_array(decode_z(out["z"], 8)))[None].repeat(RESTARTS, 1)  # as in its batch of starts
+    with torch.enable_grad():
+        made = to_uint8(projecting(z, torch.full((RESTARTS,), 2)))[0, :, :, 0].astype(int)
+    drawn = np.asarray(Image.open(io.BytesIO(c.get(out["reconstruction_url"]).content)), int)
+    assert np.abs(made - drawn).max() <= 1
 
 
 def test_encode_on_an_unconditional_model_and_the_label_rules(c: TestClient) -> None:
