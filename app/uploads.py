@@ -135,7 +135,9 @@ class _Form:
     def _part_end(self) -> None:
         if self._keep and self._name == "image":
             self.image = self._data
-        elif self._keep and self._name is not None and self._name not in self.fields:
+        elif self._keep and self._name is not None:
+            if self._name in self.fields:
+                self._fail(ApiError(422, f"multipart body: one field {self._name!r}, not several"))
             self.fields[self._name] = self._data.decode("utf-8", "replace")
         self._data = bytearray()
 

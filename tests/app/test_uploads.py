@@ -278,6 +278,9 @@ def test_http_multipart_errors(http: TestClient) -> None:
     two = http.post(URL, files=[("image", ("a.png", encoded(noise()), "image/png")),
                                 ("image", ("b.png", encoded(noise()), "image/png"))])
     assert two.status_code == 422 and "one field 'image'" in two.json()["detail"]
+    labels = http.post("/models/tiny-cgan/encode", files={"image": ("a.png", encoded(noise()), "image/png")},
+                       data={"label": ["0", "1"]})
+    assert labels.status_code == 422 and "one field 'label'" in labels.json()["detail"]
     svg = http.post(URL, files={"image": ("x.svg", b"<svg/>", "image/svg+xml")})
     assert svg.status_code == 415
     no_boundary = http.post(URL, content=b"--x\r\n", headers={"content-type": "multipart/form-data"})
