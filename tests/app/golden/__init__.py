@@ -189,13 +189,13 @@ def clients(root: Path) -> Iterator[tuple[str, TestClient]]:
             yield ("fast path" if fast else "FastAPI"), client
 
 
+def run_one(client: TestClient, root: Path, path: str, headers: dict[str, str]) -> dict[str, Any]:
+    url = path.replace(V, read_config(root / COND).version)
+    return {"request": url if len(url) < 200 else url[:200] + "…", **record(client.get(url, headers=headers))}
+
+
 def run(client: TestClient, root: Path) -> list[dict[str, Any]]:
-    version = read_config(root / COND).version
-    out = []
-    for path, headers in REQUESTS:
-        url = path.replace(V, version)
-        out.append({"request": url if len(url) < 200 else url[:200] + "…", **record(client.get(url, headers=headers))})
-    return out
+    return [run_one(client, root, path, headers) for path, headers in REQUESTS]
 
 
 def main() -> None:
