@@ -90,7 +90,8 @@ async def _encode(service: gen.Service, request: Request, values: dict[str, Any]
     label = values["label"]
     able = _able(service, PROJECTABLE)
     if m.config.family not in PROJECTABLE or m.batcher is None:
-        raise _cannot(m, "encode", "it has neither an encoder nor a generator to project into", able)
+        raise _cannot(m, "encode", f"projection is for GAN generators ({', '.join(PROJECTABLE)}), and the service "
+                                   "loads no encoder for it", able)
     pool = service.projection
     if pool is None:
         raise ApiError(503, "not ready: the service is starting", headers={"Retry-After": "1"})
