@@ -39,6 +39,7 @@ Render = Callable[[Service, Request, dict[str, Any]], Awaitable[ImageResult]]
 ROUTES: tuple[tuple[P.RouteSpec, Render], ...] = (
     (P.GENERATE, render_png),
     (P.SEED_PNG, render_png),
+    (P.Z_PNG, render_png),
     (P.INTERPOLATE, render_interpolation),
 )
 

@@ -29,6 +29,17 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 
 def lookup_model(service: Service, request: Request, name: str | None) -> LoadedModel:
     """The sampleable model a request names (or the default one), else a clear 4xx / 503."""
+    model = find_model(service, request, name)
+    if model.batcher is None:
+        registry = service.require_registry()
+        sampleable = [n for n in registry.names() if registry.models[n].batcher is not None]
+        raise ApiError(422, f"model {model.name!r} ({model.config.family}) is not sampleable: it reconstructs images "
+                            "but has no distribution to draw from", allowed=sampleable)
+    return model
+
+
+def find_model(service: Service, request: Request, name: str | None) -> LoadedModel:
+    """The loaded model a request names (or the default one), sampleable or not, else a 404 / 503."""
     registry = service.require_registry()
     if not registry.initial_load_done:
         raise ApiError(503, "not ready: checkpoints are still loading", headers={"Retry-After": "1"})
@@ -47,10 +58,6 @@ def lookup_model(service: Service, request: Request, name: str | None) -> Loaded
         raise ApiError(404, f"unknown model {name!r}; known models: {', '.join(known) or 'none'}",
                        allowed=known) from None
     request.state.metrics_model = name
-    if model.batcher is None:
-        sampleable = [n for n in registry.names() if registry.models[n].batcher is not None]
-        raise ApiError(422, f"model {name!r} ({model.config.family}) is not sampleable: it reconstructs images "
-                            "but has no distribution to draw from", allowed=sampleable)
     return model
 
 
@@ -153,15 +160,16 @@ def etag_matches(request: Request, etag: str) -> bool:
     return False
 
 
-def image_headers(model: LoadedModel, etag: str, cache: str, seed: str, label: str | None,
+def image_headers(model: LoadedModel, etag: str, cache: str, seed: str | None, label: str | None,
                   label_name: str | None) -> dict[str, str]:
     headers = {
         "ETag": etag,
         "Cache-Control": cache,
         "X-Model": model.name,
         "X-Model-Version": model.config.version,
-        "X-Seed": seed,
     }
+    if seed is not None:  # None: an explicit latent (z) has no seed
+        headers["X-Seed"] = seed
     if label is not None:
         headers["X-Label"] = label
     if label_name is not None:
@@ -179,7 +187,7 @@ class ImageJob:
     values: dict[str, Any]  # the canonical request values the bytes depend on (the ETag's)
     fixed: bool  # nothing was drawn at random: cacheable, answers If-None-Match
     versioned: bool  # the URL names the loaded version: immutable
-    seed: str  # X-Seed
+    seed: str | None  # X-Seed; None for an explicit latent
     classes: list[int]  # X-Label / X-Label-Name (comma-separated); empty: none
     media_type: str
     z: Latents

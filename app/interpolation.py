@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from app.zlatent import ExplicitLatents
 from training.latent import latents, lerp, slerp
 
 MIN_SLERP_NORM = 1e-6
@@ -59,22 +60,30 @@ def morph_labels(from_label: int, to_label: int, num_classes: int, frames: int, 
 
 @dataclass(frozen=True)
 class FrameLatents:
-    """The (frames, z_dim) latents of an interpolation through the key seeds' latents (the seed rule,
-    scaled by ``truncation``), drawn in the model's worker thread (``app.batcher.LatentSource``)."""
+    """The (frames, z_dim) latents of an interpolation through the key latents, drawn in the model's
+    worker thread (``app.batcher.LatentSource``): a seed key by the seed rule, scaled by
+    ``truncation``; an explicit key (the bytes of a ``z``, ``app.zlatent.decode_z``) as it is, scaled
+    by ``z_truncation``."""
 
-    keys: tuple[int, ...]
+    keys: tuple[int | bytes, ...]
     z_dim: int
     truncation: float
     frames: int
     loop: bool
     method: str
+    z_truncation: float = 1.0
 
     @property
     def rows(self) -> int:
         return self.frames
 
     def __call__(self) -> torch.Tensor:
-        key_z = latents(list(self.keys), self.z_dim, self.truncation)  # (K, z_dim)
+        if all(isinstance(k, int) for k in self.keys):
+            key_z = latents([int(k) for k in self.keys], self.z_dim, self.truncation)  # (K, z_dim)
+        else:
+            rows = [ExplicitLatents(k, self.z_truncation)() if isinstance(k, bytes)
+                    else latents([k], self.z_dim, self.truncation) for k in self.keys]
+            key_z = torch.cat(rows)  # (K, z_dim)
         return frame_latents(key_z, self.frames, self.loop, self.method)  # (T, z_dim)
 
 

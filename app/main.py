@@ -26,8 +26,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.fastpath import FastPath
 from app.metrics import Metrics, MetricsMiddleware, process_exiting
+from app.projection import ProjectionPool
 from app.registry import Registry
-from app.routes import frontend, health, images, interpolate, models
+from app.routes import frontend, health, images, imagesin, interpolate, models
 from app.service import LIMIT_RESPONSES, ApiError, ErrorOut, FieldError, ImageCache, Service
 from app.settings import Settings
 from training.devices import resolve_device
@@ -52,6 +53,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     configure_logging(settings.log_level)
     service.device = resolve_device(settings.device)
     service.cache = ImageCache(settings.cache_size, service.metrics)
+    service.projection = ProjectionPool(settings.projection_workers, settings.projection_queue)
     registry = Registry(settings, service.device, service.metrics)
     service.registry = registry
     log.info("ganserve: device %s, checkpoints %s", service.device, settings.checkpoints)
@@ -71,6 +73,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await task
         await registry.close()
         service.registry = None
+        service.projection.close()
+        service.projection = None
         gc.unfreeze()
         process_exiting()
 
@@ -204,7 +208,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for router in (images.router, interpolate.router, models.router, health.router, frontend.router):
+    for router in (images.router, interpolate.router, imagesin.router, models.router, health.router, frontend.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=frontend.STATIC), name="static")
     if settings.fast_path:

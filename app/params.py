@@ -232,6 +232,13 @@ SCALE = Param("scale", "int", "nearest-neighbour upscaling factor", default=1, g
 VERSION = Param("version", "str", "the model version the URL was made for (`version` on its card, "
                 "`X-Model-Version`): the response is then immutable; another version than the loaded one → 404 "
                 "naming it. Without it the response is revalidated", pattern=VERSION_PATTERN)
+_Z_FORMAT = ("base64url (RFC 4648 §5, '=' padding optional) of the model's z_dim little-endian float32 values, "
+             "all finite — as `encode` returns it")
+Z = Param("z", "str", f"an explicit latent instead of a seed: {_Z_FORMAT}; with it n is 1, and `truncation` "
+          "scales it only when given (default 1: the latent as it is)")
+Z_PATH = Param("z", "str", f"the latent: {_Z_FORMAT}", where="path")
+FROM_Z = Param("from_z", "str", f"an explicit start latent instead of from_seed: {_Z_FORMAT}")
+TO_Z = Param("to_z", "str", f"an explicit end latent instead of to_seed: {_Z_FORMAT}")
 FROM_LABEL = Param("from_label", "str", "class morph: start class", max_length=MAX_LABEL)
 TO_LABEL = Param("to_label", "str", "class morph: end class", max_length=MAX_LABEL)
 FROM_SEED = Param("from_seed", "int", f"seed 0…{SEED_MAX}; random when omitted", ge=0, le=SEED_MAX)
@@ -244,9 +251,17 @@ METHOD = Param("method", "choice", "spherical or linear interpolation", default=
 LOOP = Param("loop", "bool", "come back to the first key (and class): a seamless loop", default=False)
 FORMAT = Param("format", "choice", "gif: animation download; png: one strip", default="gif", choices=("gif", "png"))
 
-GENERATE = RouteSpec("/generate", (MODEL, LABEL, SEED, N, TRUNCATION, SCALE, VERSION))
+GENERATE = RouteSpec("/generate", (MODEL, LABEL, SEED, N, TRUNCATION, SCALE, VERSION, Z))
 SEED_PNG = RouteSpec("/models/{model}/seeds/{seed}.png", (MODEL_PATH, SEED_PATH, LABEL, TRUNCATION, SCALE, VERSION))
 MODEL_CARD = RouteSpec("/models/{model}", (MODEL_PATH,))
 SAMPLES_PNG = RouteSpec("/models/{model}/samples.png", (MODEL_PATH,))
 INTERPOLATE = RouteSpec("/interpolate", (MODEL, LABEL, FROM_LABEL, TO_LABEL, FROM_SEED, TO_SEED, SEEDS, FRAMES, FPS,
-                                         METHOD, LOOP, FORMAT, SCALE, TRUNCATION, VERSION))
+                                         METHOD, LOOP, FORMAT, SCALE, TRUNCATION, VERSION, FROM_Z, TO_Z))
+Z_PNG = RouteSpec("/models/{model}/z/{z}.png", (MODEL_PATH, Z_PATH, LABEL, TRUNCATION, SCALE, VERSION))
+
+# The image-in routes (POST; the body is the image, app/uploads.py).
+ENCODE_LABEL = Param("label", "str", "class index or name: required on conditional models (the class the image is "
+                     "projected into); may also be a field of a multipart body", max_length=MAX_LABEL)
+ENCODE = RouteSpec("/models/{model}/encode", (MODEL_PATH, ENCODE_LABEL))
+TRANSLATE = RouteSpec("/models/{model}/translate", (MODEL_PATH,))
+RECONSTRUCT = RouteSpec("/models/{model}/reconstruct", (MODEL_PATH,))

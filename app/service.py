@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from app.metrics import Metrics
+from app.projection import ProjectionPool
 from app.registry import Registry
 from app.settings import Settings
 
@@ -76,6 +77,7 @@ class Service:
     device: torch.device | None = None
     registry: Registry | None = None
     cache: ImageCache | None = None
+    projection: ProjectionPool | None = None  # POST /models/{model}/encode on GAN generators
 
     def require_registry(self) -> Registry:
         if self.registry is None:

@@ -10,6 +10,9 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+MAX_PROJECTION_STEPS = 2000  # the hard cap of GANSERVE_PROJECTION_STEPS
+MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold (PIL.Image.MAX_IMAGE_PIXELS)
+
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda|cuda:\d{1,2})$")
 
 
@@ -116,6 +119,18 @@ class Settings(BaseSettings):
     # Limits of one request (besides n ≤ 64, frames ≤ 120, scale ≤ 8 of the HTTP contract).
     max_image_pixels: int = Field(default=4_194_304, ge=1, description="pixels of one PNG (a grid or a strip)")
     max_animation_pixels: int = Field(default=16_777_216, ge=1, description="pixels of all the frames of one GIF")
+
+    # Images in (app/uploads.py, app/projection.py).
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1, description="bytes of one uploaded image (the "
+                                  "request body); more: 413, and the rest is not read")
+    max_upload_pixels: int = Field(default=4096 * 4096, ge=1, le=MAX_IMAGE_PIXELS, description="pixels of one "
+                                   "uploaded image, judged from its header before decoding; more: 413")
+    projection_steps: int = Field(default=100, ge=1, le=MAX_PROJECTION_STEPS, description="Adam steps of one "
+                                  "projection (POST /models/{model}/encode on a GAN generator)")
+    projection_workers: int = Field(default=1, ge=1, le=16, description="projections computed side by side (each "
+                                    "single-threaded), apart from the sampling workers")
+    projection_queue: int = Field(default=4, ge=0, le=1024, description="projections waiting for a worker; more: "
+                                  "503 + Retry-After")
 
     fast_path: bool = Field(default=True, description="answer plainly valid GET /generate, permalinks, "
                             "/interpolate and /healthz without FastAPI's per-request routing and validation "

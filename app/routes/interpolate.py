@@ -18,6 +18,7 @@ from app.batcher import Encoder, Labels
 from app.imaging import encode_gif, encode_grid, grid_shape
 from app.interpolation import FrameLatents, MorphLabels
 from app.service import ERROR_RESPONSES, ApiError, ServiceDep
+from app.zlatent import decode_z, z_digest
 from training.latent import SEED_MAX
 
 router = APIRouter(tags=["images"])
@@ -70,8 +71,18 @@ async def interpolate_job(service: gen.Service, request: Request, v: dict[str, A
         raise ApiError(422, "give either label or from_label/to_label (a class morph), not both")
     if morph and (from_label is None or to_label is None):
         raise ApiError(422, "a class morph needs both from_label and to_label")
+    from_z, to_z = v.get("from_z"), v.get("to_z")
     if seeds is not None and (from_seed is not None or to_seed is not None):
         raise ApiError(422, "give either seeds=… (key frames) or from_seed/to_seed, not both")
+    if seeds is not None and (from_z is not None or to_z is not None):
+        raise ApiError(422, "give either seeds=… (key frames) or from_z/to_z, not both")
+    if from_z is not None and from_seed is not None:
+        raise ApiError(422, "give either from_seed or from_z (an explicit latent), not both")
+    if to_z is not None and to_seed is not None:
+        raise ApiError(422, "give either to_seed or to_z (an explicit latent), not both")
+    # Explicit latents are checked (length, alphabet, finite) before anything is drawn.
+    z_from = None if from_z is None else decode_z(from_z, cfg.z_dim, "from_z")
+    z_to = None if to_z is None else decode_z(to_z, cfg.z_dim, "to_z")
 
     fixed = True
     if morph:
@@ -85,15 +96,18 @@ async def interpolate_job(service: gen.Service, request: Request, v: dict[str, A
             one, fixed = gen.draw_label(m), False
         classes = [] if one is None else [one]
 
+    keys: list[int | bytes]
     if seeds is not None:
-        keys = parse_seeds(seeds)
+        keys = list(parse_seeds(seeds))
     else:
-        if from_seed is None:
-            from_seed, fixed = gen.draw_seed(), False
-        if to_seed is None:
+        start: int | bytes | None = z_from if z_from is not None else from_seed
+        end: int | bytes | None = z_to if z_to is not None else to_seed
+        if start is None:
+            start, fixed = gen.draw_seed(), False
+        if end is None:
             # A morph keeps the latent still by default; a walk needs a second point.
-            to_seed, fixed = (from_seed, fixed) if morph else (gen.draw_seed(), False)
-        keys = [from_seed, to_seed]
+            end, fixed = (start, fixed) if morph else (gen.draw_seed(), False)
+        keys = [start, end]
 
     h, w = cfg.image.height * scale, cfg.image.width * scale
     encode: Encoder
@@ -111,14 +125,23 @@ async def interpolate_job(service: gen.Service, request: Request, v: dict[str, A
         labels = MorphLabels(classes[0], classes[1], cfg.num_classes, frames, loop)  # (T, K) soft, in the worker
     elif classes:
         labels = classes[0]
-    stem = f"{m.name}-{'-'.join(map(str, keys))}" + (f"-class{classes[0]}to{classes[1]}" if morph else "")
+    # A seed key by its number; an explicit latent (z) by its bytes' digest: "z" + 16 hex digits.
+    names = [str(k) if isinstance(k, int) else "z" + z_digest(k) for k in keys]
+    stem = f"{m.name}-{'-'.join(names)}" + (f"-class{classes[0]}to{classes[1]}" if morph else "")
     disposition = "attachment" if format == "gif" else "inline"
+    values: dict[str, Any] = {"keys": names if z_from is not None or z_to is not None else keys, "classes": classes,
+                              "morph": morph, "frames": frames, "fps": fps, "method": method, "loop": loop,
+                              "format": format, "scale": scale, "truncation": float(truncation)}
+    z_truncation = 1.0
+    if z_from is not None or z_to is not None:
+        # An explicit latent is taken as it is unless the request names a truncation.
+        z_truncation = 1.0 if v["truncation"] is None else float(v["truncation"])
+        values["z_truncation"] = z_truncation
     return gen.ImageJob(
-        model=m, kind="interpolate", fixed=fixed, versioned=versioned, seed=",".join(map(str, keys)),
-        values={"keys": keys, "classes": classes, "morph": morph, "frames": frames, "fps": fps, "method": method,
-                "loop": loop, "format": format, "scale": scale, "truncation": float(truncation)},
-        classes=classes, media_type=f"image/{format}",
-        z=FrameLatents(tuple(keys), cfg.z_dim, truncation, frames, loop, method), labels=labels, encode=encode,
+        model=m, kind="interpolate", fixed=fixed, versioned=versioned, seed=",".join(names),
+        values=values, classes=classes, media_type=f"image/{format}",
+        z=FrameLatents(tuple(keys), cfg.z_dim, truncation, frames, loop, method, z_truncation), labels=labels,
+        encode=encode,
         extra_headers={"Content-Disposition": f'{disposition}; filename="{stem}.{format}"'},
     )
 

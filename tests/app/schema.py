@@ -25,7 +25,7 @@ def narrow(spec: dict[str, Any], labels: list[str]) -> dict[str, Any]:
     (real and wrong ones), so generated cases reach generation instead of stopping at 404."""
     spec = copy.deepcopy(spec)
     for item in spec["paths"].values():
-        for param in item["get"].get("parameters", []):
+        for param in [p for op in item.values() for p in op.get("parameters", [])]:
             if param["name"] == "model":
                 param["schema"] = {"type": "string", "enum": MODELS}
             elif param["name"] in ("label", "from_label", "to_label"):

@@ -18,13 +18,19 @@ from hypothesis import strategies as st
 import app.fastpath as fastpath
 import app.params as params
 from app.main import create_app
+from app.zlatent import encode_z
 from tests.app.conftest import make_settings, wait_ready
+from training.latent import latent
 
-KEYS = ["model", "label", "seed", "n", "truncation", "scale", "version", "other"]
+# Explicit latents: tiny-cgan's (z_dim 8) unpadded and padded, tiny-mlp's (z_dim 6), and wrong ones.
+Z_COND, Z_UNCOND = encode_z(latent(5, 8)), encode_z(latent(5, 6))
+Z_VALUES = [Z_COND, Z_COND + "=", Z_COND + "==", Z_UNCOND, Z_COND[:-1], Z_COND.replace("A", "+"), "A" * 43,
+            "/" * 43, "_" * 4000]
+KEYS = ["model", "label", "seed", "n", "truncation", "scale", "version", "other", "z"]
 VALUES = ["0", "1", "2", "3", "7", "8", "9", "64", "65", "-1", "+1", " 1", "1 ", "1e0", "1_0", "0x1", "00012", "",
           "0.5", ".5", "1.", "1.0", "0", "0.0", "1.5", "nan", "inf", "0.30000000000000004", "4294967295",
           "4294967296", "99999999999", "tiny-cgan", "tiny-mlp", "tiny-ae", "nope", "Tiny-cgan", "tiny-cgan\n",
-          "circle", "CIRCLE", "t-shirt/top", "square ", "x" * 201, "é", "%zz", "a&b"]
+          "circle", "CIRCLE", "t-shirt/top", "square ", "x" * 201, "é", "%zz", "a&b", *Z_VALUES]
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +61,11 @@ def _same(fast_resp, slow_resp) -> None:
 @example([("model", "tiny-mlp"), ("seed", "5"), ("n", "4"), ("scale", "2"), ("truncation", "0.5")])
 @example([("seed", "5"), ("seed", "6"), ("label", "1")])
 @example([("model", "tiny-ae"), ("seed", "1")])
+@example([("z", Z_COND), ("label", "circle"), ("scale", "2")])
+@example([("z", Z_COND + "="), ("label", "1"), ("truncation", "0.5")])
+@example([("model", "tiny-mlp"), ("z", Z_UNCOND)])
+@example([("z", Z_COND), ("seed", "1"), ("label", "1")])
+@example([("z", Z_COND), ("n", "2"), ("label", "1")])
 def test_fast_and_fastapi_paths_answer_alike(clients, pairs) -> None:
     fast, slow = clients
     query = "&".join(f"{quote(k)}={quote(v, safe='%&')}" for k, v in pairs)
@@ -100,12 +111,13 @@ def test_plain_queries_take_the_fast_path_and_count_as_their_route(clients, monk
     assert fast.get("/interpolate?label=0&from_seed=1&to_seed=2&loop=True").status_code == 200  # FastAPI's
     assert calls == [
         ("/generate", {"model": None, "label": "circle", "seed": 3, "n": 1, "truncation": None, "scale": 2,
-                       "version": None}),  # no truncation: the model's own; no version
+                       "version": None, "z": None}),  # no truncation: the model's own; no version
         ("/models/{model}/seeds/{seed}.png", {"model": "tiny-cgan", "seed": 5, "label": "1", "truncation": None,
                                               "scale": 1, "version": None}),
         ("/interpolate", {"model": None, "label": "0", "from_label": None, "to_label": None, "from_seed": 1,
                           "to_seed": 2, "seeds": None, "frames": 3, "fps": 12, "method": "slerp", "loop": True,
-                          "format": "gif", "scale": 1, "truncation": None, "version": None}),
+                          "format": "gif", "scale": 1, "truncation": None, "version": None, "from_z": None,
+                          "to_z": None}),
     ]
     assert fast.get("/healthz").status_code == 200
     metrics = fast.get("/metrics").text
@@ -124,11 +136,11 @@ def parse_generate_query(query_string: bytes) -> dict[str, object] | None:
 
 def test_the_parser_takes_only_plain_spellings() -> None:
     assert parse_generate_query(b"") == {"model": None, "label": None, "seed": None, "n": 1, "truncation": None,
-                                         "scale": 1, "version": None}
+                                         "scale": 1, "version": None, "z": None}
     assert parse_generate_query(b"seed=0012&n=64&truncation=.25&model=a.b-c_d&label=t-shirt%2Ftop&x=1"
                                 b"&version=0123456789ab") == {
         "model": "a.b-c_d", "label": "t-shirt/top", "seed": 12, "n": 64, "truncation": 0.25, "scale": 1,
-        "version": "0123456789ab"}
+        "version": "0123456789ab", "z": None}
     for plain_invalid in (b"seed=-1", b"seed=4294967296", b"n=0", b"n=65", b"scale=9", b"truncation=0",
                           b"truncation=1.5", b"truncation=1e-1", b"model=Bad", b"model=a%0A", b"seed=1&seed=2",
                           b"label=" + b"x" * 201, b"seed=", b"seed=+1", b"seed=%201", b"version=0123456789AB",
@@ -146,10 +158,10 @@ def test_the_parser_takes_only_plain_spellings() -> None:
 
 
 INTERPOLATE_KEYS = ["model", "label", "from_label", "to_label", "from_seed", "to_seed", "seeds", "frames", "fps",
-                    "method", "loop", "format", "scale", "truncation", "other"]
+                    "method", "loop", "format", "scale", "truncation", "other", "from_z", "to_z"]
 INTERPOLATE_VALUES = ["0", "1", "2", "3", "5", "121", "-1", "+1", "", "0.5", "1.5", "true", "True", "false", "yes",
                       "slerp", "lerp", "cubic", "gif", "png", "1,2", "1, 5 ,9", "1,x", "٣,1", "tiny-mlp", "tiny-ae",
-                      "circle", "SQUARE", "nope", "1,\x1c2", "1,\t2"]
+                      "circle", "SQUARE", "nope", "1,\x1c2", "1,\t2", *Z_VALUES]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -157,12 +169,16 @@ INTERPOLATE_VALUES = ["0", "1", "2", "3", "5", "121", "-1", "+1", "", "0.5", "1.
        st.booleans())
 @example([("label", "0"), ("from_seed", "1"), ("to_seed", "2"), ("frames", "3"), ("loop", "true")], False)
 @example([("model", "tiny-mlp"), ("seeds", "1, 5 ,9"), ("format", "png"), ("frames", "5")], False)
+@example([("label", "0"), ("from_z", Z_COND), ("to_seed", "2"), ("frames", "3")], False)
+@example([("label", "0"), ("from_seed", "4"), ("to_z", Z_COND + "="), ("frames", "3"), ("format", "png")], False)
+@example([("label", "1"), ("from_z", Z_COND)], True)
 def test_interpolate_and_permalinks_answer_alike(clients, pairs, permalink) -> None:
     """The other routes the fast path takes: every query gives what FastAPI gives (seeded ones)."""
     fast, slow = clients
     if permalink:
+        z = next((v for k, v in pairs if k in ("from_z", "to_z")), None)
         pairs = [(k, v) for k, v in pairs if k in ("label", "truncation", "scale", "other")]
-        url = "/models/tiny-cgan/seeds/7.png?"
+        url = "/models/tiny-cgan/seeds/7.png?" if z is None else f"/models/tiny-cgan/z/{quote(z)}.png?"
     else:
         pairs = pairs or [("from_seed", "3"), ("to_seed", "4"), ("frames", "3")]
         url = "/interpolate?"
@@ -172,10 +188,10 @@ def test_interpolate_and_permalinks_answer_alike(clients, pairs, permalink) -> N
 
 def test_the_openapi_parameters_are_the_specifications() -> None:
     """Each image route's OpenAPI parameters are its RouteSpec's, in order, with their bounds."""
-    from app.params import GENERATE, INTERPOLATE, SEED_PNG
+    from app.params import GENERATE, INTERPOLATE, SEED_PNG, Z_PNG
 
     doc = create_app().openapi()
-    for spec in (GENERATE, SEED_PNG, INTERPOLATE):
+    for spec in (GENERATE, SEED_PNG, INTERPOLATE, Z_PNG):
         documented = doc["paths"][spec.path]["get"]["parameters"]
         assert [(p["name"], p["in"]) for p in documented] == [(p.name, p.where) for p in spec.params], spec.path
         for p, d in zip(spec.params, documented, strict=True):

@@ -111,8 +111,12 @@ def test_openapi_describes_image_media_types(client: TestClient) -> None:
     assert set(paths["/interpolate"]["get"]["responses"]["200"]["content"]) == {"image/gif", "image/png"}
     params = {p["name"]: p for p in paths["/generate"]["get"]["parameters"]}
     assert params["n"]["schema"]["maximum"] == 64 and params["scale"]["schema"]["maximum"] == 8
-    for op in (v["get"] for v in paths.values()):
+    for op in (op for v in paths.values() for op in v.values()):  # every method of every path
         assert op.get("summary") and "500" not in op["responses"]
+    for route in ("encode", "translate", "reconstruct"):  # images in: the body is one image, or a form with one
+        body = paths[f"/models/{{model}}/{route}"]["post"]["requestBody"]["content"]
+        assert set(body) == {"image/png", "image/jpeg", "image/webp", "multipart/form-data"}
+        assert body["multipart/form-data"]["schema"]["required"] == ["image"]
     docs = client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
 
