@@ -29,7 +29,7 @@ from app.metrics import Metrics, MetricsMiddleware, process_exiting
 from app.registry import Registry, resolve_device
 from app.routes import frontend, health, images, interpolate, models
 from app.service import LIMIT_RESPONSES, ApiError, ErrorOut, FieldError, ImageCache, Service
-from app.settings import Settings
+from app.settings import Settings, warn_unknown_variables
 
 log = logging.getLogger("app")
 
@@ -49,6 +49,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     service: Service = app.state.service
     settings = service.settings
     configure_logging(settings.log_level)
+    warn_unknown_variables(log)
     service.device = resolve_device(settings.device)
     service.cache = ImageCache(settings.cache_size, service.metrics)
     registry = Registry(settings, service.device, service.metrics)
