@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.generation import VERSION_PATTERN
 from app.routes.images import MAX_LABEL, MAX_N, MAX_SCALE, render_png_parts
 from app.service import ApiError, Service
 from training.checkpoint import NAME_PATTERN
@@ -38,9 +39,10 @@ from training.latent import SEED_MAX
 _DIGITS = re.compile(r"[0-9]{1,10}")
 _TRUNCATION = re.compile(r"(?:0|1)(?:\.[0-9]{1,16})?|\.[0-9]{1,16}")
 _MODEL = re.compile(NAME_PATTERN.removeprefix("^").removesuffix("$"))  # fully matched: no "$" before a newline
+_VERSION = re.compile(VERSION_PATTERN.removeprefix("^").removesuffix("$"))
 _INT_RANGES = {"seed": (0, SEED_MAX), "n": (1, MAX_N), "scale": (1, MAX_SCALE)}
 _GENERATE_DEFAULTS: dict[str, Any] = {"model": None, "label": None, "seed": None, "n": 1, "truncation": None,
-                                      "scale": 1}
+                                      "scale": 1, "version": None}
 _HEALTH_BODY = b'{"status":"ok"}'
 _HEALTH_START = {"type": "http.response.start", "status": 200,
                  "headers": [(b"content-length", str(len(_HEALTH_BODY)).encode()),
@@ -85,6 +87,10 @@ def parse_generate_query(query_string: bytes) -> dict[str, Any] | None:
         seen.add(key)
         if key == "model":
             if not _MODEL.fullmatch(value):
+                return None
+            out[key] = value
+        elif key == "version":
+            if not _VERSION.fullmatch(value):
                 return None
             out[key] = value
         elif key == "label":
@@ -138,7 +144,7 @@ class FastPath:
         request = Request(scope, receive)
         try:
             status, body, headers = await render_png_parts(self.service, request, p["model"], p["label"], p["seed"],
-                                                           p["n"], p["truncation"], p["scale"])
+                                                           p["n"], p["truncation"], p["scale"], p["version"])
         except ApiError as e:
             await e.response()(scope, receive, send)
             return

@@ -18,6 +18,7 @@ from training.latent import SEED_MAX
 
 ENCODING_VERSION = "5"  # part of every ETag: bump when the encoded bytes change for the same request
 IMMUTABLE = "public, max-age=31536000, immutable"
+VERSION_PATTERN = r"^[0-9a-f]{12}$"  # a model version: the first 12 hex digits of its weights' sha256
 
 
 def lookup_model(service: Service, request: Request, name: str | None) -> LoadedModel:
@@ -69,6 +70,27 @@ def resolve_label(model: LoadedModel, raw: str | None, param: str = "label") -> 
     shown = raw if len(raw) <= 40 else raw[:40] + "…"
     raise ApiError(422, f"{param}: {shown!r} is not a class of {model.name!r}: use 0–{cfg.num_classes - 1} "
                         f"or one of: {', '.join(names)}", allowed=names)
+
+
+def check_version(model: LoadedModel, version: str | None) -> bool:
+    """Whether the URL names the loaded version of the model (None: it names none); a 404 naming
+    the loaded version when it names another (the weights were replaced since the URL was made)."""
+    if version is None:
+        return False
+    loaded = model.config.version
+    if version != loaded:
+        raise ApiError(404, f"model {model.name!r} is not at version {version} any more: the loaded version is "
+                            f"{loaded} (version={loaded}, or no version for whichever is loaded)", allowed=[loaded])
+    return True
+
+
+def cache_control(service: Service, fixed: bool, versioned: bool) -> str:
+    """``no-store`` when a seed or label was drawn; immutable when the URL names the loaded version;
+    else cacheable but revalidated (``GANSERVE_UNVERSIONED_MAX_AGE_S``): the weights behind an
+    unversioned URL can be replaced while the service runs."""
+    if not fixed:
+        return "no-store"
+    return IMMUTABLE if versioned else service.settings.unversioned_cache_control
 
 
 def draw_label(model: LoadedModel) -> int:
@@ -136,12 +158,13 @@ def etag_matches(request: Request, etag: str) -> bool:
     return False
 
 
-def image_headers(model: LoadedModel, etag: str, fixed: bool, seed: str, label: str | None,
+def image_headers(model: LoadedModel, etag: str, cache: str, seed: str, label: str | None,
                   label_name: str | None) -> dict[str, str]:
     headers = {
         "ETag": etag,
-        "Cache-Control": IMMUTABLE if fixed else "no-store",
+        "Cache-Control": cache,
         "X-Model": model.name,
+        "X-Model-Version": model.config.version,
         "X-Seed": seed,
     }
     if label is not None:

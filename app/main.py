@@ -214,7 +214,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET"],
                            allow_headers=["If-None-Match"],
-                           expose_headers=["ETag", "X-Seed", "X-Label", "X-Label-Name", "X-Model",
+                           expose_headers=["ETag", "X-Seed", "X-Label", "X-Label-Name", "X-Model", "X-Model-Version",
                                            "Content-Disposition", "Retry-After"])
     app.add_middleware(LimitsMiddleware, settings=settings)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)

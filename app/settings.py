@@ -56,6 +56,10 @@ class Settings(BaseSettings):
 
     reload_interval_s: float = Field(default=5.0, ge=0, description="seconds between checkpoint-folder rescans; 0: off")
     cache_size: int = Field(default=512, ge=0, description="encoded images of seeded requests kept in memory (LRU)")
+    unversioned_max_age_s: int = Field(default=0, ge=0, le=60, description="how long a browser or proxy may keep a "
+                                       "seeded image whose URL names no version= before asking again: 0: "
+                                       "'public, no-cache' (revalidate every time, a 304 when unchanged); 1–60: "
+                                       "'public, max-age=N'. URLs naming the loaded version are immutable")
 
     # Limits of the request itself (docs/security.md): larger requests get 414 / 431 before any route runs.
     max_url_bytes: int = Field(default=8192, ge=256, description="bytes of path + query string; more: 414")
@@ -97,6 +101,11 @@ class Settings(BaseSettings):
         if v not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {v!r}")
         return v
+
+    @property
+    def unversioned_cache_control(self) -> str:
+        """``Cache-Control`` of a seeded image whose URL names no version (see "Caching and versions")."""
+        return f"public, max-age={self.unversioned_max_age_s}" if self.unversioned_max_age_s else "public, no-cache"
 
 
 # GANSERVE_* variables that are not service settings but are read elsewhere, so never reported.

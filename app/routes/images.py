@@ -32,10 +32,15 @@ TruncationQuery = Annotated[float | None, Query(gt=0.0, le=1.0, allow_inf_nan=Fa
     "truncation ψ in (0, 1]: z is scaled by ψ (default: the model's own, `truncation` on its card; 1 unless its "
     "metrics were measured at another)"))]
 ScaleQuery = Annotated[int, Query(ge=1, le=MAX_SCALE, description="nearest-neighbour upscaling factor")]
+VersionQuery = Annotated[str | None, Query(pattern=gen.VERSION_PATTERN, description=(
+    "the model version the URL was made for (`version` on its card, `X-Model-Version`): the response is then "
+    "immutable; another version than the loaded one → 404 naming it. Without it the response is revalidated"))]
 
 _IMAGE_HEADERS = {
     "ETag": {"schema": {"type": "string"}, "description": "hash of the model's weights and the request"},
-    "Cache-Control": {"schema": {"type": "string"}, "description": "immutable when seed (and label) were given"},
+    "Cache-Control": {"schema": {"type": "string"}, "description": "no-store when a seed or label was drawn; "
+                      "else immutable when the URL names the loaded version, revalidated when it names none"},
+    "X-Model-Version": {"schema": {"type": "string"}, "description": "the version of the model's weights"},
     "X-Seed": {"schema": {"type": "string"}, "description": "the (first) seed used"},
     "X-Model": {"schema": {"type": "string"}, "description": "the model used"},
     "X-Label": {"schema": {"type": "string"}, "description": "the class index used (conditional models)"},
@@ -50,10 +55,11 @@ PNG_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 async def render_png_parts(
     service: gen.Service, request: Request, model_name: str | None, label_raw: str | None, seed: int | None,
-    n: int, truncation: float | None, scale: int,
+    n: int, truncation: float | None, scale: int, version: str | None,
 ) -> tuple[int, bytes, dict[str, str]]:
     """(status 200 or 304, PNG bytes or b"", headers) of a PNG request; ApiError for a 4xx / 503."""
     model = gen.lookup_model(service, request, model_name)
+    versioned = gen.check_version(model, version)
     cfg = model.config
     label = gen.resolve_label(model, label_raw)
     if truncation is None:
@@ -70,7 +76,8 @@ async def render_png_parts(
         label = gen.draw_label(model)
     params = {"seed": seed, "n": n, "label": label, "truncation": float(truncation), "scale": scale}
     etag = gen.make_etag(model, "png", params)
-    headers = gen.image_headers(model, etag, fixed, str(seed), None if label is None else str(label),
+    cache_control = gen.cache_control(service, fixed, versioned)
+    headers = gen.image_headers(model, etag, cache_control, str(seed), None if label is None else str(label),
                                 None if label is None else cfg.class_names[label])
     if fixed and gen.etag_matches(request, etag):
         return 304, b"", headers
@@ -88,10 +95,10 @@ async def render_png_parts(
 
 async def render_png(
     service: gen.Service, request: Request, model_name: str | None, label_raw: str | None, seed: int | None,
-    n: int, truncation: float | None, scale: int,
+    n: int, truncation: float | None, scale: int, version: str | None,
 ) -> Response:
     status, body, headers = await render_png_parts(service, request, model_name, label_raw, seed, n, truncation,
-                                                   scale)
+                                                   scale, version)
     if status == 304:
         return gen.not_modified(headers)
     return Response(body, media_type="image/png", headers=headers)
@@ -108,13 +115,15 @@ async def generate(
     n: Annotated[int, Query(ge=1, le=MAX_N, description="images in the grid: seeds seed…seed+n−1")] = 1,
     truncation: TruncationQuery = None,
     scale: ScaleQuery = 1,
+    version: VersionQuery = None,
 ) -> Response:
     """One PNG: the image of ``seed`` (and ``label``), or a grid of ``n`` images of seeds seed…seed+n−1.
 
     The same values give the same bytes; responses whose seed (and label, for conditional models)
-    were given are immutable and carry an ETag (``If-None-Match`` → 304).
+    were given carry an ETag (``If-None-Match`` → 304), and are immutable when the URL names the
+    model's ``version``.
     """
-    return await render_png(service, request, model, label, seed, n, truncation, scale)
+    return await render_png(service, request, model, label, seed, n, truncation, scale, version)
 
 
 @router.get("/models/{model}/seeds/{seed}.png", response_class=Response, responses=PNG_RESPONSES,
@@ -127,6 +136,7 @@ async def seed_png(
     label: LabelQuery = None,
     truncation: TruncationQuery = None,
     scale: ScaleQuery = 1,
+    version: VersionQuery = None,
 ) -> Response:
-    """The same bytes as ``/generate?model=…&seed=…`` with the same label, truncation and scale."""
-    return await render_png(service, request, model, label, seed, 1, truncation, scale)
+    """The same bytes as ``/generate?model=…&seed=…`` with the same label, truncation, scale and version."""
+    return await render_png(service, request, model, label, seed, 1, truncation, scale, version)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from app import generation as gen
 from app.imaging import encode_gif, encode_grid, grid_shape
 from app.interpolation import frame_latents, morph_labels
-from app.routes.images import LabelQuery, ModelQuery, ScaleQuery, TruncationQuery
+from app.routes.images import LabelQuery, ModelQuery, ScaleQuery, TruncationQuery, VersionQuery
 from app.service import ERROR_RESPONSES, ApiError, ServiceDep
 from training.latent import SEED_MAX, latents
 
@@ -35,6 +35,7 @@ INTERPOLATE_RESPONSES: dict[int | str, dict[str, Any]] = {
             "ETag": {"schema": {"type": "string"}, "description": "hash of the model's weights and the request"},
             "X-Seed": {"schema": {"type": "string"}, "description": "the key seeds, comma-separated"},
             "X-Model": {"schema": {"type": "string"}, "description": "the model used"},
+            "X-Model-Version": {"schema": {"type": "string"}, "description": "the version of the model's weights"},
         },
     },
     304: {"description": "not modified (If-None-Match matched the ETag)"},
@@ -75,6 +76,7 @@ async def interpolate(
     format: Annotated[Literal["gif", "png"], Query(description="gif: animation download; png: one strip")] = "gif",
     scale: ScaleQuery = 1,
     truncation: TruncationQuery = None,
+    version: VersionQuery = None,
 ) -> Response:
     """Frames along a path through key latents: ``from_seed`` → ``to_seed`` or ``seeds=1,5,9``.
 
@@ -82,6 +84,7 @@ async def interpolate(
     class to another (soft labels; the latent stays put unless seeds move it too).
     """
     m = gen.lookup_model(service, request, model)
+    versioned = gen.check_version(m, version)
     cfg = m.config
     if truncation is None:
         truncation = cfg.truncation
@@ -128,7 +131,8 @@ async def interpolate(
     etag = gen.make_etag(m, "interpolate", params)
     label_header = ",".join(map(str, classes)) if classes else None
     label_names = ",".join(cfg.class_names[c] for c in classes) if classes else None
-    headers = gen.image_headers(m, etag, fixed, ",".join(map(str, keys)), label_header, label_names)
+    cache_control = gen.cache_control(service, fixed, versioned)
+    headers = gen.image_headers(m, etag, cache_control, ",".join(map(str, keys)), label_header, label_names)
     stem = f"{m.name}-{'-'.join(map(str, keys))}" + (f"-class{classes[0]}to{classes[1]}" if morph else "")
     disposition = "attachment" if format == "gif" else "inline"
     headers["Content-Disposition"] = f'{disposition}; filename="{stem}.{format}"'

@@ -42,6 +42,8 @@ class ModelCard(BaseModel):
                     "samples); empty for a model that cannot be sampled or was never evaluated")
     evaluator_sha256: str | None
     generator_sha256: str
+    version: str = Field(description="the first 12 hex digits of generator_sha256: a URL with version=… is "
+                         "immutable while this version is loaded, and 404 once it is replaced")
     weights_dtype: str
     truncation: float = Field(description="the truncation ψ images are drawn at when a request gives none; the "
                               "metrics were measured at it")
@@ -79,7 +81,7 @@ def card(model: LoadedModel, default: str | None) -> ModelCard:
     links = {"self": f"/models/{model.name}"}
     if c.sampleable:
         links["generate"] = f"/generate?model={model.name}"
-        links["seed_0"] = f"/models/{model.name}/seeds/0.png"
+        links["seed_0"] = f"/models/{model.name}/seeds/0.png?version={c.version}"
     if model.samples_png is not None:
         links["samples"] = f"/models/{model.name}/samples.png"
     return ModelCard(
@@ -88,7 +90,7 @@ def card(model: LoadedModel, default: str | None) -> ModelCard:
         image=ImageInfo(channels=c.image.channels, height=c.image.height, width=c.image.width),
         dataset=c.dataset.model_dump(mode="json"), training=c.training.model_dump(mode="json"),
         metrics=dict(c.metrics), bars=check_bars(c.metrics, c.conditional) if c.sampleable and c.metrics else {},
-        evaluator_sha256=c.evaluator_sha256, generator_sha256=c.generator_sha256,
+        evaluator_sha256=c.evaluator_sha256, generator_sha256=c.generator_sha256, version=c.version,
         weights_dtype=c.weights_dtype, truncation=c.truncation, device=str(model.device),
         batch_invariant=model.batch_invariant, exact_products=model.exact_products, loaded_at=_iso(model.loaded_at),
         default=model.name == default, links=links,

@@ -20,7 +20,7 @@ from app.fastpath import parse_generate_query
 from app.main import create_app
 from tests.app.conftest import make_settings, wait_ready
 
-KEYS = ["model", "label", "seed", "n", "truncation", "scale", "other"]
+KEYS = ["model", "label", "seed", "n", "truncation", "scale", "version", "other"]
 VALUES = ["0", "1", "2", "3", "7", "8", "9", "64", "65", "-1", "+1", " 1", "1 ", "1e0", "1_0", "0x1", "00012", "",
           "0.5", ".5", "1.", "1.0", "0", "0.0", "1.5", "nan", "inf", "0.30000000000000004", "4294967295",
           "4294967296", "99999999999", "tiny-cgan", "tiny-mlp", "tiny-ae", "nope", "Tiny-cgan", "tiny-cgan\n",
@@ -85,7 +85,7 @@ def test_plain_queries_take_the_fast_path_and_count_as_their_route(clients, monk
     monkeypatch.setattr(fastpath, "render_png_parts", spy)
     assert fast.get("/generate?seed=3&label=circle&scale=2").status_code == 200
     assert fast.get("/generate?seed=-3").status_code == 422  # left to FastAPI's validation
-    assert calls == [(None, "circle", 3, 1, None, 2)]  # no truncation: the model's own
+    assert calls == [(None, "circle", 3, 1, None, 2, None)]  # no truncation: the model's own; no version
     assert fast.get("/healthz").status_code == 200
     metrics = fast.get("/metrics").text
     assert 'ganserve_requests_total{method="GET",model="tiny-cgan",route="/generate",status="200"}' in metrics
@@ -99,10 +99,13 @@ def test_query_pairs_are_parse_qsl(query) -> None:
 
 def test_the_parser_takes_only_plain_spellings() -> None:
     assert parse_generate_query(b"") == {"model": None, "label": None, "seed": None, "n": 1, "truncation": None,
-                                         "scale": 1}
-    assert parse_generate_query(b"seed=0012&n=64&truncation=.25&model=a.b-c_d&label=t-shirt%2Ftop&x=1") == {
-        "model": "a.b-c_d", "label": "t-shirt/top", "seed": 12, "n": 64, "truncation": 0.25, "scale": 1}
+                                         "scale": 1, "version": None}
+    assert parse_generate_query(b"seed=0012&n=64&truncation=.25&model=a.b-c_d&label=t-shirt%2Ftop&x=1"
+                                b"&version=0123456789ab") == {
+        "model": "a.b-c_d", "label": "t-shirt/top", "seed": 12, "n": 64, "truncation": 0.25, "scale": 1,
+        "version": "0123456789ab"}
     for plain_invalid in (b"seed=-1", b"seed=4294967296", b"n=0", b"n=65", b"scale=9", b"truncation=0",
                           b"truncation=1.5", b"truncation=1e-1", b"model=Bad", b"model=a%0A", b"seed=1&seed=2",
-                          b"label=" + b"x" * 201, b"seed=", b"seed=+1", b"seed=%201"):
+                          b"label=" + b"x" * 201, b"seed=", b"seed=+1", b"seed=%201", b"version=0123456789AB",
+                          b"version=0123456789a", b"version="):
         assert parse_generate_query(plain_invalid) is None, plain_invalid

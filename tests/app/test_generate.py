@@ -11,6 +11,7 @@ from tests.app.images import decode, pixels
 from training.latent import SEED_MAX
 
 IMMUTABLE = "public, max-age=31536000, immutable"
+REVALIDATED = "public, no-cache"  # a seeded URL naming no version (GANSERVE_UNVERSIONED_MAX_AGE_S=0)
 
 
 def test_default_model_one_image(client: TestClient) -> None:
@@ -19,7 +20,8 @@ def test_default_model_one_image(client: TestClient) -> None:
     assert r.headers["content-type"] == "image/png"
     assert r.headers["x-model"] == COND and r.headers["x-seed"] == "7" and r.headers["x-label"] == "1"
     assert r.headers["x-label-name"] == "square"
-    assert r.headers["cache-control"] == IMMUTABLE
+    assert r.headers["cache-control"] == REVALIDATED
+    assert r.headers["x-model-version"] == client.get(f"/models/{COND}").json()["version"]
     assert r.headers["etag"].startswith('"') and r.headers["etag"].endswith('"')
     im = decode(r.content)
     assert im.size == (28, 28) and im.mode == "L"
@@ -56,7 +58,7 @@ def test_if_none_match_gives_304(client: TestClient) -> None:
         again = client.get("/generate", params={"label": 0, "seed": 21}, headers={"If-None-Match": header})
         assert again.status_code == 304, header
         assert again.content == b""
-        assert again.headers["etag"] == etag and again.headers["cache-control"] == IMMUTABLE
+        assert again.headers["etag"] == etag and again.headers["cache-control"] == REVALIDATED
     miss = client.get("/generate", params={"label": 0, "seed": 21}, headers={"If-None-Match": '"other"'})
     assert miss.status_code == 200 and miss.content == r.content
 
@@ -69,7 +71,7 @@ def test_unseeded_says_what_was_drawn(client: TestClient) -> None:
     assert 0 <= seed <= SEED_MAX and 0 <= label < len(CLASSES)
     # The drawn values reproduce the image.
     again = client.get("/generate", params={"seed": seed, "label": label})
-    assert again.content == r.content and again.headers["cache-control"] == IMMUTABLE
+    assert again.content == r.content and again.headers["cache-control"] == REVALIDATED
 
 
 def test_seed_without_label_on_conditional_is_not_immutable(client: TestClient) -> None:
@@ -81,7 +83,7 @@ def test_seed_without_label_on_conditional_is_not_immutable(client: TestClient) 
 def test_unconditional_has_no_label(client: TestClient) -> None:
     r = client.get("/generate", params={"model": UNCOND, "seed": 1})
     assert r.status_code == 200 and "x-label" not in r.headers
-    assert r.headers["cache-control"] == IMMUTABLE
+    assert r.headers["cache-control"] == REVALIDATED
     im = decode(r.content)
     assert im.mode == "RGB" and im.size == (28, 28)
 
@@ -117,7 +119,7 @@ def test_permalink_matches_generate(client: TestClient) -> None:
     gen = client.get("/generate", params={"model": COND, "seed": 12, "label": 1, "scale": 2, "truncation": 0.5})
     assert perm.status_code == 200 and perm.content == gen.content
     assert perm.headers["etag"] == gen.headers["etag"]
-    assert perm.headers["cache-control"] == IMMUTABLE
+    assert perm.headers["cache-control"] == REVALIDATED
     r = client.get(f"/models/{UNCOND}/seeds/{SEED_MAX}.png")
     assert r.status_code == 200 and r.headers["x-seed"] == str(SEED_MAX)
 
