@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 case "$mode" in
   serve) apt_pkgs=(); extras="" ;;
   train) apt_pkgs=(dataset-fashion-mnist); extras="[train]" ;;
-  test)  apt_pkgs=(dataset-fashion-mnist chromium chromium-driver docker-compose wrk); extras="[train,test]" ;;
+  test)  apt_pkgs=(dataset-fashion-mnist chromium chromium-driver docker-compose wrk); extras="[train,test,bench]" ;;
   *) echo "usage: $0 serve|train|test" >&2; exit 2 ;;
 esac
 
