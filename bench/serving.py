@@ -959,6 +959,8 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     args.header = machine_lines(device)  # before the run: is anything else using the CPU?
     args.peers = args.peers or args.peers_only
+    # Stopped from outside (timeout, kill): unwind, so that the servers started are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     res = run(args)
     if not args.peers_only:
         publish("serving", report(args, res, device), args.write, args.quick)

@@ -449,7 +449,7 @@ function modelTruncation(card) {
 function fillScaleSelect(select, card, chosen) {
   const w = (card.image && card.image.width) || 28;
   const h = (card.image && card.image.height) || 28;
-  select.replaceChildren(...[1, 2, 3, 4, 5, 6, 7, 8].map((k) => new Option(`${k}× (${w * k} × ${h * k} px)`, String(k))));
+  select.replaceChildren(...[1, 2, 3, 4, 5, 6, 7, 8].map((k) => new Option(`${k}× (${w * k}×${h * k} px)`, String(k))));
   select.value = String(Math.max(1, Math.min(8, Number(chosen) || 1)));
 }
 
