@@ -12,11 +12,11 @@ every row is computed the same way (tests/app/test_batch_invariance.py forces MK
 is set here, before anything in the service runs a tensor operation. It does not hold everywhere: on
 an AMD EPYC it was measured to change nothing (a row's float32 product differs between 2- or 3-row
 calls and larger ones). So the served module runs every matrix product on blocks of one fixed
-number of rows (``app.batcher.fixed_rows``): one shape, one code path, the same bits for a row
+number of rows (``app.inference.fixed_rows``): one shape, one code path, the same bits for a row
 whatever it was batched with (measured on an AMD EPYC with MKL's AVX-512 and its AVX2 kernels,
 strict mode or not). The registry checks each model at load, with its
-workers' torch threads (``app.forward.batch_invariant``); a model whose float32 pass fails it is
-tried with float64 products rounded to float32 (``app.batcher.prepare_for_inference(exact=True)``),
+workers' torch threads (``app.inference.batch_invariant``); a model whose float32 pass fails it is
+tried with float64 products rounded to float32 (``app.inference.prepare_for_inference(exact=True)``),
 and a model that fails both is served with weak ETags.
 """
 

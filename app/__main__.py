@@ -39,8 +39,8 @@ def processes_arg(s: str) -> int | str:
 def auto_processes() -> int:
     """One process per core (at most ``MAX_AUTO_PROCESSES``) on the CPU; 1 when the service's
     device (``GANSERVE_DEVICE``) resolves to an accelerator."""
-    from app.registry import resolve_device
     from app.settings import Settings, usable_cores
+    from training.devices import resolve_device
 
     spec = Settings().device
     on_cpu = spec == "cpu" or (spec == "auto" and resolve_device("auto").type == "cpu")

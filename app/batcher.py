@@ -15,29 +15,27 @@ The worker also encodes each request's images (``generate(..., encode=...)``) ri
 the batch and hands the event loop one callback per batch. Tensors stay on the device until
 one ``uint8`` copy per batch. Eval-mode networks are batch-independent, so an image made
 alone or inside a batch is the same image — to the bit where the kernels allow it: the served
-module runs its matrix products at one fixed shape (``prepare_for_inference``), and the registry
-checks each model at load (``app.forward.batch_invariant``)."""
+module runs its matrix products at one fixed shape, and the registry checks that module at load
+(``app.inference``) and hands it to the batcher as it is."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
+from app.inference import default_max_batch, forward_uint8, worker_plan
 from app.metrics import Metrics
-from app.settings import usable_cores
-from training.images import to_uint8
 from training.latent import latents
 
 log = logging.getLogger(__name__)
@@ -62,6 +60,16 @@ class GenerationFailed(Exception):
 Encoder = Callable[[np.ndarray], Any]  # (k, H, W, C) uint8 → the response body (PNG or GIF bytes)
 
 
+class LatentSource(Protocol):
+    """How to draw a request's (rows, z_dim) float32 CPU latents — called in the worker thread, so
+    the event loop never runs the seed rule or any torch call."""
+
+    @property
+    def rows(self) -> int: ...
+
+    def __call__(self) -> torch.Tensor: ...
+
+
 @dataclass(frozen=True)
 class SeededLatents:
     """The latents of seeds seed…seed+rows−1 (the seed rule, scaled by ``truncation``), drawn in the
@@ -76,17 +84,17 @@ class SeededLatents:
         return latents(range(self.seed, self.seed + self.rows), self.z_dim, self.truncation)
 
 
-Latents = torch.Tensor | SeededLatents  # (k, z_dim) float32 on the CPU, or how to draw them
-# A request's labels: (k,) int64, (k, K) float32 soft labels, or one class index for all its k rows —
-# turned into a tensor in the worker thread (a torch call on the event loop hands the interpreter
-# lock to a busy worker and waits to get it back).
-Labels = torch.Tensor | int | None
+Latents = torch.Tensor | LatentSource  # (k, z_dim) float32 on the CPU, or how to draw them
+# A request's labels: (k,) int64, (k, K) float32 soft labels, one class index for all its k rows, or
+# how to make them (called in the worker thread) — turned into a tensor in the worker thread (a torch
+# call on the event loop hands the interpreter lock to a busy worker and waits to get it back).
+Labels = torch.Tensor | int | Callable[[], torch.Tensor] | None
 
 
 @dataclass(eq=False)  # identity: jobs live in sets
 class Job:
     z: Latents
-    labels: Labels  # (k,) int64, (k, K) float32 soft labels, one class index for all k rows, or None
+    labels: Labels
     deadline: float  # time.monotonic() after which nobody waits for the result
     future: asyncio.Future[Any] = field(repr=False)
     in_burst: bool = False  # other requests were in the batcher when this one came: worth waiting for more
@@ -94,17 +102,17 @@ class Job:
 
     @property
     def rows(self) -> int:
-        return self.z.rows if isinstance(self.z, SeededLatents) else int(self.z.shape[0])
+        return int(self.z.shape[0]) if isinstance(self.z, torch.Tensor) else self.z.rows
 
     def latents(self) -> torch.Tensor:
-        return self.z() if isinstance(self.z, SeededLatents) else self.z
+        return self.z if isinstance(self.z, torch.Tensor) else self.z()
 
 
 def _merge_labels(jobs: list[Job], num_classes: int) -> torch.Tensor | None:
     """Concatenate the jobs' labels; hard labels become one-hot rows when any job is soft."""
     if num_classes == 0:
         return None
-    parts = [j.labels for j in jobs]
+    parts = [j.labels() if callable(j.labels) else j.labels for j in jobs]
     if any(p is None for p in parts):
         raise ValueError("a conditional model got a request without labels")
     hard = [p for p in parts if isinstance(p, int)]
@@ -118,161 +126,6 @@ def _merge_labels(jobs: list[Job], num_classes: int) -> torch.Tensor | None:
         t if t.dim() == 2 else torch.nn.functional.one_hot(t.long(), num_classes).float() for t in tensors
     ]
     return torch.cat(soft)
-
-
-def forward_uint8(
-    generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None, device: torch.device, max_batch: int
-) -> np.ndarray:
-    """Run (B, z_dim) CPU latents through the generator in chunks of ``max_batch`` → (B, H, W, C) uint8."""
-    out: list[np.ndarray] = []
-    with torch.inference_mode():
-        for start in range(0, z.shape[0], max_batch):
-            zc = z[start : start + max_batch].to(device)
-            lc = None if labels is None else labels[start : start + max_batch].to(device)
-            out.append(to_uint8(generator(zc, lc)))
-    return np.concatenate(out)
-
-
-PRODUCT_ROWS = 16  # rows of every matrix product the served generator runs (see ``prepare_for_inference``)
-
-
-def fixed_rows(x: torch.Tensor, product: Callable[[torch.Tensor], torch.Tensor],
-               rows: int = PRODUCT_ROWS) -> torch.Tensor:
-    """``product`` (a row-wise matrix product) of the (B, K) ``x``, always called on exactly ``rows``
-    rows: ``x`` is cut into blocks of ``rows``, the last one padded with zero rows, and the padding is
-    dropped from the result.
-
-    A BLAS may pick its kernel, blocking and summation order by the number of rows (MKL does: on
-    an AMD EPYC a row's float32 result changes between 2- or 3-row calls and larger ones, whatever
-    ``MKL_CBWR`` says). A call of one fixed shape runs one code path, so a row's result is the same
-    however many rows its request was batched with (measured on every position of the block and
-    the shipped layers' shapes; ``app.forward.batch_invariant`` checks each model at load)."""
-    b = x.shape[0]
-    pad = -b % rows
-    if pad:
-        x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])
-    if x.shape[0] == rows:
-        return product(x)[:b]
-    return torch.cat([product(x[i : i + rows]) for i in range(0, x.shape[0], rows)])[:b]
-
-
-class _ConvTransposeOn1x1(nn.Module):
-    """A ConvTranspose2d that, on a 1×1 input (the first layer of a DCGAN generator: z as a
-    (B, z, 1, 1) map), runs as the one matrix product it is: (B, Cin) @ (Cin, Cout·kH·kW), in
-    blocks of ``PRODUCT_ROWS`` rows (``fixed_rows``).
-
-    The same GEMM the convolution runs inside, without its col2im pass and the setup around it:
-    4× faster for the shipped 28×28 generator (~0.45 → ~0.1 ms at batch 2, ~1.9 → ~0.55 ms at
-    batch 64 on one CPU thread, before the fixed-shape blocks), the same output up to float rounding.
-    Any other input goes to the convolution.
-    """
-
-    def __init__(self, conv: nn.ConvTranspose2d, exact: bool = False) -> None:
-        super().__init__()
-        self.conv, self.exact = conv, exact
-        self.plain = (conv.stride == (1, 1) and conv.padding == (0, 0) and conv.output_padding == (0, 0)
-                      and conv.dilation == (1, 1) and conv.groups == 1)
-        self._matrix: torch.Tensor | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.plain and x.dim() == 4 and x.shape[2] == 1 and x.shape[3] == 1):
-            return self.conv(x)
-        w = self.conv.weight  # (Cin, Cout, kH, kW)
-        dtype = torch.float64 if self.exact else w.dtype
-        if self._matrix is None or self._matrix.device != w.device or self._matrix.dtype != dtype:
-            self._matrix = w.detach().reshape(w.shape[0], -1).to(dtype).contiguous()  # (Cin, Cout·kH·kW)
-        matrix = self._matrix
-        y = fixed_rows(x.flatten(1).to(dtype), lambda rows: rows @ matrix)
-        y = y.view(x.shape[0], w.shape[1], w.shape[2], w.shape[3])
-        if self.conv.bias is not None:
-            y = y + self.conv.bias.to(dtype).view(1, -1, 1, 1)
-        return y.to(x.dtype)
-
-
-class _FixedRowsLinear(nn.Module):
-    """A Linear run in blocks of ``PRODUCT_ROWS`` rows (``fixed_rows``); with ``exact``, its product
-    is taken in float64 and rounded to the input's dtype once (``prepare_for_inference``)."""
-
-    def __init__(self, linear: nn.Linear, exact: bool = False) -> None:
-        super().__init__()
-        self.linear, self.exact = linear, exact
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w: torch.Tensor = self.linear.weight
-        b: torch.Tensor | None = self.linear.bias
-        if self.exact:
-            w, b = w.double(), None if b is None else b.double()
-        flat = x.reshape(-1, x.shape[-1]).to(w.dtype)
-        y = fixed_rows(flat, lambda rows: nn.functional.linear(rows, w, b))
-        return y.reshape(*x.shape[:-1], y.shape[-1]).to(x.dtype)
-
-
-def prepare_for_inference(generator: nn.Module, exact: bool = False) -> nn.Module:
-    """A copy of an eval-mode generator with the serving-only rewrites; the loaded module itself is
-    left as it is.
-
-    Every matrix product — each Linear and the 1×1 transposed conv (``_ConvTransposeOn1x1``) — is
-    called on blocks of exactly ``PRODUCT_ROWS`` rows (``fixed_rows``), so that a latent's image
-    does not depend on how many requests it was batched with. Cost on one CPU thread, the shipped
-    MLP (``mnist-gan``): a 2-row pass ~0.3 → ~0.9 ms, a 32-row pass ~1.35 → ~1.7 ms (one-off
-    measurement); docs/performance.md has the bench's numbers.
-
-    ``exact``: those products are taken in float64 and rounded to float32 once — the fallback the
-    registry tries for a model whose float32 pass still fails its load-time check (in float64 a
-    product's rounding is ~10⁹ times finer than the float32 result's, so a kernel whose result
-    depended on the block's position would still almost never change a float32 bit). It costs
-    the first layer about twice its time; convolutions are left alone (oneDNN's are
-    batch-invariant here)."""
-    fast = copy.deepcopy(generator).eval()
-    for parent in list(fast.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.ConvTranspose2d):
-                setattr(parent, name, _ConvTransposeOn1x1(child, exact))
-            elif isinstance(child, nn.Linear):
-                setattr(parent, name, _FixedRowsLinear(child, exact))
-    return fast
-
-
-def inference_workers(device: torch.device, cores: int = 0) -> int:
-    """Worker threads (concurrent forward passes) of a model: on the CPU one per core this process
-    may use (``cores``; 0: all it may run on), at most 4; on an accelerator 1 (the device runs one
-    batch at a time anyway)."""
-    if device.type != "cpu":
-        return 1
-    return max(1, min(4, cores or usable_cores()))
-
-
-def default_max_batch(device: torch.device) -> int:
-    """Rows of one forward pass when ``GANSERVE_MAX_BATCH`` is 0: 32 on the CPU, 64 on accelerators.
-
-    On the CPU a larger pass is not cheaper per image once its activations outgrow the caches:
-    two single-threaded passes side by side of the shipped 28×28 generator do ~11.7k images/s at
-    16–24 rows and ~9.4k at 64, the 64×64 RGB one ~980 at 48 and ~410 at 64 (one-off measurement
-    with ``bench.serving.forward_rate``; docs/performance.md has the bench's own table). On a GPU
-    larger passes keep paying off; 64 is the old default, not measured here.
-    """
-    return 32 if device.type == "cpu" else 64
-
-
-def inference_threads(device: torch.device, workers: int = 1, cores: int = 0) -> int | None:
-    """Intra-op torch threads of each worker on the CPU: the process's cores (``cores``; 0: all it
-    may run on) but one (the event loop's) shared among the workers, at least 1 — on 2 cores,
-    2 workers × 1 thread. Single-threaded forward passes side by side use the cores without OpenMP
-    barriers: with 2 threads per pass, a pass waits at every barrier for whichever thread the event
-    loop (or anything else) preempted, and runs several times slower (docs/performance.md). None on
-    accelerators, where the device does the work."""
-    if device.type != "cpu":
-        return None
-    return max(1, ((cores or usable_cores()) - 1) // max(1, workers))
-
-
-def worker_plan(device: torch.device, workers: int = 0, threads: int | None = -1,
-                cores: int = 0) -> tuple[int, int | None]:
-    """(worker threads, torch threads of each) of a model's batcher from its settings: ``workers``
-    0 → ``inference_workers``; ``threads`` -1 → ``inference_threads``, None → left as it is. The
-    registry uses it too, to run its load-time check as the workers will run."""
-    w = workers or inference_workers(device, cores)
-    return w, (inference_threads(device, w, cores) if threads == -1 else threads)
 
 
 def _expire(future: asyncio.Future[Any]) -> None:
@@ -305,10 +158,9 @@ class Batcher:
         threads: int | None = -1,  # torch threads of each worker; -1: inference_threads(device); None: as is
         workers: int = 0,  # concurrent forward passes (worker threads); 0: inference_workers(device, cores)
         cores: int = 0,  # CPU cores this process plans for; 0: all it may run on
-        exact: bool = False,  # float64 matrix products (prepare_for_inference), for batch-invariant bytes
     ) -> None:
         self.name = name
-        self.generator = prepare_for_inference(generator, exact)
+        self.generator = generator  # run as it is: the registry prepared and checked it (app.inference)
         self.device = device
         self.num_classes = num_classes
         self.max_batch = max_batch or default_max_batch(device)
@@ -334,10 +186,6 @@ class Batcher:
             t = threading.Thread(target=self._worker, name=f"ganserve-{self.name}_{i}", daemon=True)
             t.start()
             self._threads.append(t)
-
-    @property
-    def depth(self) -> int:
-        return self._queue.qsize()
 
     async def generate(self, z: Latents, labels: Labels, timeout: float,
                        encode: Encoder | None = None) -> Any:

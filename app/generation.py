@@ -1,24 +1,30 @@
-"""What /generate, the permalinks and /interpolate share: model and label lookup, limits,
-the batcher call, ETags, the image cache and the response headers."""
+"""What /generate, the permalinks and /interpolate share: model, label and version lookup,
+limits, and one path (:func:`render`) for the ETag, 304, the image cache, the batcher call and
+the response headers. A route describes its image as an :class:`ImageJob` — how to draw its
+latents and labels and how to encode its images, all run in the model's worker thread — and
+gets an :class:`ImageResult` that FastAPI (``ImageResult.response``) or the fast path
+(``ImageResult.send``) answers with the same bytes."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 from fastapi import Request, Response
+from starlette.types import Send
 
 from app.batcher import BatcherClosed, Encoder, GenerationFailed, Labels, Latents, QueueFull
-from app.forward import DeviceOutOfMemory, NonFiniteOutput
+from app.inference import DeviceOutOfMemory, NonFiniteOutput
 from app.registry import LoadedModel, UnknownModel
 from app.service import ApiError, Service
+from training.labels import UnknownLabel, parse_label
 from training.latent import SEED_MAX
 
 ENCODING_VERSION = "5"  # part of every ETag: bump when the encoded bytes change for the same request
 IMMUTABLE = "public, max-age=31536000, immutable"
-VERSION_PATTERN = r"^[0-9a-f]{12}$"  # a model version: the first 12 hex digits of its weights' sha256
 
 
 def lookup_model(service: Service, request: Request, name: str | None) -> LoadedModel:
@@ -55,21 +61,10 @@ def resolve_label(model: LoadedModel, raw: str | None, param: str = "label") -> 
         return None
     if not cfg.conditional:
         raise ApiError(422, f"{param}: model {model.name!r} is unconditional and takes no label")
-    names = cfg.class_names
-    text = raw.strip()
-    if text.isdecimal() and text.isascii():
-        index = int(text)
-        if 0 <= index < cfg.num_classes:
-            return index
-    else:
-        lowered = [n.lower() for n in names]
-        if text in names:
-            return names.index(text)
-        if text.lower() in lowered:
-            return lowered.index(text.lower())
-    shown = raw if len(raw) <= 40 else raw[:40] + "…"
-    raise ApiError(422, f"{param}: {shown!r} is not a class of {model.name!r}: use 0–{cfg.num_classes - 1} "
-                        f"or one of: {', '.join(names)}", allowed=names)
+    try:
+        return parse_label(raw, cfg.class_names, model.name)
+    except UnknownLabel as e:
+        raise ApiError(422, f"{param}: {e}", allowed=list(cfg.class_names)) from None
 
 
 def check_version(model: LoadedModel, version: str | None) -> bool:
@@ -174,5 +169,62 @@ def image_headers(model: LoadedModel, etag: str, cache: str, seed: str, label: s
     return headers
 
 
-def not_modified(headers: dict[str, str]) -> Response:
-    return Response(status_code=304, headers=headers)
+@dataclass
+class ImageJob:
+    """One image response to make: what identifies it (ETag, headers) and how to make it (in the
+    model's worker thread: draw ``z`` and ``labels``, run the batch, ``encode`` the images)."""
+
+    model: LoadedModel
+    kind: str  # part of the ETag: "png" (a grid or one image) or "interpolate"
+    values: dict[str, Any]  # the canonical request values the bytes depend on (the ETag's)
+    fixed: bool  # nothing was drawn at random: cacheable, answers If-None-Match
+    versioned: bool  # the URL names the loaded version: immutable
+    seed: str  # X-Seed
+    classes: list[int]  # X-Label / X-Label-Name (comma-separated); empty: none
+    media_type: str
+    z: Latents
+    labels: Labels
+    encode: Encoder
+    extra_headers: dict[str, str] = field(default_factory=dict)  # after the common ones (Content-Disposition)
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    status: int  # 200 or 304
+    body: bytes  # b"" for a 304
+    headers: dict[str, str]
+    media_type: str
+
+    def response(self) -> Response:
+        if self.status == 304:
+            return Response(status_code=304, headers=self.headers)
+        return Response(self.body, media_type=self.media_type, headers=self.headers)
+
+    async def send(self, send: Send) -> None:
+        """The messages ``self.response()`` sends (304: no length, no type), without building it."""
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+        if self.status != 304:
+            raw += [(b"content-length", str(len(self.body)).encode()), (b"content-type", self.media_type.encode())]
+        await send({"type": "http.response.start", "status": self.status, "headers": raw})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+async def render(service: Service, request: Request, job: ImageJob) -> ImageResult:
+    """The one path of every seeded-image route: ETag and headers, 304 without a forward pass, the
+    image cache, else the batcher (latents, forward pass and encode in the worker thread)."""
+    model, cfg = job.model, job.model.config
+    etag = make_etag(model, job.kind, job.values)
+    label = ",".join(map(str, job.classes)) if job.classes else None
+    label_name = ",".join(cfg.class_names[c] for c in job.classes) if job.classes else None
+    headers = image_headers(model, etag, cache_control(service, job.fixed, job.versioned), job.seed, label,
+                            label_name)
+    headers.update(job.extra_headers)
+    if job.fixed and etag_matches(request, etag):
+        return ImageResult(304, b"", headers, job.media_type)
+    cache = service.cache
+    if job.fixed and cache is not None and (body := cache.get(etag)) is not None:
+        return ImageResult(200, body, headers, job.media_type)
+    body = await run(service, model, job.z, job.labels, encode=job.encode)
+    if job.fixed and cache is not None:
+        cache.put(etag, body)
+    return ImageResult(200, body, headers, job.media_type)

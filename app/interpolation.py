@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from training.latent import lerp, slerp
+from training.latent import latents, lerp, slerp
 
 MIN_SLERP_NORM = 1e-6
 
@@ -53,3 +55,38 @@ def morph_labels(from_label: int, to_label: int, num_classes: int, frames: int, 
     g = g.float()[:, None]
     eye = torch.eye(num_classes)
     return (1.0 - g) * eye[from_label] + g * eye[to_label]
+
+
+@dataclass(frozen=True)
+class FrameLatents:
+    """The (frames, z_dim) latents of an interpolation through the key seeds' latents (the seed rule,
+    scaled by ``truncation``), drawn in the model's worker thread (``app.batcher.LatentSource``)."""
+
+    keys: tuple[int, ...]
+    z_dim: int
+    truncation: float
+    frames: int
+    loop: bool
+    method: str
+
+    @property
+    def rows(self) -> int:
+        return self.frames
+
+    def __call__(self) -> torch.Tensor:
+        key_z = latents(list(self.keys), self.z_dim, self.truncation)  # (K, z_dim)
+        return frame_latents(key_z, self.frames, self.loop, self.method)  # (T, z_dim)
+
+
+@dataclass(frozen=True)
+class MorphLabels:
+    """The (frames, K) soft labels of a class morph, made in the model's worker thread."""
+
+    from_label: int
+    to_label: int
+    num_classes: int
+    frames: int
+    loop: bool
+
+    def __call__(self) -> torch.Tensor:
+        return morph_labels(self.from_label, self.to_label, self.num_classes, self.frames, self.loop)

@@ -26,10 +26,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.fastpath import FastPath
 from app.metrics import Metrics, MetricsMiddleware, process_exiting
-from app.registry import Registry, resolve_device
+from app.registry import Registry
 from app.routes import frontend, health, images, interpolate, models
 from app.service import LIMIT_RESPONSES, ApiError, ErrorOut, FieldError, ImageCache, Service
 from app.settings import Settings, warn_unknown_variables
+from training.devices import resolve_device
 
 log = logging.getLogger("app")
 
@@ -208,7 +209,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=frontend.STATIC), name="static")
     if settings.fast_path:
-        routes = {r.path: r for r in (*images.router.routes, *health.router.routes) if isinstance(r, APIRoute)}
+        routes = {r.path: r for r in (*images.router.routes, *interpolate.router.routes, *health.router.routes)
+                  if isinstance(r, APIRoute)}
         app.add_middleware(FastPath, service=service, routes=routes)
     app.add_middleware(CatchAllMiddleware)
     if settings.cors_origins:

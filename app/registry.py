@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from app.batcher import Batcher, default_max_batch, prepare_for_inference, worker_plan
-from app.forward import Health, batch_invariant, make_forward
+from app.batcher import Batcher
+from app.inference import Health, Prepared, default_max_batch, make_forward, prepare_checked, worker_plan
 from app.metrics import Metrics
 from app.settings import Settings
 from training.checkpoint import CONFIG, NAME_PATTERN, SAMPLES, WEIGHTS, CheckpointConfig, CheckpointError
@@ -47,30 +47,11 @@ class UnknownModel(LookupError):
     pass
 
 
-def resolve_device(spec: str) -> torch.device:
-    """``auto``: CUDA, else MPS, else CPU; explicit devices must exist."""
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"GANSERVE_DEVICE={spec} but CUDA is not available")
-        index = int(spec.split(":")[1]) if ":" in spec else 0
-        if index >= torch.cuda.device_count():
-            raise RuntimeError(f"GANSERVE_DEVICE={spec} but only {torch.cuda.device_count()} CUDA device(s)")
-    if spec == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError("GANSERVE_DEVICE=mps but MPS is not available")
-    return torch.device(spec)
-
-
 @dataclass
 class LoadedModel:
     name: str
     config: CheckpointConfig
-    generator: nn.Module
+    generator: nn.Module  # as served: the prepared module checked at load (app.inference), run by the batcher
     device: torch.device
     fingerprint: Fingerprint
     loaded_at: float  # unix time
@@ -196,7 +177,10 @@ class Registry:
         if config.name != entry.name:
             raise CheckpointError(f"{entry.name}/{CONFIG}: name {config.name!r} differs from its folder name")
         self._warm_up(generator, config)
-        invariant, exact = self._batch_invariant(generator, config)
+        invariant, exact = True, False
+        if config.sampleable:  # from here on, the loaded module is the prepared one that was checked
+            prepared = self._prepare(generator, config)
+            generator, invariant, exact = prepared.module, prepared.batch_invariant, prepared.exact_products
         samples: bytes | None = None
         spath = folder / SAMPLES
         try:
@@ -226,33 +210,12 @@ class Registry:
         if not bool(torch.isfinite(out).all()):
             raise CheckpointError(f"{config.name}: warm-up produced NaN or infinite pixels")
 
-    def _batch_invariant(self, generator: nn.Module, config: CheckpointConfig) -> tuple[bool, bool]:
-        """(batch-invariant, with exact products): ``app.forward.batch_invariant`` on the module the
-        batcher will run, at its largest pass — with float32 matrix products, else (on the CPU) with
-        float64 ones (``prepare_for_inference(exact=True)``) — and with the torch threads its workers
-        will run with: a pass can depend on the batch with 2 threads where it does not with 1
-        (measured here: fashion-dcgan and fashion-wgan-gp)."""
-        if not config.sampleable:
-            return True, False
+    def _prepare(self, generator: nn.Module, config: CheckpointConfig) -> Prepared:
+        """The module the batcher will serve, checked as its workers will run it (``app.inference``)."""
         s = self.settings
         _, threads = worker_plan(self.device, s.inference_workers, s.inference_threads or -1, s.cores)
-        if threads:
-            # Every batcher's workers set this same number (the setting is per process for threads
-            # started later, so it is never set to anything else here).
-            torch.set_num_threads(threads)
-        rows = self.settings.max_batch or default_max_batch(self.device)
-        z = latents(list(range(rows)), config.z_dim).to(self.device)
-        labels = torch.arange(rows, device=self.device) % config.num_classes if config.conditional else None
-        if batch_invariant(prepare_for_inference(generator), z, labels):
-            return True, False
-        if self.device.type == "cpu" and batch_invariant(prepare_for_inference(generator, exact=True), z, labels):
-            log.info("model %s: float32 matrix products differ by batch on this CPU: served with float64 ones",
-                     config.name)
-            return True, True
-        log.warning("model %s: its images differ by batch on this device (%s): served with weak ETags, and a "
-                    "seeded image may differ by a rounding step from one request to the next", config.name,
-                    self.device)
-        return False, False
+        rows = s.max_batch or default_max_batch(self.device)
+        return prepare_checked(generator, self.device, config.z_dim, config.num_classes, rows, threads, config.name)
 
     def _start_batcher(self, model: LoadedModel) -> None:
         if not model.config.sampleable:
@@ -262,7 +225,7 @@ class Registry:
             model.name, model.generator, model.device, model.config.num_classes,
             max_batch=s.max_batch, max_wait_ms=s.max_wait_ms, queue_size=s.queue_size, metrics=self.metrics,
             forward=make_forward(model.health), workers=s.inference_workers, threads=s.inference_threads or -1,
-            cores=s.cores, exact=model.exact_products,
+            cores=s.cores,
         )
         model.batcher.start()
 

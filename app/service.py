@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import torch
@@ -76,7 +76,6 @@ class Service:
     device: torch.device | None = None
     registry: Registry | None = None
     cache: ImageCache | None = None
-    background: list[Any] = field(default_factory=list)
 
     def require_registry(self) -> Registry:
         if self.registry is None:

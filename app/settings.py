@@ -51,8 +51,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=4_194_304, ge=1, description="pixels of one PNG (a grid or a strip)")
     max_animation_pixels: int = Field(default=16_777_216, ge=1, description="pixels of all the frames of one GIF")
 
-    fast_path: bool = Field(default=True, description="answer plainly valid GET /generate and /healthz without "
-                                                      "FastAPI's per-request routing and validation (app/fastpath.py)")
+    fast_path: bool = Field(default=True, description="answer plainly valid GET /generate, permalinks, "
+                            "/interpolate and /healthz without FastAPI's per-request routing and validation "
+                            "(app/fastpath.py)")
 
     reload_interval_s: float = Field(default=5.0, ge=0, description="seconds between checkpoint-folder rescans; 0: off")
     cache_size: int = Field(default=512, ge=0, description="encoded images of seeded requests kept in memory (LRU)")

@@ -126,7 +126,7 @@ def forward_rate(path: Path, device: torch.device, batch: int, threads: int, sec
     ``workers`` > 1, that many passes side by side in as many Python threads (as ganserve's workers)."""
     import threading
 
-    from app.batcher import prepare_for_inference
+    from app.inference import prepare_for_inference
     from training.checkpoint import load_generator
 
     before = torch.get_num_threads()
@@ -856,7 +856,7 @@ def report(args: argparse.Namespace, res: Results, device: str) -> str:
 
 
 def _workers(device: str, processes: int) -> str:
-    from app.batcher import inference_threads, inference_workers
+    from app.inference import inference_threads, inference_workers
 
     dev = torch.device(device)
 
@@ -868,7 +868,7 @@ def _workers(device: str, processes: int) -> str:
 
     share = max(1, usable_cores() // processes)
     return (f"in each of the default's {processes} process(es) {plan(share)}; in one process {plan(0)} "
-            "(`app.batcher.inference_workers` / `inference_threads`)")
+            "(`app.inference.inference_workers` / `inference_threads`)")
 
 
 def cpu_table(args: argparse.Namespace, res: Results, conns: int = 64) -> list[str]:

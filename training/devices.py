@@ -1,5 +1,5 @@
-"""Which torch device to use: one rule for training, evaluation and sampling (the service has its own
-setting, ``GANSERVE_DEVICE``, resolved the same way). Nothing here touches CUDA at import time."""
+"""Which torch device to use: one rule for training, evaluation, sampling and the service
+(``GANSERVE_DEVICE`` is resolved by ``resolve_device``). Nothing here touches CUDA at import time."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ def pick_device(setting: str, local_rank: int = 0) -> torch.device:
     """``auto``: CUDA (one GPU per local rank), else MPS, else CPU; or an explicit device string."""
     if setting == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
+            count = torch.cuda.device_count()
+            return torch.device("cuda", local_rank % count) if count else torch.device("cuda")
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -28,3 +29,16 @@ def device_available(name: str) -> bool:
     if dev.type == "mps":
         return torch.backends.mps.is_available()
     return dev.type == "cpu"
+
+
+def resolve_device(setting: str, local_rank: int = 0) -> torch.device:
+    """``pick_device``, refusing an explicit device this machine does not have (RuntimeError saying
+    why) rather than failing later at the first tensor moved to it."""
+    device = pick_device(setting, local_rank)
+    if setting != "auto" and not device_available(setting):
+        why = {"cuda": f"CUDA is not available or has only {torch.cuda.device_count()} device(s)",
+               "mps": "MPS is not available"}.get(device.type, "no such device")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            why = "CUDA is not available"
+        raise RuntimeError(f"device {setting!r} cannot be used here: {why}")
+    return device

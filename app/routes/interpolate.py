@@ -1,27 +1,28 @@
-"""``GET /interpolate``: latent walks (slerp or lerp) and class morphs as a GIF or a PNG strip."""
+"""``GET /interpolate``: latent walks (slerp or lerp) and class morphs as a GIF or a PNG strip.
+
+Its parameters are specified in ``app.params`` (``INTERPOLATE``); the answer takes the same path
+as ``/generate`` (``app.generation.render``): the frame latents and labels are drawn, run and
+encoded in the model's worker thread.
+"""
 
 from __future__ import annotations
 
-import asyncio
-from typing import Annotated, Any, Literal
+from functools import partial
+from typing import Any
 
-import torch
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from app import generation as gen
+from app import params as P
+from app.batcher import Encoder, Labels
 from app.imaging import encode_gif, encode_grid, grid_shape
-from app.interpolation import frame_latents, morph_labels
-from app.routes.images import LabelQuery, ModelQuery, ScaleQuery, TruncationQuery, VersionQuery
+from app.interpolation import FrameLatents, MorphLabels
 from app.service import ERROR_RESPONSES, ApiError, ServiceDep
-from training.latent import SEED_MAX, latents
+from training.latent import SEED_MAX
 
 router = APIRouter(tags=["images"])
 
-MAX_FRAMES = 120
-MAX_KEYS = 16
-MAX_FPS = 50
-
-OptSeed = Annotated[int | None, Query(ge=0, le=SEED_MAX, description=f"seed 0…{SEED_MAX}; random when omitted")]
+MAX_KEYS = P.MAX_KEYS
 
 INTERPOLATE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
@@ -55,39 +56,15 @@ def parse_seeds(text: str) -> list[int]:
     return keys
 
 
-@router.get("/interpolate", response_class=Response, responses=INTERPOLATE_RESPONSES,
-            summary="Interpolate between seeds (and classes) as a GIF or a PNG strip")
-async def interpolate(
-    request: Request,
-    service: ServiceDep,
-    model: ModelQuery = None,
-    label: LabelQuery = None,
-    from_label: Annotated[str | None, Query(max_length=200, description="class morph: start class")] = None,
-    to_label: Annotated[str | None, Query(max_length=200, description="class morph: end class")] = None,
-    from_seed: OptSeed = None,
-    to_seed: OptSeed = None,
-    seeds: Annotated[str | None, Query(max_length=200, pattern=r"^\s*\d+(\s*,\s*\d+)*\s*$",
-                                       description=f"2–{MAX_KEYS} key seeds, e.g. 1,5,9 (instead of "
-                                                   "from_seed/to_seed)")] = None,
-    frames: Annotated[int, Query(ge=2, le=MAX_FRAMES, description="frames in all")] = 24,
-    fps: Annotated[int, Query(ge=1, le=MAX_FPS, description="GIF frames per second")] = 12,
-    method: Annotated[Literal["slerp", "lerp"], Query(description="spherical or linear interpolation")] = "slerp",
-    loop: Annotated[bool, Query(description="come back to the first key (and class): a seamless loop")] = False,
-    format: Annotated[Literal["gif", "png"], Query(description="gif: animation download; png: one strip")] = "gif",
-    scale: ScaleQuery = 1,
-    truncation: TruncationQuery = None,
-    version: VersionQuery = None,
-) -> Response:
-    """Frames along a path through key latents: ``from_seed`` → ``to_seed`` or ``seeds=1,5,9``.
-
-    On conditional models ``label`` fixes the class, or ``from_label``/``to_label`` morph from one
-    class to another (soft labels; the latent stays put unless seeds move it too).
-    """
-    m = gen.lookup_model(service, request, model)
-    versioned = gen.check_version(m, version)
+async def interpolate_job(service: gen.Service, request: Request, v: dict[str, Any]) -> gen.ImageJob:
+    """The frames an ``/interpolate`` request names; 4xx / 503 as ApiError."""
+    m = gen.lookup_model(service, request, v["model"])
+    versioned = gen.check_version(m, v["version"])
     cfg = m.config
-    if truncation is None:
-        truncation = cfg.truncation
+    truncation = cfg.truncation if v["truncation"] is None else v["truncation"]
+    label, from_label, to_label = v["label"], v["from_label"], v["to_label"]
+    from_seed, to_seed, seeds = v["from_seed"], v["to_seed"], v["seeds"]
+    frames, fps, method, loop, format, scale = v["frames"], v["fps"], v["method"], v["loop"], v["format"], v["scale"]
     morph = from_label is not None or to_label is not None
     if morph and label is not None:
         raise ApiError(422, "give either label or from_label/to_label (a class morph), not both")
@@ -119,42 +96,46 @@ async def interpolate(
         keys = [from_seed, to_seed]
 
     h, w = cfg.image.height * scale, cfg.image.width * scale
+    encode: Encoder
     if format == "gif":
         gen.check_budget(frames * h * w, service.settings.max_animation_pixels,
                          f"{frames} frames at scale {scale}")
+        encode = partial(encode_gif, scale=scale, fps=fps)
     else:
         sh, sw = grid_shape(frames, cfg.image.height, cfg.image.width, scale, nrow=frames)
         gen.check_budget(sh * sw, service.settings.max_image_pixels, f"a strip of {frames} frames at scale {scale}")
+        encode = partial(encode_grid, scale=scale, nrow=frames)
 
-    params = {"keys": keys, "classes": classes, "morph": morph, "frames": frames, "fps": fps, "method": method,
-              "loop": loop, "format": format, "scale": scale, "truncation": float(truncation)}
-    etag = gen.make_etag(m, "interpolate", params)
-    label_header = ",".join(map(str, classes)) if classes else None
-    label_names = ",".join(cfg.class_names[c] for c in classes) if classes else None
-    cache_control = gen.cache_control(service, fixed, versioned)
-    headers = gen.image_headers(m, etag, cache_control, ",".join(map(str, keys)), label_header, label_names)
+    labels: Labels = None
+    if morph:
+        labels = MorphLabels(classes[0], classes[1], cfg.num_classes, frames, loop)  # (T, K) soft, in the worker
+    elif classes:
+        labels = classes[0]
     stem = f"{m.name}-{'-'.join(map(str, keys))}" + (f"-class{classes[0]}to{classes[1]}" if morph else "")
     disposition = "attachment" if format == "gif" else "inline"
-    headers["Content-Disposition"] = f'{disposition}; filename="{stem}.{format}"'
-    media_type = f"image/{format}"
-    if fixed and gen.etag_matches(request, etag):
-        return gen.not_modified(headers)
-    cache = service.cache
-    if fixed and cache is not None and (body := cache.get(etag)) is not None:
-        return Response(body, media_type=media_type, headers=headers)
+    return gen.ImageJob(
+        model=m, kind="interpolate", fixed=fixed, versioned=versioned, seed=",".join(map(str, keys)),
+        values={"keys": keys, "classes": classes, "morph": morph, "frames": frames, "fps": fps, "method": method,
+                "loop": loop, "format": format, "scale": scale, "truncation": float(truncation)},
+        classes=classes, media_type=f"image/{format}",
+        z=FrameLatents(tuple(keys), cfg.z_dim, truncation, frames, loop, method), labels=labels, encode=encode,
+        extra_headers={"Content-Disposition": f'{disposition}; filename="{stem}.{format}"'},
+    )
 
-    key_z = latents(keys, cfg.z_dim, truncation)  # (K, z_dim) on the CPU
-    z = frame_latents(key_z, frames, loop, method)  # (T, z_dim)
-    labels: torch.Tensor | None = None
-    if morph:
-        labels = morph_labels(classes[0], classes[1], cfg.num_classes, frames, loop)  # (T, K) soft
-    elif classes:
-        labels = torch.full((frames,), classes[0], dtype=torch.long)
-    images = await gen.run(service, m, z, labels)
-    if format == "gif":
-        body = await asyncio.to_thread(encode_gif, images, scale, fps)
-    else:
-        body = await asyncio.to_thread(encode_grid, images, scale, frames)
-    if fixed and cache is not None:
-        cache.put(etag, body)
-    return Response(body, media_type=media_type, headers=headers)
+
+async def render_interpolation(service: gen.Service, request: Request, values: dict[str, Any]) -> gen.ImageResult:
+    return await gen.render(service, request, await interpolate_job(service, request, values))
+
+
+async def _answer(service: gen.Service, request: Request, values: dict[str, Any]) -> Response:
+    return (await render_interpolation(service, request, values)).response()
+
+
+INTERPOLATE_DOC = """Frames along a path through key latents: ``from_seed`` → ``to_seed`` or ``seeds=1,5,9``.
+
+On conditional models ``label`` fixes the class, or ``from_label``/``to_label`` morph from one
+class to another (soft labels; the latent stays put unless seeds move it too).
+"""
+interpolate = P.INTERPOLATE.endpoint("interpolate", _answer, ServiceDep, INTERPOLATE_DOC)
+router.get("/interpolate", response_class=Response, responses=INTERPOLATE_RESPONSES,
+           summary="Interpolate between seeds (and classes) as a GIF or a PNG strip")(interpolate)

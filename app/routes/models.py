@@ -8,11 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
+from app import params as P
 from app.generation import lookup_model
 from app.registry import LoadedModel, Refusal, UnknownModel
-from app.routes.images import ModelPath
-from app.service import ERROR_RESPONSES, ApiError, ServiceDep
-from training.evaluation.bars import check as check_bars
+from app.service import ERROR_RESPONSES, ApiError, Service, ServiceDep
+from training.bars import check as check_bars
 
 router = APIRouter(tags=["models"])
 
@@ -112,9 +112,8 @@ async def list_models(service: ServiceDep) -> ModelList:
     )
 
 
-@router.get("/models/{model}", response_model=ModelCard, responses={404: ERROR_RESPONSES[404],
-            422: ERROR_RESPONSES[422], 503: ERROR_RESPONSES[503]}, summary="One model's card")
-async def get_model(request: Request, service: ServiceDep, model: ModelPath) -> ModelCard:
+async def _card(service: Service, request: Request, values: dict[str, Any]) -> ModelCard:
+    model: str = values["model"]
     registry = service.require_registry()
     try:
         loaded = registry.get(model)
@@ -131,11 +130,8 @@ async def get_model(request: Request, service: ServiceDep, model: ModelPath) -> 
     return card(loaded, registry.default_name)
 
 
-@router.get("/models/{model}/samples.png", response_class=Response, summary="The checkpoint's samples.png",
-            responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-                             "description": "the sample grid written at training time (one row per class)"},
-                       **{k: ERROR_RESPONSES[k] for k in (404, 422, 503)}})
-async def samples_png(request: Request, service: ServiceDep, model: ModelPath) -> Response:
+async def _samples(service: Service, request: Request, values: dict[str, Any]) -> Response:
+    model: str = values["model"]
     registry = service.require_registry()
     loaded = registry.models.get(model)
     if loaded is None:
@@ -143,3 +139,14 @@ async def samples_png(request: Request, service: ServiceDep, model: ModelPath) -
     if loaded is None or loaded.samples_png is None:
         raise ApiError(404, f"model {model!r} has no samples.png")
     return Response(loaded.samples_png, media_type="image/png", headers={"Cache-Control": "no-cache"})
+
+
+get_model = P.MODEL_CARD.endpoint("get_model", _card, ServiceDep, "")
+router.get("/models/{model}", response_model=ModelCard, responses={404: ERROR_RESPONSES[404],
+           422: ERROR_RESPONSES[422], 503: ERROR_RESPONSES[503]}, summary="One model's card")(get_model)
+
+samples_png = P.SAMPLES_PNG.endpoint("samples_png", _samples, ServiceDep, "")
+router.get("/models/{model}/samples.png", response_class=Response, summary="The checkpoint's samples.png",
+           responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+                            "description": "the sample grid written at training time (one row per class)"},
+                      **{k: ERROR_RESPONSES[k] for k in (404, 422, 503)}})(samples_png)

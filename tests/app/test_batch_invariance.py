@@ -3,7 +3,7 @@
 * On x86 with MKL, importing ``app`` puts MKL in strict reproducibility mode; the test runs MKL's
   AVX2 kernels (``MKL_ENABLE_INSTRUCTIONS=AVX2``, what an AVX2-only CPU runs), where the default
   mode gives a linear layer's row a result that depends on the number of rows in the batch.
-* ``app.forward.batch_invariant`` tells a generator whose output depends on the batch from one
+* ``app.inference.batch_invariant`` tells a generator whose output depends on the batch from one
   whose output does not, and a model that fails it is served with weak ETags.
 """
 
@@ -21,9 +21,9 @@ import torch
 from fastapi.testclient import TestClient
 from torch import nn
 
+import app.inference as inference_module
 import app.registry as registry_module
-from app.batcher import prepare_for_inference
-from app.forward import batch_invariant
+from app.inference import batch_invariant, prepare_for_inference
 from app.main import create_app
 from tests.app.conftest import COND, UNCOND, make_settings, wait_ready, write_cgan, write_mlp
 
@@ -128,7 +128,7 @@ def test_served_generators_make_a_row_the_same_at_every_batch_size(tmp_path: Pat
 
 @pytest.mark.parametrize("rows", [1, 2, 15, 16, 17, 40])
 def test_fixed_rows_runs_every_product_on_one_shape(rows: int) -> None:
-    from app.batcher import PRODUCT_ROWS, fixed_rows
+    from app.inference import PRODUCT_ROWS, fixed_rows
 
     x, w = torch.randn(rows, 7, dtype=torch.float64), torch.randn(7, 5, dtype=torch.float64)
     shapes: list[tuple[int, ...]] = []
@@ -148,13 +148,13 @@ def test_the_load_time_check_runs_with_the_workers_threads(tmp_path: Path, monke
     presumably): the registry checks each model with the torch threads its batcher's workers will have."""
     write_cgan(tmp_path)
     seen: list[int] = []
-    real = registry_module.batch_invariant
+    real = inference_module.batch_invariant
 
     def check(gen: nn.Module, z: torch.Tensor, labels: torch.Tensor | None) -> bool:
         seen.append(torch.get_num_threads())
         return real(gen, z, labels)
 
-    monkeypatch.setattr(registry_module, "batch_invariant", check)
+    monkeypatch.setattr(inference_module, "batch_invariant", check)
     before = torch.get_num_threads()
     try:
         for threads in (1, 2):
@@ -205,12 +205,12 @@ def test_float64_products_are_served_where_float32_ones_vary_by_batch(
     """A model whose float32 pass fails the check is served with float64 products when those pass it
     (the check is stubbed to fail every float32 module, as on a CPU whose products vary by batch): strong
     ETags, `exact_products` on /models, and the batcher runs the float64 module."""
-    from app.batcher import _ConvTransposeOn1x1, _FixedRowsLinear
+    from app.inference import _ConvTransposeOn1x1, _FixedRowsLinear
 
     def exact(gen: nn.Module) -> bool:
         return any(isinstance(m, _FixedRowsLinear | _ConvTransposeOn1x1) and m.exact for m in gen.modules())
 
-    monkeypatch.setattr(registry_module, "batch_invariant", lambda gen, z, labels: exact(gen))
+    monkeypatch.setattr(inference_module, "batch_invariant", lambda gen, z, labels: exact(gen))
     write_cgan(tmp_path)
     write_mlp(tmp_path)
     with TestClient(create_app(make_settings(tmp_path))) as client:
@@ -222,6 +222,23 @@ def test_float64_products_are_served_where_float32_ones_vary_by_batch(
             assert exact(model.batcher.generator), name
         r = client.get("/generate", params={"model": COND, "label": 1, "seed": 5})
         assert r.status_code == 200 and r.headers["etag"].startswith('"')
+
+
+def test_the_module_checked_at_load_is_the_module_served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    checked: list[nn.Module] = []
+    real = inference_module.batch_invariant
+
+    def check(gen: nn.Module, z: torch.Tensor, labels: torch.Tensor | None) -> bool:
+        checked.append(gen)
+        return real(gen, z, labels)
+
+    monkeypatch.setattr(inference_module, "batch_invariant", check)
+    write_cgan(tmp_path)
+    with TestClient(create_app(make_settings(tmp_path))) as client:
+        wait_ready(client)
+        model = client.app.state.service.registry.models[COND]  # type: ignore[attr-defined]
+        assert checked and checked[-1] is model.batcher.generator is model.generator
+        assert client.get("/generate", params={"label": 1, "seed": 5}).status_code == 200
 
 
 @pytest.mark.parametrize("writer", [write_cgan, write_mlp])

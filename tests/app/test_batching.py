@@ -15,7 +15,7 @@ import torch
 from fastapi.testclient import TestClient
 
 import app.routes.images as images_route
-from app.batcher import default_max_batch, forward_uint8
+from app.inference import default_max_batch, forward_uint8
 from app.main import create_app
 from tests.app.conftest import COND, make_settings, wait_for, wait_ready
 from tests.app.images import pixels
@@ -98,7 +98,7 @@ def test_queue_full_is_503_with_retry_after(gated: tuple[TestClient, threading.E
         first = pool.submit(client.get, "/generate", params={"label": 0})
         assert entered.wait(10)  # the first request is in the forward pass; the queue is empty
         second = pool.submit(client.get, "/generate", params={"label": 0})
-        wait_for(lambda: batcher.depth == 1)  # the second one waits in the (size 1) queue
+        wait_for(lambda: batcher._queue.qsize() == 1)  # the second one waits in the (size 1) queue
         third = client.get("/generate", params={"label": 0})
         assert third.status_code == 503
         assert third.headers["retry-after"] == "1" and "queue full" in third.json()["detail"]
@@ -133,7 +133,7 @@ def test_workers_compute_batches_side_by_side(tiny_checkpoints: Path) -> None:
             second = pool.submit(client.get, "/generate", params={"label": 1, "seed": 2})
             wait_for(lambda: running[0] == 2)  # both in a forward pass at once
             third = pool.submit(client.get, "/generate", params={"label": 2, "seed": 3})
-            wait_for(lambda: batcher.depth == 1)  # no free worker: it queues
+            wait_for(lambda: batcher._queue.qsize() == 1)  # no free worker: it queues
             gate.set()
             assert [f.result().status_code for f in (first, second, third)] == [200, 200, 200]
         assert peak[0] == 2

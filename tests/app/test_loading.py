@@ -15,7 +15,6 @@ from fastapi.testclient import TestClient
 
 import app.registry as registry_module
 from app.main import create_app
-from app.registry import resolve_device
 from app.settings import Settings
 from tests.app.conftest import (
     COND,
@@ -28,6 +27,7 @@ from tests.app.conftest import (
     write_mlp,
 )
 from training.checkpoint import CONFIG, WEIGHTS, sha256_bytes, weights_bytes
+from training.devices import resolve_device
 from training.models import build_generator
 
 

@@ -16,7 +16,7 @@ import torch
 
 import app.settings as settings_module
 from app.__main__ import MAX_AUTO_PROCESSES, auto_processes, build_parser, main, share_cores
-from app.batcher import inference_threads, inference_workers
+from app.inference import inference_threads, inference_workers
 from app.settings import Settings, usable_cores
 from tests.app.conftest import COND
 from tests.app.images import decode

@@ -106,7 +106,7 @@ def test_fast_path_and_fastapi_agree_on_versions(tiny_checkpoints: Path) -> None
         wait_ready(slow)
         version = version_of(fast, COND)
         for query in (f"seed=4&label=0&version={version}", "seed=4&label=0", "seed=4&label=0&version=0123456789ab",
-                      "seed=4&label=0&version=ABC", f"seed=4&version={version}&version={version}"):
+                      "seed=4&label=0&version=ABC", f"seed=4&label=0&version={version}&version={version}"):
             a, b = fast.get(f"/generate?{query}"), slow.get(f"/generate?{query}")
             assert a.status_code == b.status_code and a.content == b.content, query
             assert list(a.headers.items()) == list(b.headers.items()), query

@@ -1,0 +1,3 @@
+from tests.app.golden import main
+
+main()
