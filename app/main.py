@@ -30,7 +30,7 @@ from app.projection import ProjectionPool
 from app.registry import Registry
 from app.routes import frontend, health, images, imagesin, interpolate, models
 from app.service import LIMIT_RESPONSES, ApiError, ErrorOut, FieldError, ImageCache, Service
-from app.settings import Settings
+from app.settings import Settings, warn_unknown_variables
 from training.devices import resolve_device
 
 log = logging.getLogger("app")
@@ -51,6 +51,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     service: Service = app.state.service
     settings = service.settings
     configure_logging(settings.log_level)
+    warn_unknown_variables(log)
     service.device = resolve_device(settings.device)
     service.cache = ImageCache(settings.cache_size, service.metrics)
     service.projection = ProjectionPool(settings.projection_workers, settings.projection_queue)

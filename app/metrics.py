@@ -1,13 +1,36 @@
-"""Prometheus metrics, in a CollectorRegistry of each app's own (tests build many apps)."""
+"""Prometheus metrics, in a CollectorRegistry of each app's own (tests build many apps).
+
+Besides the service's own metrics, ``/metrics`` carries prometheus_client's process metrics
+(``process_resident_memory_bytes``, ``process_cpu_seconds_total``, ``process_open_fds``, …), the
+garbage collector's (``python_gc_*``) and ``python_info``. With several processes
+(``PROMETHEUS_MULTIPROC_DIR``) the process metrics of every living process are given, each with
+a ``pid`` label; the collector's are not (they can only be read inside a process).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import re
 import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Metric,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -42,6 +65,28 @@ class Metrics:
         self.models_refused = Gauge("ganserve_models_refused", "checkpoint entries refused", registry=r,
                                     multiprocess_mode="livemax")
         self.reloads = Counter("ganserve_reloads_total", "checkpoint (re)loads by outcome", ["outcome"], registry=r)
+        self.model_info = Gauge("ganserve_model_info", "1 for each model being served: its version (the weights' "
+                                "sha256, 12 digits) and family", ["model", "version", "family"], registry=r,
+                                multiprocess_mode="livemax")
+        self._model_info_labels: set[tuple[str, str, str]] = set()
+        if multiprocess_dir() is None:
+            ProcessCollector(registry=r)
+            GCCollector(registry=r)
+        PlatformCollector(registry=r)
+
+    def set_models(self, models: Iterable[tuple[str, str, str]]) -> None:
+        """``ganserve_model_info``: 1 for each (model, version, family) served now, gone (or 0 with
+        several processes, where labels cannot be removed) for those no longer served."""
+        now = set(models)
+        for labels in self._model_info_labels - now:
+            if multiprocess_dir() is not None:
+                self.model_info.labels(*labels).set(0)
+            else:
+                with contextlib.suppress(KeyError):
+                    self.model_info.remove(*labels)
+        for labels in now:
+            self.model_info.labels(*labels).set(1)
+        self._model_info_labels = now
 
     def forget_model(self, model: str) -> None:
         """Drop the per-model gauges of a model that left the registry."""
@@ -57,7 +102,35 @@ class Metrics:
             return generate_latest(self.registry)
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged)
+        merged.register(LiveProcessesCollector(Path(multiprocess_dir() or ".")))
+        PlatformCollector(registry=merged)
         return generate_latest(merged)
+
+
+class LiveProcessesCollector(Collector):
+    """The process metrics (memory, CPU, open files, …) of every living process of a multiprocess
+    service, each sample labelled with its ``pid``. The living processes are those whose live-gauge
+    files are still in the metrics folder (``mark_process_dead`` removes them) and that the OS knows."""
+
+    FILE = re.compile(r"gauge_live\w+?_(\d+)\.db")
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def pids(self) -> list[int]:
+        found = {int(m.group(1)) for f in self.folder.glob("gauge_live*_*.db") if (m := self.FILE.fullmatch(f.name))}
+        return sorted(pid for pid in found if Path(f"/proc/{pid}").exists())
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for pid in self.pids():
+            for family in ProcessCollector(pid=functools.partial(int, pid), registry=None).collect():
+                out = families.get(family.name)
+                if out is None:
+                    out = families[family.name] = Metric(family.name, family.documentation, family.type)
+                for sample in family.samples:
+                    out.add_sample(sample.name, {**sample.labels, "pid": str(pid)}, sample.value)
+        yield from families.values()
 
 
 def multiprocess_dir() -> str | None:

@@ -256,6 +256,7 @@ class Registry:
                 del self.refused[name]
             self.metrics.models_loaded.set(len(self.models))
             self.metrics.models_refused.set(len(self.refused))
+            self.metrics.set_models((n, m.config.version, m.config.family) for n, m in self.models.items())
 
     async def _load_entry(self, entry: _Entry, current: LoadedModel | None) -> None:
         verb = "reloading" if current is not None else "loading"

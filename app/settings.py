@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
 import math
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -188,3 +191,34 @@ class Settings(BaseSettings):
     def unversioned_cache_control(self) -> str:
         """``Cache-Control`` of a seeded image whose URL names no version (see "Caching and versions")."""
         return f"public, max-age={self.unversioned_max_age_s}" if self.unversioned_max_age_s else "public, no-cache"
+
+
+# GANSERVE_* variables that are not service settings but are read elsewhere, so never reported.
+OTHER_VARIABLES = frozenset({
+    "GANSERVE_EVALUATORS",  # the trainer's evaluator folder (training/evaluation)
+    "GANSERVE_PORT",  # the published port in docker-compose.yml
+    "GANSERVE_CHROMIUM", "GANSERVE_SOAK_REQUESTS", "GANSERVE_KILL_SEED",  # the test suite's knobs
+})
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[tuple[str, str | None]]:
+    """The ``GANSERVE_*`` variables of ``environ`` (default: this process's) that no setting reads,
+    each with the closest known name when one is close (a typo), else None. Names are compared
+    without regard to case, as the settings read them."""
+    env = os.environ if environ is None else environ
+    settings = sorted(name.upper() for name in Settings.model_fields)  # compared without the prefix
+    known = {f"GANSERVE_{name}" for name in settings} | OTHER_VARIABLES
+    unknown = []
+    for var in sorted(env):
+        name = var.upper()
+        if name.startswith("GANSERVE_") and name not in known:
+            close = difflib.get_close_matches(name.removeprefix("GANSERVE_"), settings, n=1, cutoff=0.75)
+            unknown.append((var, f"GANSERVE_{close[0]}" if close else None))
+    return unknown
+
+
+def warn_unknown_variables(logger: logging.Logger, environ: Mapping[str, str] | None = None) -> None:
+    """Log a warning for each ``GANSERVE_*`` variable that is ignored (see ``unknown_variables``)."""
+    for var, guess in unknown_variables(environ):
+        hint = f"did you mean {guess}?" if guess else "the settings are listed in app/settings.py"
+        logger.warning("%s is not a ganserve setting and is ignored; %s", var, hint)

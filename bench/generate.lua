@@ -3,6 +3,8 @@
 -- Arguments after "--": the path (default /generate), the number of classes (default 10; 0: no label) and the
 -- number of seeds (default 2^31−1): seeds are drawn from 0…seeds−1, so by default the server's cache of seeded
 -- images (512 entries) practically never hits; with a few seeds (40 × 10 classes) every answer comes from it.
+-- A fourth argument "post" sends POST <path> with the JSON body {"seed": …, "label": …} instead (LitServe's
+-- /predict).
 
 local threads = {}
 
@@ -15,11 +17,19 @@ function init(args)
   path = args[1] or "/generate"
   classes = tonumber(args[2] or "10")
   seeds = tonumber(args[3] or "2147483647")
+  method = args[4] or "get"
   statuses = {}
   math.randomseed(os.time() + 7919 * id)
 end
 
 function request()
+  if method == "post" then
+    local body = '{"seed": ' .. math.random(0, seeds - 1)
+    if classes > 0 then
+      body = body .. ', "label": ' .. math.random(0, classes - 1)
+    end
+    return wrk.format("POST", path, {["Content-Type"] = "application/json"}, body .. "}")
+  end
   local q = "?seed=" .. math.random(0, seeds - 1)
   if classes > 0 then
     q = q .. "&label=" .. math.random(0, classes - 1)

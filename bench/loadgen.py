@@ -1,7 +1,8 @@
 """Closed-loop HTTP load on the loopback interface, bounded in time: Debian's ``wrk`` when it is
 installed (a C event loop, cheap enough to share 2 cores with the server), else a small asyncio
 client of our own (keep-alive HTTP/1.1 over raw sockets; costlier per request, so ``wrk`` is
-preferred). Both send ``GET <path>?seed=<random>&label=<random>`` and count the status codes."""
+preferred). Both send ``GET <path>?seed=<random>&label=<random>`` (or, with ``post``, ``POST <path>``
+with the JSON body ``{"seed": …, "label": …}``) and count the status codes."""
 
 from __future__ import annotations
 
@@ -61,9 +62,9 @@ ALL_SEEDS = 2**31 - 1  # seeds 0…2³¹−2: the image cache practically never 
 
 
 def run_wrk(base: str, path: str, classes: int, conns: int, duration: float, timeout: float = 30.0,
-            seeds: int = ALL_SEEDS) -> LoadResult:
+            seeds: int = ALL_SEEDS, post: bool = False) -> LoadResult:
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", f"--timeout={round(timeout)}s",
-           "-s", str(LUA), base, "--", path, str(classes), str(seeds)]
+           "-s", str(LUA), base, "--", path, str(classes), str(seeds), "post" if post else "get"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + timeout + 30)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if line is None:
@@ -79,18 +80,22 @@ def run_wrk(base: str, path: str, classes: int, conns: int, duration: float, tim
 
 
 class Conn:
-    """One keep-alive HTTP/1.1 connection: GET → (status, body)."""
+    """One keep-alive HTTP/1.1 connection: GET (or POST) → (status, body)."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def get(self, path: str) -> tuple[int, bytes]:
+    async def get(self, path: str, json_body: bytes | None = None) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
-        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+        if json_body is None:
+            self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+        else:
+            self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+                              f"Content-Length: {len(json_body)}\r\n\r\n".encode() + json_body)
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
@@ -109,13 +114,18 @@ class Conn:
             self.writer = None
 
 
+def random_body(classes: int, rng: random.Random, seeds: int = ALL_SEEDS) -> bytes:
+    body = {"seed": rng.randrange(seeds), **({"label": rng.randrange(classes)} if classes > 0 else {})}
+    return json.dumps(body).encode()
+
+
 def random_path(path: str, classes: int, rng: random.Random, seeds: int = ALL_SEEDS) -> str:
     q = f"?seed={rng.randrange(seeds)}"
     return path + q + (f"&label={rng.randrange(classes)}" if classes > 0 else "")
 
 
 async def _load(host: str, port: int, path: str, classes: int, conns: int, duration: float,
-                timeout: float, seeds: int = ALL_SEEDS) -> LoadResult:
+                timeout: float, seeds: int = ALL_SEEDS, post: bool = False) -> LoadResult:
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     errors = 0
@@ -129,7 +139,9 @@ async def _load(host: str, port: int, path: str, classes: int, conns: int, durat
         while time.perf_counter() < stop:
             t0 = time.perf_counter()
             try:
-                status, _ = await asyncio.wait_for(conn.get(random_path(path, classes, rng, seeds)), timeout)
+                request = (conn.get(path, random_body(classes, rng, seeds)) if post
+                           else conn.get(random_path(path, classes, rng, seeds)))
+                status, _ = await asyncio.wait_for(request, timeout)
             except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
                 errors += 1
                 await conn.close()
@@ -150,9 +162,9 @@ async def _load(host: str, port: int, path: str, classes: int, conns: int, durat
 
 
 def run_python(base: str, path: str, classes: int, conns: int, duration: float, timeout: float = 30.0,
-               seeds: int = ALL_SEEDS) -> LoadResult:
+               seeds: int = ALL_SEEDS, post: bool = False) -> LoadResult:
     host, port = base.removeprefix("http://").split(":")
-    return run_async(_load(host, int(port), path, classes, conns, duration, timeout, seeds))
+    return run_async(_load(host, int(port), path, classes, conns, duration, timeout, seeds, post))
 
 
 def run_async(coro):
@@ -165,9 +177,10 @@ def run_async(coro):
 
 
 def run_load(tool: str, base: str, path: str, classes: int, conns: int, duration: float,
-             seeds: int = ALL_SEEDS) -> LoadResult:
-    """``seeds``: requests draw their seed from 0…seeds−1 (few seeds: answers from the server's image cache)."""
-    return (run_wrk if tool == "wrk" else run_python)(base, path, classes, conns, duration, seeds=seeds)
+             seeds: int = ALL_SEEDS, post: bool = False) -> LoadResult:
+    """``seeds``: requests draw their seed from 0…seeds−1 (few seeds: answers from the server's image cache);
+    ``post``: POST the seed and label as JSON (LitServe's route) instead of GET with a query."""
+    return (run_wrk if tool == "wrk" else run_python)(base, path, classes, conns, duration, seeds=seeds, post=post)
 
 
 async def fetch_all(base: str, paths: list[str], concurrency: int) -> tuple[float, list[float], Counter[int]]:

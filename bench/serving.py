@@ -14,7 +14,12 @@ What it measures, in this order:
    cheapest route, ``/healthz``, at 64 connections with the same load generator), and at 64
    connections ganserve in one process, with and without its fast path. Repetitions
    interleave the servers, so slow drift of the machine hits them alike;
-3. a 48-frame interpolation GIF against 48 single-image requests.
+3. a 48-frame interpolation GIF against 48 single-image requests;
+4. the peers (``## Peers`` of docs/performance.md): ganserve as ``python -m app`` starts it against
+   LitServe (``bench/litserve_server.py``: the same checkpoint reader, dynamic batching with
+   ganserve's max batch and wait, one torch thread per worker, at its best worker count here) and
+   the naive server, at 1 and 64 connections. One server runs at a time; repetitions interleave.
+   ``--peers-only`` runs just this part.
 
 The limit of the machine for this work is 1 / (1/no-op req/s + 1/raw batched images/s), with
 the fastest forward pass measured — whatever its batch size or threads.
@@ -25,10 +30,12 @@ never hit; the cache hit count is reported.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -212,6 +219,8 @@ class Server:
     log: Path | None = None
     prefix: list[str] = field(default_factory=lambda: [sys.executable, "-m"])
     processes: int = 1  # 0: `python -m app` (ganserve's launcher, its default process count); 1: uvicorn
+    command: list[str] | None = None  # another server's own command line ({port} filled in)
+    post: bool = False  # load it with POST + JSON (LitServe's /predict) rather than GET + query
 
     @property
     def base(self) -> str:
@@ -220,7 +229,9 @@ class Server:
     def start(self, log_dir: Path) -> None:
         self.log = log_dir / f"{self.name}.log"
         cmd = [*self.prefix, "uvicorn", self.app, "--port", str(self.port), *UVICORN_FLAGS]
-        if self.processes != 1:
+        if self.command is not None:
+            cmd = [part.format(port=self.port) for part in self.command]
+        elif self.processes != 1:
             cmd = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(self.port)]
             cmd += ["--processes", str(self.processes)] if self.processes > 1 else []
         with self.log.open("wb") as out:
@@ -264,7 +275,7 @@ class Server:
         """One load point; records the server's CPU time per thread and the load generator's CPU time."""
         assert self.proc is not None
         before, client_before = self.thread_cpu(), _children_cpu()
-        r = run_load(tool, self.base, path, classes, conns, duration, seeds)
+        r = run_load(tool, self.base, path, classes, conns, duration, seeds, post=self.post)
         after = self.thread_cpu()
         delta = {tid: after[tid] - before.get(tid, 0.0) for tid in after}
         main = delta.pop(self.proc.pid, 0.0)
@@ -282,12 +293,16 @@ class Server:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            children = _descendants(self.proc.pid)
             self.proc.terminate()
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+            for pid in children:  # a server's worker processes that outlived it (LitServe's)
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 def _descendants(pid: int) -> list[int]:
@@ -352,6 +367,7 @@ class Results:
     interp: dict[str, list[float]] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)
     profile: list[tuple[str, float]] | None = None
+    peers: Peers | None = None
 
 
 def default_processes(env: dict[str, str]) -> int:
@@ -415,85 +431,251 @@ def run(args: argparse.Namespace) -> Results:
         cfg = read_config(ckpt)
         classes = cfg.num_classes
         print(f"checkpoint: {args.ckpt_note}; load generator: {tool}; device: {device}", flush=True)
-
-        # 1. in-process ceilings (nothing else of ours running)
-        fwd_seconds = 0.3 if args.quick else 2.0
-        threads_list = [1, 2] if device.type == "cpu" else [torch.get_num_threads()]
-        for _ in range(args.reps):
-            for t in threads_list:
-                res.forward.setdefault(t, []).append(forward_rate(ckpt, device, 64, t, fwd_seconds))
-                res.forward_loaded.setdefault(t, []).append(forward_rate(ckpt, device, 64, t, fwd_seconds, False))
-                res.forward1.setdefault(t, []).append(forward_rate(ckpt, device, 1, t, fwd_seconds / 2))
-            if device.type == "cpu" and usable_cores() > 1:  # ganserve's workers: passes side by side
-                w = usable_cores()
-                for b in PARALLEL_BATCHES[:: 2 if args.quick else 1]:
-                    res.forward_parallel.setdefault((w, b), []).append(forward_rate(ckpt, device, b, 1, fwd_seconds,
-                                                                                    workers=w))
-        res.encode = encode_costs(ckpt, 0.2 if args.quick else 1.0)
-        print("forward images/s at batch 64:", {t: f"{median(v):.0f}" for t, v in res.forward.items()}, flush=True)
-
-        # 2. the servers: ganserve as `python -m app` starts it (one process per core on a CPU box), and,
-        # at 64 connections only, in one process (`uvicorn app.main:app`) with and without its fast path.
-        env = {"GANSERVE_CHECKPOINTS": str(tmp), "GANSERVE_DEFAULT_MODEL": ckpt.name, "GANSERVE_DEVICE": str(device),
-               "GANSERVE_LOG_LEVEL": "WARNING"}
-        res.processes = default_processes(env)
-        ganserve = Server("ganserve", "app.main:app", env, "/readyz", processes=0)
-        naive = Server("naive", "bench.naive_server:app", {"NAIVE_CHECKPOINT": str(ckpt)}, "/healthz")
-        single = Server("ganserve-1", "app.main:app", dict(env), "/readyz")
-        plain = Server("ganserve-fastapi", "app.main:app", {**env, "GANSERVE_FAST_PATH": "false"}, "/readyz")
-        servers = [naive, ganserve, plain] + ([single] if res.processes > 1 else [])
-        try:
-            for s in servers:
-                s.start(tmp)
-            for s in servers:
-                s.wait_ready()
-            warm = 1.0 if args.quick else 3.0
-            for s in servers:  # warm-up: first requests allocate, JIT-select kernels, fill pools
-                s.load(tool, "/generate", classes, 8, warm)
-            for s in (ganserve, single):  # … and the image caches, for the cache-hit points
-                if s in servers:
-                    s.load(tool, "/generate", classes, 64, warm, CACHED_SEEDS)
-            for rep in range(args.reps):
-                res.noop.append(ganserve.load(tool, "/healthz", classes, 64, args.duration))
-                for path in ("/healthz", "/generate"):
-                    r = plain.load(tool, path, classes, 64, args.duration)
-                    res.fastapi_only.setdefault(path, []).append(r)
-                    print(f"rep {rep + 1}/{args.reps} ganserve without fast path {path} c=64: {r.rps:.0f} req/s, "
-                          f"{r.cpu_us:.0f} µs CPU/req", flush=True)
-                if single in servers:
-                    for path in ("/healthz", "/generate"):
-                        r = single.load(tool, path, classes, 64, args.duration)
-                        res.single.setdefault(path, []).append(r)
-                        print(f"rep {rep + 1}/{args.reps} ganserve in 1 process {path} c=64: {r.rps:.0f} "
-                              f"req/s, p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, {r.cpu_us:.0f} µs CPU/req",
-                              flush=True)
-                for key, s in (("default", ganserve), ("single", single)):
-                    if s not in servers:
-                        continue
-                    r = s.load(tool, "/generate", classes, 64, args.duration, CACHED_SEEDS)
-                    res.cached.setdefault(key, []).append(r)
-                    print(f"rep {rep + 1}/{args.reps} {s.name} /generate from its cache c=64: {r.rps:.0f} req/s, "
-                          f"{r.cpu_us:.0f} µs CPU/req", flush=True)
-                for conns in args.conns:
-                    for s in (naive, ganserve):
-                        r = s.load(tool, "/generate", classes, conns, args.duration)
-                        res.runs.setdefault((s.name, conns), []).append(r)
-                        print(f"rep {rep + 1}/{args.reps} {s.name:8s} c={conns:3d}: {r.rps:7.0f} req/s  "
-                              f"p50 {r.p50_ms:7.1f} ms  p99 {r.p99_ms:7.1f} ms  {r.cpu_us:6.0f} µs CPU/req  "
-                              f"statuses {r.statuses}"
-                              + (f"  socket errors {r.socket_errors}" if r.socket_errors else ""), flush=True)
-                print(f"rep {rep + 1}/{args.reps} no-op /healthz c=64: {res.noop[-1].rps:.0f} req/s, "
-                      f"{res.noop[-1].cpu_us:.0f} µs CPU/req", flush=True)
-            res.stats = scrape(ganserve, ckpt.name)
-            res.interp = interpolation_timings(ganserve, naive, classes, 1 if args.quick else 5)
-        finally:
-            for s in servers:
-                s.stop()
-        if args.profile:
-            res.profile = profile_ganserve(args, tmp, ckpt, classes, device)
+        if not args.peers_only:
+            run_own(args, res, tmp, ckpt, classes, device)
+        if args.peers:
+            res.peers = run_peers(args, tmp, ckpt, classes, device)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return res
+
+
+def run_own(args: argparse.Namespace, res: Results, tmp: Path, ckpt: Path, classes: int,
+            device: torch.device) -> None:
+    """Sections 1–3: ceilings, ganserve's configurations and the naive server, the interpolation."""
+    tool = args.tool
+    # 1. in-process ceilings (nothing else of ours running)
+    fwd_seconds = 0.3 if args.quick else 2.0
+    threads_list = [1, 2] if device.type == "cpu" else [torch.get_num_threads()]
+    for _ in range(args.reps):
+        for t in threads_list:
+            res.forward.setdefault(t, []).append(forward_rate(ckpt, device, 64, t, fwd_seconds))
+            res.forward_loaded.setdefault(t, []).append(forward_rate(ckpt, device, 64, t, fwd_seconds, False))
+            res.forward1.setdefault(t, []).append(forward_rate(ckpt, device, 1, t, fwd_seconds / 2))
+        if device.type == "cpu" and usable_cores() > 1:  # ganserve's workers: passes side by side
+            w = usable_cores()
+            for b in PARALLEL_BATCHES[:: 2 if args.quick else 1]:
+                res.forward_parallel.setdefault((w, b), []).append(forward_rate(ckpt, device, b, 1, fwd_seconds,
+                                                                                workers=w))
+    res.encode = encode_costs(ckpt, 0.2 if args.quick else 1.0)
+    print("forward images/s at batch 64:", {t: f"{median(v):.0f}" for t, v in res.forward.items()}, flush=True)
+
+    # 2. the servers: ganserve as `python -m app` starts it (one process per core on a CPU box), and,
+    # at 64 connections only, in one process (`uvicorn app.main:app`) with and without its fast path.
+    env = {"GANSERVE_CHECKPOINTS": str(tmp), "GANSERVE_DEFAULT_MODEL": ckpt.name, "GANSERVE_DEVICE": str(device),
+           "GANSERVE_LOG_LEVEL": "WARNING"}
+    res.processes = default_processes(env)
+    ganserve = Server("ganserve", "app.main:app", env, "/readyz", processes=0)
+    naive = Server("naive", "bench.naive_server:app", {"NAIVE_CHECKPOINT": str(ckpt)}, "/healthz")
+    single = Server("ganserve-1", "app.main:app", dict(env), "/readyz")
+    plain = Server("ganserve-fastapi", "app.main:app", {**env, "GANSERVE_FAST_PATH": "false"}, "/readyz")
+    servers = [naive, ganserve, plain] + ([single] if res.processes > 1 else [])
+    try:
+        for s in servers:
+            s.start(tmp)
+        for s in servers:
+            s.wait_ready()
+        warm = 1.0 if args.quick else 3.0
+        for s in servers:  # warm-up: first requests allocate, JIT-select kernels, fill pools
+            s.load(tool, "/generate", classes, 8, warm)
+        for s in (ganserve, single):  # … and the image caches, for the cache-hit points
+            if s in servers:
+                s.load(tool, "/generate", classes, 64, warm, CACHED_SEEDS)
+        for rep in range(args.reps):
+            res.noop.append(ganserve.load(tool, "/healthz", classes, 64, args.duration))
+            for path in ("/healthz", "/generate"):
+                r = plain.load(tool, path, classes, 64, args.duration)
+                res.fastapi_only.setdefault(path, []).append(r)
+                print(f"rep {rep + 1}/{args.reps} ganserve without fast path {path} c=64: {r.rps:.0f} req/s, "
+                      f"{r.cpu_us:.0f} µs CPU/req", flush=True)
+            if single in servers:
+                for path in ("/healthz", "/generate"):
+                    r = single.load(tool, path, classes, 64, args.duration)
+                    res.single.setdefault(path, []).append(r)
+                    print(f"rep {rep + 1}/{args.reps} ganserve in 1 process {path} c=64: {r.rps:.0f} "
+                          f"req/s, p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, {r.cpu_us:.0f} µs CPU/req",
+                          flush=True)
+            for key, s in (("default", ganserve), ("single", single)):
+                if s not in servers:
+                    continue
+                r = s.load(tool, "/generate", classes, 64, args.duration, CACHED_SEEDS)
+                res.cached.setdefault(key, []).append(r)
+                print(f"rep {rep + 1}/{args.reps} {s.name} /generate from its cache c=64: {r.rps:.0f} req/s, "
+                      f"{r.cpu_us:.0f} µs CPU/req", flush=True)
+            for conns in args.conns:
+                for s in (naive, ganserve):
+                    r = s.load(tool, "/generate", classes, conns, args.duration)
+                    res.runs.setdefault((s.name, conns), []).append(r)
+                    print(f"rep {rep + 1}/{args.reps} {s.name:8s} c={conns:3d}: {r.rps:7.0f} req/s  "
+                          f"p50 {r.p50_ms:7.1f} ms  p99 {r.p99_ms:7.1f} ms  {r.cpu_us:6.0f} µs CPU/req  "
+                          f"statuses {r.statuses}"
+                          + (f"  socket errors {r.socket_errors}" if r.socket_errors else ""), flush=True)
+            print(f"rep {rep + 1}/{args.reps} no-op /healthz c=64: {res.noop[-1].rps:.0f} req/s, "
+                  f"{res.noop[-1].cpu_us:.0f} µs CPU/req", flush=True)
+        res.stats = scrape(ganserve, ckpt.name)
+        res.interp = interpolation_timings(ganserve, naive, classes, 1 if args.quick else 5)
+    finally:
+        for s in servers:
+            s.stop()
+    if args.profile:
+        res.profile = profile_ganserve(args, tmp, ckpt, classes, device)
+
+
+# --- the peers -------------------------------------------------------------------------------------
+
+
+PEER_CONNS = (1, 64)
+
+
+@dataclass
+class Peers:
+    settings: dict[str, str] = field(default_factory=dict)  # server → its settings, as reported
+    runs: dict[tuple[str, int], list[LoadResult]] = field(default_factory=dict)
+    # (workers, fast_queue) → its c=64 point
+    litserve_configs: dict[tuple[int, bool], list[LoadResult]] = field(default_factory=dict)
+    missing: str | None = None  # why LitServe was not run
+
+
+def have_litserve() -> bool:
+    try:
+        import litserve  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def litserve(ckpt: Path, workers: int, fast_queue: bool, max_batch: int, wait_ms: float) -> Server:
+    env = {"LITSERVE_CHECKPOINT": str(ckpt), "LITSERVE_WORKERS": str(workers), "LITSERVE_MAX_BATCH": str(max_batch),
+           "LITSERVE_WAIT_MS": str(wait_ms), "LITSERVE_THREADS": "1", "LITSERVE_FAST_QUEUE": str(int(fast_queue))}
+    return Server(f"LitServe ({workers}w{', fast_queue' if fast_queue else ''})", "", env, "/health",
+                  command=[sys.executable, str(ROOT / "bench" / "litserve_server.py"), "--port", "{port}"], post=True)
+
+
+def measure(server: Server, tmp: Path, tool: str, path: str, classes: int, conns: tuple[int, ...], duration: float,
+            warm: float) -> dict[int, LoadResult]:
+    """Start ``server``, warm it up, load it at each connection count, stop it."""
+    server.start(tmp)
+    try:
+        server.wait_ready()
+        server.load(tool, path, classes, 8, warm)
+        out = {}
+        for c in conns:
+            r = out[c] = server.load(tool, path, classes, c, duration)
+            print(f"  {server.name:28s} c={c:3d}: {r.rps:7.0f} req/s  p50 {r.p50_ms:7.1f} ms  p99 {r.p99_ms:7.1f} ms  "
+                  f"{r.cpu_us:6.0f} µs CPU/req  statuses {r.statuses}", flush=True)
+        return out
+    finally:
+        server.stop()
+
+
+def run_peers(args: argparse.Namespace, tmp: Path, ckpt: Path, classes: int, device: torch.device) -> Peers:
+    """ganserve (``python -m app``, its defaults) vs LitServe vs the naive server, one at a time, at 1 and 64
+    connections; LitServe first at each worker count from 1 to the cores, the best at 64 connections kept."""
+    from app.batcher import default_max_batch, worker_plan
+    from app.settings import Settings
+
+    peers = Peers()
+    settings = Settings(_env_file=None)
+    max_batch = settings.max_batch or default_max_batch(device)
+    wait_ms = settings.max_wait_ms
+    env = {"GANSERVE_CHECKPOINTS": str(tmp), "GANSERVE_DEFAULT_MODEL": ckpt.name, "GANSERVE_DEVICE": str(device),
+           "GANSERVE_LOG_LEVEL": "WARNING"}
+    processes = default_processes(env)
+    workers, threads = worker_plan(device, cores=max(1, usable_cores() // processes))
+    peers.settings["ganserve"] = (
+        f"`python -m app` (its defaults): {processes} process(es) × {workers} model worker(s) × "
+        f"{threads} torch thread(s); micro-batches of ≤ {max_batch} rows, ≤ {wait_ms:g} ms wait; `GET /generate`")
+    peers.settings["naive"] = "`uvicorn bench.naive_server:app`: 1 process, a sync route (FastAPI's thread pool), " \
+                              "one forward pass per request, torch's default threads; `GET /generate`"
+    warm = 1.0 if args.quick else 3.0
+    servers = {"ganserve": Server("ganserve", "app.main:app", env, "/readyz", processes=0),
+               "naive": Server("naive", "bench.naive_server:app", {"NAIVE_CHECKPOINT": str(ckpt)}, "/healthz")}
+    if not have_litserve():
+        peers.missing = "litserve is not installed (`pip install -e '.[bench]'`): LitServe not measured"
+        print(peers.missing, flush=True)
+    else:
+        # Its best configuration here at 64 connections: worker processes 1…cores, its queues (multiprocessing
+        # or ZeroMQ, `fast_queue`).
+        for w in range(1, max(1, usable_cores()) + 1):
+            for fq in (False, True):
+                r = measure(litserve(ckpt, w, fq, max_batch, wait_ms), tmp, args.tool, "/predict", classes, (64,),
+                            args.duration, warm)
+                peers.litserve_configs.setdefault((w, fq), []).append(r[64])
+        best = max(peers.litserve_configs, key=lambda k: median([r.rps for r in peers.litserve_configs[k]]))
+        peers.settings["LitServe"] = (
+            f"`bench/litserve_server.py`, litserve {_version('litserve')}: {best[0]} worker process(es) × 1 torch "
+            f"thread, as many API server processes (its default), `fast_queue={best[1]}` (its best here of 1–"
+            f"{max(1, usable_cores())} workers × both queues); dynamic batching `max_batch_size={max_batch}`, "
+            f"`batch_timeout={wait_ms / 1000:g}` s; `POST /predict` with a JSON body")
+        servers["LitServe"] = litserve(ckpt, best[0], best[1], max_batch, wait_ms)
+    for rep in range(args.reps):
+        print(f"peers, repetition {rep + 1}/{args.reps}", flush=True)
+        for name, server in servers.items():
+            path = "/predict" if server.post else "/generate"
+            for c, r in measure(server, tmp, args.tool, path, classes, PEER_CONNS, args.duration, warm).items():
+                peers.runs.setdefault((name, c), []).append(r)
+    return peers
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "?"
+
+
+def peers_report(args: argparse.Namespace, peers: Peers) -> str:
+    lines = [
+        f"Command: `{command_line()}` — load generator: "
+        + ("`wrk -t1` with `bench/generate.lua`" if args.tool == "wrk" else "the asyncio client in `bench/loadgen.py`")
+        + f"; random labels and seeds; {args.duration:g} s per point, {args.reps} repetition(s), one server at a "
+          "time, repetitions interleaved; values are medians (min–max over repetitions). The same checkpoint, read "
+          "by `training.checkpoint.load_generator` in every server; the same seed rule and PNG encoder.",
+        "",
+        *args.header,
+        f"- load average after the run: {load_average()}",
+        "",
+        markdown_table(["server", "settings"], [[k, v] for k, v in peers.settings.items()]),
+        "",
+    ]
+    if peers.missing:
+        lines += [f"*{peers.missing}.*", ""]
+    if peers.litserve_configs:
+        lines += ["LitServe's configurations (64 connections; the best is kept):", "",
+                  markdown_table(["workers", "fast_queue", "req/s", "p50 ms", "p99 ms"], [
+                      [str(w), str(fq), spread([r.rps for r in rs]), spread([r.p50_ms for r in rs], "{:.1f}"),
+                       spread([r.p99_ms for r in rs], "{:.1f}")]
+                      for (w, fq), rs in sorted(peers.litserve_configs.items())]),
+                  ""]
+    rows = []
+    for c in PEER_CONNS:
+        for name in ("ganserve", "LitServe", "naive"):
+            rs = peers.runs.get((name, c))
+            if rs:
+                rows.append([str(c), name, spread([r.rps for r in rs]), spread([r.p50_ms for r in rs], "{:.1f}"),
+                             spread([r.p99_ms for r in rs], "{:.1f}"), f"{median([r.cpu_us for r in rs]):.0f}",
+                             str(sum(r.other_errors + r.rejected for r in rs))])
+    lines.append(markdown_table(["conns", "server", "req/s", "p50 ms", "p99 ms", "server CPU µs/req",
+                                 "errors and 503s"], rows))
+
+    def med(name: str, c: int, attr: str = "rps") -> float:
+        return median([getattr(r, attr) for r in peers.runs.get((name, c), [])])
+
+    if peers.runs.get(("LitServe", 64)) and peers.runs.get(("LitServe", 1)):
+        g64, l64 = med("ganserve", 64), med("LitServe", 64)
+        g1, l1 = med("ganserve", 1), med("LitServe", 1)
+        lines += ["", "**Targets** (issue 32)", "", markdown_table(["target", "measured", "met"], [
+            ["64 conns: ganserve ≥ 2× LitServe's req/s", f"{g64:.0f} / {l64:.0f} = {g64 / l64:.2f}×",
+             _ok(g64 >= 2 * l64)],
+            ["1 conn: ganserve no worse than LitServe (req/s)", f"{g1:.0f} vs {l1:.0f}", _ok(g1 >= l1)],
+        ])]
+        c64, cl64 = med("ganserve", 64, "cpu_us"), med("LitServe", 64, "cpu_us")
+        lines += ["", f"Server CPU per answered request at 64 connections, which other load on the machine hardly "
+                      f"moves: ganserve {c64:.0f} µs, LitServe {cl64:.0f} µs ({cl64 / c64:.1f}× ganserve's). "
+                      "Requests per second follow it only when each server gets the whole machine."]
+    return "\n".join(lines)
 
 
 # --- the profile ------------------------------------------------------------------------------------
@@ -767,6 +949,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
                    help="also profile ganserve's event loop with pyinstrument (default: yes, except with --quick)")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 s per point, 1 repetition, prints only")
+    p.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run the peers (LitServe, naive) at 1 and 64 connections (default: yes)")
+    p.add_argument("--peers-only", action="store_true", help="run the peers part alone (its own section)")
     p.add_argument("--write", action=argparse.BooleanOptionalAction, default=None,
                    help="write the tables into docs/performance.md (default: yes, except with --quick)")
     args = p.parse_args(argv)
@@ -777,9 +962,14 @@ def main(argv: list[str] | None = None) -> int:
         args.profile = not args.quick
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     args.header = machine_lines(device)  # before the run: is anything else using the CPU?
+    args.peers = args.peers or args.peers_only
+    # Stopped from outside (timeout, kill): unwind, so that the servers started are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     res = run(args)
-    text = report(args, res, device)
-    publish("serving", text, args.write, args.quick)
+    if not args.peers_only:
+        publish("serving", report(args, res, device), args.write, args.quick)
+    if res.peers is not None:
+        publish("peers", peers_report(args, res.peers), args.write, args.quick)
     return 0
 
 

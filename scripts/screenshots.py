@@ -52,7 +52,8 @@ def shoot(page: Any, base: str, model: str, label: str | None, path: Path) -> No
     page.click("#interpolate")
     page.wait_for_selector("#download:not([hidden])")
     page.wait_for_function("document.getElementById('status').textContent === 'Ready'")
-    # Freeze the GIF on its first frame so that the screenshots are reproducible.
+    # Reduced motion: the player does not start, so the screenshot shows its first frame every time.
+    assert page.get_attribute("#player", "data-frame") == "0"
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(path), full_page=True, animations="disabled")
     log.info("wrote %s", path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 for name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
                     context = browser.new_context(viewport=viewport, device_scale_factor=1,
-                                                  color_scheme="light", is_mobile=name == "phone")
+                                                  color_scheme="light", is_mobile=name == "phone",
+                                                  reduced_motion="reduce")
                     shoot(context.new_page(), base, model, label, args.out / f"{name}.png")
                     context.close()
             finally:

@@ -3,7 +3,10 @@ quieted."""
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -15,3 +18,8 @@ with warnings.catch_warnings():
     import fastapi.testclient  # noqa: F401
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# The tools the test extras install as programs (hadolint, kubectl, kubernetes-validate) sit beside the
+# interpreter: put its folder first on PATH, as activating its virtualenv would (make test runs
+# .venv/bin/python without activating it).
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"

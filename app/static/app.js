@@ -4,9 +4,14 @@
 // (/models/{model}) → draw images with /generate (or the /models/{m}/seeds/{s}.png permalink
 // for one image) and animations with /interpolate. Everything on screen is mirrored in the
 // page's #hash (reload = same view) and in a permalink + curl command for the image itself.
+// Images are fetched at scale=1 and upscaled on screen by CSS (image-rendering: pixelated);
+// the permalink, curl command and downloads keep the chosen scale and name the model's version.
+// The interpolation plays from the API's PNG strip (format=png) in a canvas; the GIF is the download.
 
 const SEED_MAX = 4294967295;
 const READY_POLL_MS = 1000;
+const TRUNCATION_DEBOUNCE_MS = 200;  // the slider re-renders once it rests this long
+const PADDING = 2;  // pixels between the images of a grid or strip (app/imaging.py)
 const $ = (id) => document.getElementById(id);
 
 const el = {
@@ -14,15 +19,18 @@ const el = {
   error: $("error"), errorTitle: $("error-title"), errorText: $("error-text"), errorClose: $("error-close"),
   model: $("model"), card: $("card"),
   genForm: $("generate-form"), label: $("label"), labelField: $("label-field"), n: $("n"), seed: $("seed"),
-  truncation: $("truncation"), generate: $("generate"), newSeed: $("new-seed"),
+  truncation: $("truncation"), truncationValue: $("truncation-value"), scale: $("scale"),
+  tileAction: $("tile-action"), downloadPng: $("download-png"), generate: $("generate"), newSeed: $("new-seed"),
   image: $("image"), imagePlaceholder: $("image-placeholder"), imageCaption: $("image-caption"),
   permalink: $("permalink"), curl: $("curl"),
   interpForm: $("interp-form"), modeMorph: $("mode-morph"), seedsRow: $("seeds-row"), morphRow: $("morph-row"),
   fromSeed: $("from-seed"), toSeed: $("to-seed"), interpLabel: $("interp-label"),
   interpLabelField: $("interp-label-field"), fromLabel: $("from-label"), toLabel: $("to-label"),
   morphSeed: $("morph-seed"), frames: $("frames"), fps: $("fps"), method: $("method"), loop: $("loop"),
-  interpTruncation: $("interp-truncation"), interpolate: $("interpolate"), download: $("download"),
-  animation: $("animation"), animationPlaceholder: $("animation-placeholder"),
+  interpTruncation: $("interp-truncation"), interpTruncationValue: $("interp-truncation-value"),
+  interpScale: $("interp-scale"), interpolate: $("interpolate"), download: $("download"),
+  player: $("player"), playerControls: $("player-controls"), play: $("play"), frame: $("frame"),
+  frameValue: $("frame-value"), speed: $("speed"), animationPlaceholder: $("animation-placeholder"),
   animationCaption: $("animation-caption"), interpLink: $("interp-link"), interpCurl: $("interp-curl"),
 };
 
@@ -30,8 +38,11 @@ const state = {
   ready: false,
   models: [],       // summaries from /models
   card: null,       // /models/{model} of the selected model
-  imageUrl: null,   // object URLs we own (revoked when replaced)
-  gifUrl: null,
+  imageUrl: null,   // object URL we own (revoked when replaced)
+  shown: null,      // what the image shows: {seed, n, label} (for clicks on a grid tile)
+  strip: null,      // the interpolation's frames: {bitmap, frames, width, height, fps}
+  frameIndex: 0,
+  playTimer: null,
   genToken: 0,      // newest request wins; stale answers are dropped
   interpToken: 0,
 };
@@ -236,6 +247,13 @@ function fmtNumber(v, digits = 3) {
   return Math.abs(v) >= 100 ? v.toFixed(1) : v.toPrecision(digits);
 }
 
+/** KID (× 1000, as the evaluator reports it) with its spread over the subsets; within two spreads
+ *  of zero it cannot be told from zero, and the card says so. */
+function fmtKid(kid, std) {
+  const text = `${fmtNumber(kid)} ± ${fmtNumber(std)}`;
+  return Math.abs(kid) < 2 * std ? `${text} (within its noise: not distinguishable from 0)` : text;
+}
+
 function fmtSeconds(s) {
   if (typeof s !== "number") return "";
   if (s < 120) return `${s.toFixed(0)} s`;
@@ -256,7 +274,7 @@ const METRICS = [
   ["accuracy", "Class accuracy", (v) => `${(v * 100).toFixed(1)} %`],
   ["fid", "FID", fmtNumber],
   ["fid_floor", "FID floor (real vs real)", fmtNumber],
-  ["kid", "KID", fmtNumber],
+  ["kid", "KID", null],  // with its spread (kid_std), or not at all: see fmtKid
   ["precision", "Precision", fmtNumber],
   ["recall", "Recall", fmtNumber],
   ["density", "Density", fmtNumber],
@@ -350,6 +368,10 @@ function renderCard(card) {
     const mdl = document.createElement("dl");
     mdl.className = "metrics";
     for (const [key, label, fmt] of METRICS) {
+      if (key === "kid") {
+        if (has(key) && typeof metrics.kid_std === "number") pair(mdl, label, fmtKid(metrics.kid, metrics.kid_std));
+        continue;  // a KID without its spread says nothing at these sample sizes
+      }
       pair(mdl, label, has(key) ? fmt(metrics[key]) : "not measured");
       if (!has(key)) mdl.lastElementChild.classList.add("muted");
     }
@@ -423,6 +445,19 @@ function modelTruncation(card) {
   return typeof card.truncation === "number" ? card.truncation : 1;
 }
 
+/** Fill a scale <select> with 1×–8× (the pixel size of one image at each), choosing `chosen`. */
+function fillScaleSelect(select, card, chosen) {
+  const w = (card.image && card.image.width) || 28;
+  const h = (card.image && card.image.height) || 28;
+  select.replaceChildren(...[1, 2, 3, 4, 5, 6, 7, 8].map((k) => new Option(`${k}× (${w * k}×${h * k} px)`, String(k))));
+  select.value = String(Math.max(1, Math.min(8, Number(chosen) || 1)));
+}
+
+function setSlider(input, output, value) {
+  input.value = String(value);
+  output.textContent = Number(input.value).toFixed(2);
+}
+
 async function selectModel(name, restore = {}) {
   clearError();
   let card;
@@ -447,14 +482,19 @@ async function selectModel(name, restore = {}) {
   el.modeMorph.disabled = !conditional;
   if (!conditional) {
     el.interpForm.querySelector('input[name="mode"][value="seeds"]').checked = true;
-    syncMode();
   }
   if (restore.label !== undefined && names.includes(restore.label)) el.label.value = restore.label;
   else if (conditional) el.label.value = names[0];
   if (restore.n && [...el.n.options].some((o) => o.value === restore.n)) el.n.value = restore.n;
   if (restore.seed !== undefined && restore.seed !== "") el.seed.value = restore.seed;
-  el.truncation.value = restore.truncation || String(modelTruncation(card));
-  el.interpTruncation.value = String(modelTruncation(card));
+  setSlider(el.truncation, el.truncationValue, restore.truncation || modelTruncation(card));
+  fillScaleSelect(el.scale, card, restore.scale || pickScale(card, Number(el.n.value)));
+  setSlider(el.interpTruncation, el.interpTruncationValue, restore.itruncation || modelTruncation(card));
+  const h = (card.image && card.image.height) || 28;
+  fillScaleSelect(el.interpScale, card, restore.iscale || Math.floor(256 / h));
+  restoreInterpolation(restore, names);
+  syncMode();
+  stopPlayer(true);
   await generate();
 }
 
@@ -468,36 +508,46 @@ function randomSeed(count = 1) {
   return buf[0] % (SEED_MAX - count + 2);
 }
 
-/** Upscaling factor so that the PNG is about 512 px wide (the service upscales with nearest neighbour). */
+/** A scale at which the PNG is about 512 px wide (the default download size). */
 function pickScale(card, n, target = 512) {
   const w = (card.image && card.image.width) || 28;
   const side = Math.ceil(Math.sqrt(n));
-  const px = n === 1 ? w : side * (w + 2) + 2;
+  const px = n === 1 ? w : side * (w + PADDING) + PADDING;
   return Math.max(1, Math.min(8, Math.floor(target / px)));
 }
 
-/** The request for what the controls say: {path, query} (a permalink for one image, /generate for a grid). */
-function generateRequest() {
+/** The truncation to send: none when the slider sits at the model's own ψ (the service's default). */
+function truncationParam(input, card) {
+  const v = Number(input.value);
+  return Math.abs(v - modelTruncation(card)) < 1e-9 ? null : input.value;
+}
+
+/** The request for what the controls say at `scale` (a permalink for one image, /generate for a grid);
+ *  `pin` adds the model's version, a drawn seed and a drawn class so that the URL names one image. */
+function generateRequest(scale, pin = null) {
   const card = state.card;
   const n = Number(el.n.value);
-  const seed = el.seed.value.trim();
+  const seed = pin && pin.seed !== undefined ? pin.seed : el.seed.value.trim();
   const q = new URLSearchParams();
-  const label = isConditional(card) ? el.label.value : "";
-  const truncation = el.truncation.value.trim();
-  const scale = pickScale(card, n);
+  const label = isConditional(card) ? (el.label.value || (pin && pin.label) || "") : "";
+  const truncation = truncationParam(el.truncation, card);
+  let path;
   if (n === 1 && /^\d+$/.test(seed)) {
     if (label) q.set("label", label);
-    if (truncation && Number(truncation) !== modelTruncation(card)) q.set("truncation", truncation);
+    if (truncation) q.set("truncation", truncation);
     q.set("scale", String(scale));
-    return `/models/${encodeURIComponent(card.name)}/seeds/${seed}.png?${q}`;
+    path = `/models/${encodeURIComponent(card.name)}/seeds/${seed}.png`;
+  } else {
+    q.set("model", card.name);
+    if (label) q.set("label", label);
+    if (seed !== "") q.set("seed", seed);  // empty: the service draws one (and says which in X-Seed)
+    q.set("n", String(n));
+    if (truncation) q.set("truncation", truncation);
+    q.set("scale", String(scale));
+    path = "/generate";
   }
-  q.set("model", card.name);
-  if (label) q.set("label", label);
-  if (seed !== "") q.set("seed", seed);  // empty: the service draws one (and says which in X-Seed)
-  q.set("n", String(n));
-  if (truncation && Number(truncation) !== modelTruncation(card)) q.set("truncation", truncation);
-  q.set("scale", String(scale));
-  return `/generate?${q}`;
+  if (pin && card.version) q.set("version", card.version);
+  return `${path}?${q}`;
 }
 
 function absolute(path) {
@@ -508,23 +558,71 @@ function shellQuote(s) {
   return `'${s.replaceAll("'", "'\\''")}'`;
 }
 
+function interpMode() {
+  return el.interpForm.querySelector('input[name="mode"]:checked').value;
+}
+
+/** The page's #hash: the generator's controls and the interpolation's, so that a shared link
+ *  (or a reload) shows the same view. */
 function writeHash() {
   const q = new URLSearchParams();
-  if (state.card) q.set("model", state.card.name);
-  if (state.card && isConditional(state.card) && el.label.value) q.set("label", el.label.value);
+  const card = state.card;
+  if (card) q.set("model", card.name);
+  if (card && isConditional(card) && el.label.value) q.set("label", el.label.value);
   q.set("seed", el.seed.value.trim());
   q.set("n", el.n.value);
-  if (state.card && Number(el.truncation.value) !== modelTruncation(state.card)) {
-    q.set("truncation", el.truncation.value);
+  if (card && truncationParam(el.truncation, card)) q.set("truncation", el.truncation.value);
+  q.set("scale", el.scale.value);
+  q.set("mode", interpMode());
+  if (interpMode() === "morph") {
+    q.set("from_label", el.fromLabel.value);
+    q.set("to_label", el.toLabel.value);
+    q.set("morph_seed", el.morphSeed.value.trim());
+  } else {
+    q.set("from_seed", el.fromSeed.value.trim());
+    q.set("to_seed", el.toSeed.value.trim());
+    if (card && isConditional(card)) q.set("interp_label", el.interpLabel.value);
   }
+  q.set("frames", el.frames.value.trim());
+  q.set("fps", el.fps.value.trim());
+  q.set("method", el.method.value);
+  if (card && truncationParam(el.interpTruncation, card)) q.set("interp_truncation", el.interpTruncation.value);
+  if (el.loop.checked) q.set("loop", "true");
+  q.set("interp_scale", el.interpScale.value);
+  if (el.speed.value !== "1") q.set("speed", el.speed.value);
   history.replaceState(null, "", `#${q}`);
 }
+
+const HASH_KEYS = {
+  model: "model", label: "label", seed: "seed", n: "n", truncation: "truncation", scale: "scale", mode: "mode",
+  from_seed: "fromSeed", to_seed: "toSeed", interp_label: "interpLabel", from_label: "fromLabel",
+  to_label: "toLabel", morph_seed: "morphSeed", frames: "frames", fps: "fps", method: "method",
+  interp_truncation: "itruncation", loop: "loop", interp_scale: "iscale", speed: "speed",
+};
 
 function readHash() {
   const q = new URLSearchParams(location.hash.slice(1));
   const out = {};
-  for (const k of ["model", "label", "seed", "n", "truncation"]) if (q.has(k)) out[k] = q.get(k);
+  for (const [k, name] of Object.entries(HASH_KEYS)) if (q.has(k)) out[name] = q.get(k);
   return out;
+}
+
+/** The interpolation's controls from the page's #hash (values the controls cannot take are left out). */
+function restoreInterpolation(r, names) {
+  const setIf = (input, v, ok = true) => { if (v !== undefined && v !== "" && ok) input.value = v; };
+  if (r.mode === "morph" && names.length > 1) el.modeMorph.checked = true;
+  else if (r.mode === "seeds") el.interpForm.querySelector('input[name="mode"][value="seeds"]').checked = true;
+  setIf(el.fromSeed, r.fromSeed, /^\d+$/.test(r.fromSeed || ""));
+  setIf(el.toSeed, r.toSeed, /^\d+$/.test(r.toSeed || ""));
+  setIf(el.morphSeed, r.morphSeed, /^\d+$/.test(r.morphSeed || ""));
+  setIf(el.interpLabel, r.interpLabel, names.includes(r.interpLabel));
+  setIf(el.fromLabel, r.fromLabel, names.includes(r.fromLabel));
+  setIf(el.toLabel, r.toLabel, names.includes(r.toLabel));
+  setIf(el.frames, r.frames, /^\d+$/.test(r.frames || ""));
+  setIf(el.fps, r.fps, /^\d+$/.test(r.fps || ""));
+  setIf(el.method, r.method, ["slerp", "lerp"].includes(r.method));
+  setIf(el.speed, r.speed, [...el.speed.options].some((o) => o.value === r.speed));
+  if (r.loop !== undefined) el.loop.checked = r.loop === "true";
 }
 
 function setImage(blob) {
@@ -542,7 +640,7 @@ async function generate() {
     return;
   }
   clearError();
-  const path = generateRequest();
+  const path = generateRequest(1);  // on screen: 1 px per pixel, upscaled by CSS
   const token = ++state.genToken;
   el.generate.setAttribute("aria-busy", "true");
   setStatus("Generating…", "busy");
@@ -553,29 +651,24 @@ async function generate() {
     const seed = response.headers.get("X-Seed");
     const labelName = response.headers.get("X-Label-Name");
     const label = labelName ? decodeURIComponent(labelName) : response.headers.get("X-Label");
-    // When the class was drawn at random, pin it so the permalink reproduces this exact image.
-    let shownPath = path;
-    if (label && isConditional(state.card) && !el.label.value) {
-      const u = new URL(path, location.href);
-      u.searchParams.set("label", label);
-      shownPath = u.pathname + u.search;
-    }
-    // A drawn seed (empty field) is pinned too, for the same reason.
-    if (seed && el.seed.value.trim() === "") {
-      el.seed.value = seed;
-      const u = new URL(shownPath, location.href);
-      u.searchParams.set("seed", seed);
-      shownPath = u.pathname + u.search;
-    }
+    if (seed && el.seed.value.trim() === "") el.seed.value = seed;  // a drawn seed is pinned
+    // The links name this exact image: the version, the seed, and the class when it was drawn.
+    const linkPath = generateRequest(Number(el.scale.value), { seed, label });
     setImage(blob);
     el.image.dataset.src = path;
     const n = Number(el.n.value);
+    state.shown = { seed: Number(seed), n, label };
     const what = n === 1 ? `seed ${seed}` : `seeds ${seed}–${Number(seed) + n - 1}`;
     const cls = label ? `, class ${label}` : "";
     el.image.alt = `${n === 1 ? "Image" : `Grid of ${n} images`} from ${state.card.name}, ${what}${cls}`;
+    el.image.title = n > 1 ? "Click an image of the grid: see “Clicking a grid image”" : "";
     el.imageCaption.textContent = `${state.card.name} · ${what}${cls}`;
-    el.permalink.value = absolute(shownPath);
-    el.curl.value = `curl -o ${state.card.name}-${seed}.png ${shellQuote(absolute(shownPath))}`;
+    el.permalink.value = absolute(linkPath);
+    const file = `${state.card.name}-${seed}${n > 1 ? `-n${n}` : ""}.png`;
+    el.curl.value = `curl -o ${file} ${shellQuote(absolute(linkPath))}`;
+    el.downloadPng.href = linkPath;
+    el.downloadPng.download = file;
+    el.downloadPng.hidden = false;
     writeHash();
     setStatus("Ready", "ok");
   } catch (err) {
@@ -591,39 +684,113 @@ el.genForm.addEventListener("submit", (e) => {
   e.preventDefault();
   generate();
 });
-el.newSeed.addEventListener("click", () => {
+
+function newSeed() {
   el.seed.value = String(randomSeed(Number(el.n.value)));
   generate();
-});
+}
+el.newSeed.addEventListener("click", newSeed);
 for (const input of [el.label, el.n]) input.addEventListener("change", generate);
+el.scale.addEventListener("change", generate);
 
-// Size the image to an integer multiple of its pixels that fits the frame (crisp, never blurred).
-function fitPixels(img) {
-  const frame = img.parentElement;
+// Truncation: the number follows the slider at once; the image once it rests (debounced).
+let truncationTimer = null;
+el.truncation.addEventListener("input", () => {
+  el.truncationValue.textContent = Number(el.truncation.value).toFixed(2);
+  clearTimeout(truncationTimer);
+  truncationTimer = setTimeout(generate, TRUNCATION_DEBOUNCE_MS);
+});
+el.interpTruncation.addEventListener("input", () => {
+  el.interpTruncationValue.textContent = Number(el.interpTruncation.value).toFixed(2);
+});
+
+/** Seed ± delta, kept in range (a grid's last seed too). */
+function stepSeed(delta) {
+  const n = Number(el.n.value);
+  const current = /^\d+$/.test(el.seed.value.trim()) ? Number(el.seed.value.trim()) : 0;
+  el.seed.value = String(Math.max(0, Math.min(SEED_MAX - n + 1, current + delta)));
+  generate();
+}
+
+// Keyboard shortcuts (listed on the page), only while no field or control has the focus.
+document.addEventListener("keydown", (e) => {
+  if (e.defaultPrevented || e.altKey || e.ctrlKey || e.metaKey || !state.card || !state.ready) return;
+  const t = e.target;
+  if (t instanceof HTMLElement && t.closest("input, select, textarea, button, a, summary, [contenteditable]")) return;
+  if (e.key === "r" || e.key === "R") newSeed();
+  else if (e.key === "ArrowLeft") stepSeed(-1);
+  else if (e.key === "ArrowRight") stepSeed(1);
+  else return;
+  e.preventDefault();
+});
+
+/** The index of the grid image under a click on the <img> (null on the padding between images). */
+function tileAt(img, clientX, clientY) {
+  const shown = state.shown;
+  const card = state.card;
+  if (!shown || shown.n < 2 || !card.image) return null;
+  const rect = img.getBoundingClientRect();
+  const px = (clientX - rect.left) * (img.naturalWidth / rect.width);  // in the PNG's own pixels
+  const py = (clientY - rect.top) * (img.naturalHeight / rect.height);
+  const w = card.image.width, h = card.image.height;
+  const side = Math.ceil(Math.sqrt(shown.n));
+  const col = Math.floor((px - PADDING) / (w + PADDING));
+  const row = Math.floor((py - PADDING) / (h + PADDING));
+  const index = row * side + col;
+  if (col < 0 || col >= side || row < 0 || index >= shown.n) return null;
+  return index;
+}
+
+el.image.addEventListener("click", (e) => {
+  const index = tileAt(el.image, e.clientX, e.clientY);
+  if (index === null) return;
+  const seed = String(state.shown.seed + index);
+  const label = state.shown.label;
+  const action = el.tileAction.value;
+  if (action === "show") {
+    if (label && !el.label.value) el.label.value = label;  // a drawn class stays the one shown
+    el.seed.value = seed;
+    el.n.value = "1";
+    generate();
+    return;
+  }
+  if (interpMode() === "morph") {
+    el.morphSeed.value = seed;
+  } else {
+    (action === "from" ? el.fromSeed : el.toSeed).value = seed;
+    if (label && isConditional(state.card)) el.interpLabel.value = label;
+  }
+  writeHash();
+  setStatus(`Seed ${seed} set as the interpolation's ${action === "from" ? "start" : "end"}`, "ok");
+});
+
+// Size an image or canvas to a whole multiple of its pixels that fits the frame (crisp, never blurred).
+function fitPixels(node) {
+  const frame = node.parentElement;
   const style = getComputedStyle(frame);
   const box = frame.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
-  const w = img.naturalWidth;
+  const w = node.naturalWidth || node.width;
   if (!w || !box) return;
   const cap = Math.min(box, Math.max(w, 512));
-  img.style.width = w <= cap ? `${w * Math.floor(cap / w)}px` : `${box}px`;  // whole multiples, or fit
+  node.style.width = w <= cap ? `${w * Math.floor(cap / w)}px` : `${box}px`;  // whole multiples, or fit
 }
-for (const img of [el.image, el.animation]) img.addEventListener("load", () => fitPixels(img));
-window.addEventListener("resize", () => { fitPixels(el.image); fitPixels(el.animation); });
+el.image.addEventListener("load", () => fitPixels(el.image));
+window.addEventListener("resize", () => { fitPixels(el.image); fitPixels(el.player); });
 
 // ------------------------------------------------------------------ interpolate
 
 function syncMode() {
-  const morph = el.interpForm.querySelector('input[name="mode"]:checked').value === "morph";
+  const morph = interpMode() === "morph";
   el.seedsRow.hidden = morph;
   el.morphRow.hidden = !morph;
 }
 for (const r of el.interpForm.querySelectorAll('input[name="mode"]')) r.addEventListener("change", syncMode);
 
-function interpolateRequest() {
+/** The /interpolate request for the controls: `format` png (the player's strip) or gif (the download). */
+function interpolateRequest(format, scale, pinVersion) {
   const card = state.card;
-  const morph = el.interpForm.querySelector('input[name="mode"]:checked').value === "morph";
   const q = new URLSearchParams({ model: card.name });
-  if (morph) {
+  if (interpMode() === "morph") {
     q.set("from_label", el.fromLabel.value);
     q.set("to_label", el.toLabel.value);
     q.set("from_seed", el.morphSeed.value.trim());
@@ -636,11 +803,12 @@ function interpolateRequest() {
   q.set("frames", el.frames.value.trim());
   q.set("fps", el.fps.value.trim());
   q.set("method", el.method.value);
-  const truncation = el.interpTruncation.value.trim();
-  if (truncation && Number(truncation) !== modelTruncation(card)) q.set("truncation", truncation);
+  const truncation = truncationParam(el.interpTruncation, card);
+  if (truncation) q.set("truncation", truncation);
   if (el.loop.checked) q.set("loop", "true");
-  const h = (card.image && card.image.height) || 28;
-  q.set("scale", String(Math.max(1, Math.min(8, Math.floor(256 / h)))));
+  q.set("scale", String(scale));
+  if (format === "png") q.set("format", "png");
+  if (pinVersion && card.version) q.set("version", card.version);
   return `/interpolate?${q}`;
 }
 
@@ -650,34 +818,103 @@ function filenameOf(response, fallback) {
   return m ? m[1] : fallback;
 }
 
+const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
+
+/** Draw frame `i` of the strip into the canvas (frames sit in one row, PADDING px apart). */
+function drawFrame(i) {
+  const s = state.strip;
+  if (!s) return;
+  state.frameIndex = ((i % s.frames) + s.frames) % s.frames;
+  const ctx = el.player.getContext("2d");
+  ctx.clearRect(0, 0, s.width, s.height);
+  ctx.drawImage(s.bitmap, PADDING + state.frameIndex * (s.width + PADDING), PADDING, s.width, s.height,
+                0, 0, s.width, s.height);
+  el.frame.value = String(state.frameIndex);
+  el.frameValue.textContent = `${state.frameIndex + 1} / ${s.frames}`;
+  el.frame.setAttribute("aria-valuetext", `frame ${state.frameIndex + 1} of ${s.frames}`);
+  el.player.dataset.frame = String(state.frameIndex);
+}
+
+function frameDelayMs() {
+  const fps = state.strip ? state.strip.fps : 12;
+  return 1000 / (fps * Number(el.speed.value));
+}
+
+function startPlayer() {
+  if (!state.strip) return;
+  stopPlayer();
+  const tick = () => {
+    drawFrame(state.frameIndex + 1);
+    state.playTimer = setTimeout(tick, frameDelayMs());
+  };
+  state.playTimer = setTimeout(tick, frameDelayMs());
+  el.play.textContent = "Pause";
+  el.play.setAttribute("aria-pressed", "true");
+}
+
+function stopPlayer(clear = false) {
+  clearTimeout(state.playTimer);
+  state.playTimer = null;
+  el.play.textContent = "Play";
+  el.play.setAttribute("aria-pressed", "false");
+  if (clear) {
+    state.strip = null;
+    el.player.hidden = true;
+    el.playerControls.hidden = true;
+    el.animationPlaceholder.hidden = false;
+    el.download.hidden = true;
+    el.animationCaption.textContent = "";
+  }
+}
+
+el.play.addEventListener("click", () => (state.playTimer === null ? startPlayer() : stopPlayer()));
+el.frame.addEventListener("input", () => {
+  stopPlayer();
+  drawFrame(Number(el.frame.value));
+});
+el.speed.addEventListener("change", () => {
+  if (state.playTimer !== null) startPlayer();
+  writeHash();
+});
+
 async function interpolate() {
   if (!state.card || !state.ready) return;
   clearError();
-  const path = interpolateRequest();
+  const path = interpolateRequest("png", 1, false);
   const token = ++state.interpToken;
   el.interpolate.setAttribute("aria-busy", "true");
   setStatus("Making the animation…", "busy");
   try {
     const response = await api(path);
     const blob = await response.blob();
+    const bitmap = await createImageBitmap(blob);
     if (token !== state.interpToken) return;
-    const name = filenameOf(response, `${state.card.name}-interpolation.gif`);
-    if (state.gifUrl) URL.revokeObjectURL(state.gifUrl);
-    state.gifUrl = URL.createObjectURL(blob);
-    el.animation.src = state.gifUrl;
-    el.animation.dataset.src = path;
-    el.animation.hidden = false;
+    const card = state.card;
+    const width = card.image.width, height = card.image.height;
+    const count = Math.max(1, Math.round((bitmap.width - PADDING) / (width + PADDING)));  // frames in the strip
+    stopPlayer();
+    state.strip = { bitmap, frames: count, width, height, fps: Number(el.fps.value.trim()) || 12 };
+    el.player.width = width;
+    el.player.height = height;
+    el.player.hidden = false;
+    el.playerControls.hidden = false;
     el.animationPlaceholder.hidden = true;
-    const frames = el.frames.value.trim();
-    el.animation.alt = `Animation of ${frames} frames from ${state.card.name}`;
-    const psi = new URLSearchParams(path.split("?")[1]).get("truncation") || modelTruncation(state.card);
-    el.animationCaption.textContent = `${name} · ${frames} frames at ${el.fps.value.trim()} fps · ${el.method.value}`
-      + `${Number(psi) !== 1 ? ` · ψ ${psi}` : ""} · ${fmtNumber(blob.size / 1024, 3)} KiB`;
-    el.download.href = state.gifUrl;
+    el.frame.max = String(state.strip.frames - 1);
+    drawFrame(0);
+    fitPixels(el.player);
+    const gifPath = interpolateRequest("gif", Number(el.interpScale.value), true);
+    const name = filenameOf(response, `${card.name}-interpolation.png`).replace(/\.png$/, ".gif");
+    el.player.setAttribute("aria-label", `Animation of ${state.strip.frames} frames from ${card.name}`);
+    const psi = new URLSearchParams(path.split("?")[1]).get("truncation") || modelTruncation(card);
+    el.animationCaption.textContent = `${name} · ${state.strip.frames} frames at ${el.fps.value.trim()} fps · `
+      + `${el.method.value}${Number(psi) !== 1 ? ` · ψ ${psi}` : ""}`;
+    el.download.href = gifPath;
     el.download.download = name;
     el.download.hidden = false;
-    el.interpLink.value = absolute(path);
-    el.interpCurl.value = `curl -OJ ${shellQuote(absolute(path))}`;
+    el.interpLink.value = absolute(gifPath);
+    el.interpCurl.value = `curl -OJ ${shellQuote(absolute(gifPath))}`;
+    writeHash();
+    if (!reducedMotion.matches) startPlayer();  // no autoplay when the user asks for less motion
     setStatus("Ready", "ok");
   } catch (err) {
     if (token !== state.interpToken) return;
@@ -729,5 +966,7 @@ el.seed.value = String(readHash().seed ?? randomSeed(16));
 el.fromSeed.value = el.seed.value;
 el.toSeed.value = String(randomSeed());
 el.morphSeed.value = el.seed.value;
+el.downloadPng.setAttribute("download", "");
+el.download.setAttribute("download", "");
 syncMode();
 waitUntilReady();

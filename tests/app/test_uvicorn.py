@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -82,7 +83,8 @@ def test_several_processes_share_the_socket_and_add_up_their_metrics(tiny_checkp
     metrics_dir.mkdir()
     (metrics_dir / "counter_1.db").write_bytes(b"stale")  # from an earlier run: must not be added in
     env = {**os.environ, "GANSERVE_CHECKPOINTS": str(tiny_checkpoints), "GANSERVE_DEFAULT_MODEL": COND,
-           "GANSERVE_RELOAD_INTERVAL_S": "0", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+           "GANSERVE_RELOAD_INTERVAL_S": "0", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+           "GANSERVE_MAX_BATCHES": "8"}  # a typo: reported at start-up
     proc = subprocess.Popen([sys.executable, "-m", "app", "--port", str(port), "--processes", "2"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -103,9 +105,14 @@ def test_several_processes_share_the_socket_and_add_up_their_metrics(tiny_checkp
         assert line in metrics, metrics[:2000]
         assert "ganserve_models_loaded 3.0" in metrics
         assert not (metrics_dir / "counter_1.db").exists()
+        # The process metrics of each copy, told apart by pid; the model's version and family.
+        assert len(set(re.findall(r'^process_resident_memory_bytes\{pid="(\d+)"\} ', metrics, re.MULTILINE))) == 2
+        assert re.search(r'^ganserve_model_info\{family="cgan",model="tiny-cgan",version="[0-9a-f]{12}"\} 1\.0$',
+                         metrics, re.MULTILINE), metrics[:3000]
     finally:
         out = _stop(proc, 30)
     assert "Traceback" not in out, out[-3000:]
+    assert "GANSERVE_MAX_BATCHES is not a ganserve setting and is ignored; did you mean GANSERVE_MAX_BATCH?" in out
     assert metrics_dir.exists()  # given by the caller: left in place
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -33,6 +34,13 @@ def test_serving_bench_quick() -> None:
     assert "**limit**" in text and "| target | measured | met |" in text
     assert "answered from ganserve's image cache" in text and "| `/generate` from the image cache (ganserve," in text
     assert "/interpolate?frames=48" in text
+    # The peers, in the same run: LitServe (a bench extra) and the naive server at 1 and 64 connections.
+    for conns in (1, 64):
+        assert f"| {conns} | ganserve |" in text and f"| {conns} | naive |" in text
+    if importlib.util.find_spec("litserve") is not None:
+        assert "| 1 | LitServe |" in text and "| 64 | LitServe |" in text and "fast_queue" in text
+    else:
+        assert "LitServe not measured" in text
 
 
 @pytest.mark.slow
