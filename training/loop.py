@@ -246,8 +246,8 @@ class Trainer:
         opts = ArchOptions(cfg.z_dim, self.num_classes, cfg.channels, cfg.resolution, cfg.width, cfg.upsample, cfg.bn,
                            cfg.minibatch_std, cfg.spectral_norm, cfg.acgan_projection or cfg.cgan_projection,
                            cfg.latent_categories, cfg.self_condition, cfg.recluster_every > 0)
+        torch.manual_seed(cfg.seed)  # identical init of G and D on every rank, the same for a seed in every process
         self.g_class, self.g_kwargs, aux = fam.build(opts)
-        torch.manual_seed(cfg.seed)  # identical init on every rank
         self.g_raw = build_generator(self.g_class, self.g_kwargs).to(device)
         self.d_raw = aux.to(device)
         if cfg.channels_last:
