@@ -247,8 +247,14 @@ class TrainOptions(BaseModel):
         return v
 
     def replace(self, **changes: Any) -> TrainOptions:
-        """These options with ``changes``, validated again."""
-        return TrainOptions(**{**self.model_dump(), **changes})
+        """These options with ``changes``, validated again. A name and run folder that were derived from
+        --out are derived again from a new one."""
+        values = self.model_dump()
+        if "out" in changes and "name" not in changes and self.name == Path(self.out).resolve().name:
+            values["name"] = ""
+            if "run_dir" not in changes and self.run_dir == str(Path("runs") / self.name):
+                values["run_dir"] = ""
+        return TrainOptions(**{**values, **changes})
 
     def to_json(self) -> dict[str, Any]:
         d = self.model_dump()

@@ -54,6 +54,10 @@ def test_options_are_frozen_and_replace_validates_again():
     with pytest.raises(ValidationError, match="frozen"):
         o.epochs = 3  # type: ignore[misc]
     assert o.replace(epochs=3).epochs == 3
+    moved = o.replace(out="/tmp/y")
+    assert (moved.name, moved.run_dir) == ("y", "runs/y")  # derived from --out again
+    named = TrainOptions(**BASE, name="mine", run_dir="/tmp/r").replace(out="/tmp/y")
+    assert (named.name, named.run_dir) == ("mine", "/tmp/r")  # given: kept
     with pytest.raises(ConfigError, match="--n-critic"):
         o.replace(n_critic=3)
 
