@@ -148,18 +148,19 @@ def random_trainer(family: str, batch: int, **options: Any) -> tuple[Any, Any, A
     clusters for a self-conditioned GAN — to time ``trainer.step`` on."""
     import torch
 
-    from training.config import TrainConfig
     from training.data import ImageData, to_float
-    from training.loop import Dist, Trainer
+    from training.distributed import Dist
+    from training.loop import Trainer
     from training.models import get_family
+    from training.options import TrainOptions
 
     g = torch.Generator().manual_seed(0)
     data = ImageData("bench", torch.randint(0, 256, (batch * 4, 1, 28, 28), dtype=torch.uint8, generator=g),
                      torch.randint(0, 10, (batch * 4,), generator=g), [str(i) for i in range(10)])
-    cfg = TrainConfig(family=family, dataset="bench", out="/nonexistent", batch_size=batch, device="cpu",
-                      tensorboard=False, progress=False, **options).resolved()
+    cfg = TrainOptions(family=family, dataset="synthetic", out="/nonexistent", batch_size=batch, device="cpu",
+                       tensorboard=False, progress=False, **options)
     trainer = Trainer(cfg, get_family(family), data, Dist(), torch.device("cpu"))
-    labels = data.labels if trainer.clusters is None else trainer.clusters
+    labels = trainer.objective.real_labels(data.labels)
     return trainer, to_float(data.images[:batch].clone()), labels[:batch].clone()
 
 

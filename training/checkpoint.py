@@ -37,30 +37,32 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded; the message says which file and why."""
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """A frozen pydantic model that refuses unknown keys: the base of every config file's schema."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class GeneratorSpec(_Strict):
+class GeneratorSpec(StrictModel):
     class_name: str = Field(alias="class")
     kwargs: dict[str, Any]
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-class ImageSpec(_Strict):
+class ImageSpec(StrictModel):
     channels: Literal[1, 3]
     height: int = Field(ge=1, le=1024)
     width: int = Field(ge=1, le=1024)
 
 
-class DatasetInfo(_Strict):
+class DatasetInfo(StrictModel):
     name: str
     num_images: int = Field(ge=0)
     class_names: list[str]
 
 
-class GeneratorSource(_Strict):
+class GeneratorSource(StrictModel):
     """``train --init-g-from``: the checkpoint a fine-tuned G started from, as it was then."""
 
     folder: str
@@ -71,7 +73,7 @@ class GeneratorSource(_Strict):
     seconds: float = Field(ge=0)
 
 
-class CommandPart(_Strict):
+class CommandPart(StrictModel):
     """One command line of a run that was stopped and resumed: it trained from ``from_epoch`` on (``None``:
     the run's resume state predates this record, so where this command took over is not known)."""
 
@@ -79,7 +81,7 @@ class CommandPart(_Strict):
     from_epoch: int | None = Field(ge=0)
 
 
-class TrainingInfo(_Strict):
+class TrainingInfo(StrictModel):
     command: str
     epochs: int = Field(ge=0)
     seconds: float = Field(ge=0)
@@ -96,7 +98,7 @@ class TrainingInfo(_Strict):
     parts: list[CommandPart] = []
 
 
-class CheckpointConfig(_Strict):
+class CheckpointConfig(StrictModel):
     format_version: Literal[1] = FORMAT_VERSION
     name: str = Field(pattern=NAME_PATTERN)
     family: str

@@ -14,14 +14,27 @@ import shlex
 import signal
 import sys
 import threading
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import annotated_types
+from pydantic.fields import FieldInfo
 
 from training.argtypes import int_range
-from training.config import KEEP_BEST, ConfigError, TrainConfig
 from training.devices import device_available
-from training.models.common import RESOLUTIONS
+from training.options import (
+    GROUPS,
+    ConfigError,
+    TrainOptions,
+    check_dataset,
+    check_diffaugment,
+    check_environment,
+    check_family,
+    flag,
+)
+from training.recipes import recipe_names, resolve
 
 log = logging.getLogger("training")
 
@@ -56,29 +69,73 @@ def _int_list(s: str) -> tuple[int, ...]:
     return values
 
 
-def _family(s: str) -> str:
-    from training.models import family_names
+def _checked(check: Callable[[str], str]) -> Callable[[str], str]:
+    """An argparse type from one of training/options.py's checks (the same rule for the CLI and Python)."""
+    def parse(s: str) -> str:
+        try:
+            return check(s)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
 
-    if s not in family_names():
-        raise argparse.ArgumentTypeError(f"unknown family {s!r}; choose one of {', '.join(family_names())}")
-    return s
-
-
-def _diffaugment(s: str) -> str:
-    from training.augment import parse_policy
-
-    try:
-        return ",".join(parse_policy(s))
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    return parse
 
 
-def _dataset(s: str) -> str:
-    from training.data import DATASETS
+def _bounds(f: FieldInfo) -> tuple[float | None, float | None, bool]:
+    """(low, high, low is open) of a field's range."""
+    lo: Any = None
+    hi: Any = None
+    lo_open = False
+    for m in f.metadata:
+        if isinstance(m, annotated_types.Ge):
+            lo = m.ge
+        elif isinstance(m, annotated_types.Gt):
+            lo, lo_open = m.gt, True
+        elif isinstance(m, annotated_types.Le):
+            hi = m.le
+    return lo, hi, lo_open
 
-    if s in ("fashion-mnist", "mnist", "synthetic") or (s.startswith("folder:") and len(s) > 7):
-        return s
-    raise argparse.ArgumentTypeError(f"unknown dataset {s!r}; choose one of {', '.join(DATASETS)}")
+
+def add_train_options(t: argparse.ArgumentParser) -> None:
+    """The ``train`` flags, one per TrainOptions field (training/options.py), in --help groups by family.
+    Every default is argparse.SUPPRESS: only the flags given reach the options, over the --recipe's."""
+    groups = {key: t.add_argument_group(title) for key, title in GROUPS.items()}
+    groups["run"].add_argument("--recipe", metavar="NAME", default=None,
+                               help="start from a named set of options (training/recipes/; `python -m training "
+                                    "recipes` lists them); the flags given override it")
+    checks = {"family": check_family, "dataset": check_dataset, "diffaugment": check_diffaugment}
+    for name, f in TrainOptions.model_fields.items():
+        extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+        if "group" not in extra:
+            continue  # (command: recorded, not given)
+        default = f.default
+        text = (f.description or "") + ("" if f.is_required() or default in ("", None) or f.annotation is bool
+                                        else f" (default: {default})")
+        kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": text.strip() or None}
+        if extra.get("metavar"):
+            kw["metavar"] = extra["metavar"]
+        group = groups[str(extra["group"])]
+        if f.annotation is bool:
+            negated = default is True  # --no-tensorboard, --no-progress
+            if negated:
+                kw["help"] = f"without: {f.description}"
+            group.add_argument(f"--no-{name.replace('_', '-')}" if negated else flag(name),
+                               action="store_false" if negated else "store_true", **kw)
+            continue
+        literals = typing.get_args(f.annotation) if typing.get_origin(f.annotation) is Literal else ()
+        if literals:
+            kw["choices"], kw["type"] = [v for v in literals if v != ""], type(literals[0])
+        elif name in checks:
+            kw["type"] = _checked(checks[name])
+        elif name == "classes":
+            kw["type"] = _classes
+        elif f.annotation is int:
+            lo, hi, _ = _bounds(f)
+            kw["type"] = int_range(int(lo or 0), None if hi is None else int(hi))
+        elif f.annotation is float:
+            lo, hi, lo_open = _bounds(f)
+            kw["type"] = _float_range(lo or 0.0, hi if hi is not None else float("inf"), lo_open)
+        group.add_argument(flag(name), **kw)
+    t.add_argument("--dry-run", action="store_true", help="print the resolved options and exit")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,130 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train a generator and write a checkpoint folder",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    d = TrainConfig.__dataclass_fields__
-    t.add_argument("--family", type=_family, required=True, help="model family (see `python -m training families`)")
-    t.add_argument("--dataset", type=_dataset, required=True, help="fashion-mnist | mnist | synthetic | folder:PATH")
-    t.add_argument("--out", required=True, help="checkpoint folder to write, e.g. checkpoints/my-model")
-    t.add_argument("--epochs", type=int_range(1, 100_000), default=d["epochs"].default)
-    t.add_argument("--name", default="", help="model name (default: the --out folder's name)")
-    t.add_argument("--run-dir", default="", help="where resume state, grids and TensorBoard logs go "
-                                                "(default: runs/NAME)")
-    t.add_argument("--resume", action="store_true", help="continue from the run folder's resume state")
-    t.add_argument("--data-dir", default=None, help="folder with IDX files (mnist, fashion-mnist)")
-    t.add_argument("--classes", type=_classes, default=None, help="train on a subset of class indices, e.g. 0,1,2,3,4")
-    t.add_argument("--synthetic-size", type=int_range(6, 1_000_000), default=d["synthetic_size"].default)
-    t.add_argument("--resolution", type=int, choices=RESOLUTIONS, default=d["resolution"].default)
-    t.add_argument("--channels", type=int, choices=(1, 3), default=d["channels"].default)
-    t.add_argument("--z-dim", type=int_range(1, 4096), default=d["z_dim"].default)
-    t.add_argument("--width", type=int_range(1, 1024), default=d["width"].default, help="ngf = ndf")
-    t.add_argument("--upsample", choices=("convT", "nearest-conv"), default=d["upsample"].default)
-    t.add_argument("--bn", choices=("before-act", "after-act"), default=d["bn"].default)
-    t.add_argument("--minibatch-std", action="store_true",
-                   help="D gets the batch's mean feature standard deviation as one more input channel of its last "
-                        "layer (ProGAN): a batch of too-similar fakes is easy to spot (dcgan, cgan, acgan, wgan-gp)")
-    t.add_argument("--spectral-norm", action="store_true",
-                   help="spectral normalisation of every layer of D in place of its batch-/layer-norm (SNGAN); "
-                        "usually with --loss hinge (dcgan, cgan, acgan, wgan-gp)")
-    t.add_argument("--r1-gamma", type=_float_range(0, 1e4), default=d["r1_gamma"].default,
-                   help="R1 penalty: D's loss gets γ/2 × the mean squared norm of its gradient at real images, so it "
-                        "cannot win by walling the data off (Mescheder et al. 2018; gan and acgan objectives: dcgan, "
-                        "cgan, acgan, mlp-gan)")
-    t.add_argument("--latent-categories", metavar="K", type=int_range(0, 4096), default=d["latent_categories"].default,
-                   help="InfoGAN (Chen et al. 2016): the generator reads a K-way categorical code from its latent "
-                        "(the largest of z's first K entries, one-hot; uniform over K for z ~ N(0, I), so a seed "
-                        "still fixes the image) and D gets a second head, Q, trained with G to recover the code "
-                        "from the image — an unlabelled way to give G discrete modes to jump between (dcgan, "
-                        "wgan-gp; 2 ≤ K ≤ --z-dim)")
-    t.add_argument("--info-weight", type=_float_range(0, 100), default=d["info_weight"].default,
-                   help="InfoGAN: weight λ of the code's cross-entropy in D's and G's losses (with "
-                        "--latent-categories)")
-    t.add_argument("--self-condition", action="store_true",
-                   help="with --latent-categories K: a self-conditioned GAN (Liu et al. 2020) instead of InfoGAN's "
-                        "Q head — the training images are cut into K equal k-means clusters (pixel PCA) and D "
-                        "judges each real image with its cluster and each generated one with its code, as a cGAN's "
-                        "D judges image and label; G stays unconditional to its users (dcgan; wgan-gp, whose "
-                        "critic then judges each fake with the cluster of the real image it is paired with in the "
-                        "gradient penalty: the fake's code is drawn to match)")
-    t.add_argument("--recluster-every", metavar="N", type=int_range(0, 100_000),
-                   default=d["recluster_every"].default,
-                   help="with --self-condition: every N epochs the training images are clustered again, by "
-                        "k-means on D's features started from the current clusters (so each keeps its code), as "
-                        "the paper does; D then takes the label by projection, so its features do not see it "
-                        "(default 0: the pixel clusters stay)")
-    t.add_argument("--diffaugment", metavar="POLICY", type=_diffaugment, default=d["diffaugment"].default,
-                   help="differentiable augmentation (DiffAugment): the same kinds of random transforms of real "
-                        "and generated images, in D's step and in G's, so a discriminator cannot learn a small "
-                        "dataset by heart; a comma-separated list of color, translation, cutout (the paper's "
-                        "choice for little data: all three); every family with a discriminator")
-    t.add_argument("--batch-size", type=int_range(2, 65_536), default=d["batch_size"].default)
-    t.add_argument("--lr-g", type=_float_range(0, 1, lo_open=True), default=d["lr_g"].default)
-    t.add_argument("--lr-d", type=_float_range(0, 1, lo_open=True), default=d["lr_d"].default)
-    t.add_argument("--lr-decay-epochs", metavar="N", type=int_range(0, 100_000),
-                   default=d["lr_decay_epochs"].default,
-                   help="the last N epochs: --lr-g and --lr-d fall linearly towards 0 (CycleGAN's schedule); "
-                        "resume a run with a larger --epochs and this to anneal it (default 0: constant rates)")
-    t.add_argument("--beta1", type=_float_range(0, 1), default=d["beta1"].default)
-    t.add_argument("--beta2", type=_float_range(0, 1), default=d["beta2"].default)
-    t.add_argument("--loss", choices=("bce", "hinge"), default=d["loss"].default,
-                   help="adversarial loss of the gan objective (dcgan, cgan, mlp-gan, acgan)")
-    t.add_argument("--label-smoothing", type=_float_range(0, 0.5), default=d["label_smoothing"].default,
-                   help="one-sided: D's real targets become 1 − s")
-    t.add_argument("--noisy-labels", type=_float_range(0, 0.5), default=d["noisy_labels"].default,
-                   help="probability of flipping each real/fake target of D")
-    t.add_argument("--pretrain-d-epochs", type=int_range(0, 1000), default=d["pretrain_d_epochs"].default,
-                   help="ACGAN: epochs of D-classifier pretraining on real images")
-    t.add_argument("--acgan-fake-class-weight", type=_float_range(0, 10), default=d["acgan_fake_class_weight"].default,
-                   help="ACGAN: weight of D's class loss on generated images (1: the original ACGAN; 0: D's class "
-                   "head learns from real images only, G is still trained to make its class recognisable)")
-    t.add_argument("--acgan-g-class-weight", type=_float_range(0, 10), default=d["acgan_g_class_weight"].default,
-                   help="ACGAN: weight of the class loss in G's objective (1: the original ACGAN; smaller: less "
-                        "pull toward the images D's class head is surest of)")
-    t.add_argument("--acgan-projection", action="store_true",
-                   help="ACGAN: D's real/fake logit also gets the inner product of its image features with a "
-                        "learned embedding of the label (projection discriminator), so it judges image and "
-                        "label together; the class head still sees the image alone")
-    t.add_argument("--cgan-projection", action="store_true",
-                   help="cGAN: D takes the label by projection (Miyato & Koyama 2018) — the inner product of its "
-                        "pooled image features with a learned embedding of the label, added to its real/fake "
-                        "logit — instead of as one-hot maps joining the image channels; G is unchanged")
-    t.add_argument("--init-g-from", metavar="CHECKPOINT", default=d["init_g_from"].default,
-                   help="start G from this checkpoint's generator weights (same generator architecture and "
-                        "classes), e.g. fine-tune a cGAN's generator with the ACGAN objective; D starts afresh")
-    t.add_argument("--n-critic", type=int_range(1, 100), default=d["n_critic"].default)
-    t.add_argument("--gp-weight", type=_float_range(0, 1e6), default=d["gp_weight"].default)
-    t.add_argument("--kl-weight", type=_float_range(0, 1e6), default=d["kl_weight"].default)
-    t.add_argument("--expost-gmm", metavar="K", type=int_range(0, 1000), default=d["expost_gmm"].default,
-                   help="VAE: the checkpoint samples the decoder through a K-component, full-covariance Gaussian "
-                        "mixture fitted (scikit-learn EM) to the encoder's codes of training images whenever it is "
-                        "written, instead of through the N(0, I) prior (ex-post density estimation, Ghosh et al. "
-                        "2020); the latent gets one more entry, which picks the component. Changes no training "
-                        "step: a finished run can be resumed with it (default 0: the prior)")
-    t.add_argument("--ema-decay", type=_float_range(0, 1), default=d["ema_decay"].default)
-    t.add_argument("--seed", type=int_range(0, 2**32 - 1), default=d["seed"].default)
-    t.add_argument("--device", default=d["device"].default, help="auto | cpu | cuda | cuda:N | mps")
-    t.add_argument("--threads", type=int_range(0, 1024), default=d["threads"].default)
-    t.add_argument("--channels-last", action="store_true")
-    t.add_argument("--save-dtype", choices=("float16", "float32"), default=d["save_dtype"].default)
-    t.add_argument("--log-every", type=int_range(1), default=d["log_every"].default)
-    t.add_argument("--max-steps", type=int_range(0), default=d["max_steps"].default,
-                   help="stop after this many optimisation steps (0: no limit)")
-    t.add_argument("--eval-every", type=int_range(0, 100_000), default=d["eval_every"].default,
-                   help="evaluate the checkpoint every N epochs and after the last with the dataset's evaluator "
-                        "(mnist, fashion-mnist): metrics go into config.json, their history into "
-                        "training.evaluations (0: never)")
-    t.add_argument("--eval-samples", type=int_range(100, 1_000_000), default=d["eval_samples"].default,
-                   help="generated images per --eval-every evaluation")
-    t.add_argument("--keep-best", choices=tuple(KEEP_BEST), default=d["keep_best"].default,
-                   help="the --out checkpoint holds the weights of the best --eval-every evaluation so far "
-                        "(lowest fid, highest coverage, or highest min_class_accuracy: the worst class's sample "
-                        "accuracy, the per-class bar's number, for conditional families) instead of the latest "
-                        "epoch's; GAN training swings, and the "
-                        "last epoch is not always the best (default: the latest)")
-    t.add_argument("--grid-cols", type=int_range(1, 64), default=d["grid_cols"].default)
-    t.add_argument("--no-tensorboard", action="store_true")
-    t.add_argument("--no-progress", action="store_true")
-    t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+                       description="Train a generator and write a checkpoint folder. Each option is the flag "
+                                   "given, else the --recipe's value, else the default (docs/training.md).")
+    add_train_options(t)
 
     s = sub.add_parser("sample", help="render images from a checkpoint through load_generator")
     s.add_argument("checkpoint", help="checkpoint folder")
@@ -224,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="PNG file to write")
 
     sub.add_parser("families", help="list the registered model families")
+    sub.add_parser("recipes", help="list the recipes (named sets of training options) --recipe takes")
 
     x = sub.add_parser("experiments", help="re-run the seed articles' experiments and write docs/experiments.md",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -256,63 +193,23 @@ def _command_line(argv: Sequence[str]) -> str:
 
 
 def cmd_train(args: argparse.Namespace, argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
-    opts: dict[str, Any] = {k: v for k, v in vars(args).items()
-                            if k in TrainConfig.__dataclass_fields__ and k not in ("command", "extra")}
-    if args.dataset in ("mnist", "fashion-mnist") and args.channels == 3:
-        log.info("grey dataset with --channels 3: images are repeated over RGB")
-    if args.family in ("wgan-gp",) and args.loss != "bce":
-        parser.error("--loss applies to the gan objective, not to --family wgan-gp")
-    if args.pretrain_d_epochs and args.family != "acgan":
-        parser.error("--pretrain-d-epochs needs --family acgan (a discriminator with a class head)")
-    if args.self_condition and args.info_weight != 1.0:
-        parser.error("--info-weight weighs InfoGAN's Q head, which --self-condition replaces")
-    if args.info_weight != 1.0 and not args.latent_categories:
-        parser.error("--info-weight weighs the InfoGAN code's loss: it needs --latent-categories K")
-    for flag, default in (("acgan_fake_class_weight", 1.0), ("acgan_g_class_weight", 1.0),
-                          ("acgan_projection", False)):
-        if getattr(args, flag) != default and args.family != "acgan":
-            parser.error(f"--{flag.replace('_', '-')} needs --family acgan (a discriminator with a class head)")
-    from training.loop import check_discriminator_options
-    from training.models import get_family
-
-    fam = get_family(args.family)
+    given = {k: v for k, v in vars(args).items() if k in TrainOptions.model_fields and k != "command"}
     try:
-        check_discriminator_options(args, fam)
+        opts = resolve(args.recipe, **given, command=_command_line(argv))
+        check_environment(opts)
     except ConfigError as e:
         parser.error(str(e))
-    if args.device != "auto" and not device_available(args.device):
-        parser.error(f"--device {args.device!r} is not available here (auto, cpu, cuda[:N], mps)")
-    if args.lr_decay_epochs > args.epochs:
-        parser.error(f"--lr-decay-epochs {args.lr_decay_epochs} is more than --epochs {args.epochs}: the decay is "
-                     "the run's last N epochs")
-    if args.expost_gmm and args.family != "vae":
-        parser.error(f"--expost-gmm fits a mixture to a VAE encoder's codes: it needs --family vae, not "
-                     f"--family {args.family}")
-    if args.keep_best and not args.eval_every:
-        parser.error("--keep-best needs --eval-every N: it keeps the best of those evaluations")
-    if args.keep_best == "min_class_accuracy" and not fam.conditional:
-        parser.error(f"--keep-best min_class_accuracy needs a conditional family (cgan, acgan), not --family "
-                     f"{args.family}: an unconditional model has no per-class accuracy (fid, coverage)")
-    if args.eval_every:
-        from training.evaluation.evaluator import available_evaluators, default_evaluator_root
-
-        have = available_evaluators(default_evaluator_root())
-        if args.dataset not in have:
-            parser.error(f"--eval-every needs a dataset with an evaluator ({', '.join(have) or 'none found'}), "
-                         f"not {args.dataset!r}")
-        if not fam.sampleable:
-            parser.error(f"--eval-every: --family {args.family} reconstructs, it cannot be sampled and evaluated")
-    cfg = TrainConfig(**opts, tensorboard=not args.no_tensorboard, progress=not args.no_progress,
-                      command=_command_line(argv), extra={"resume": args.resume}).resolved()
+    if opts.dataset in ("mnist", "fashion-mnist") and opts.channels == 3:
+        log.info("grey dataset with --channels 3: images are repeated over RGB")
     if args.dry_run:
-        print(json.dumps(cfg.to_json(), indent=2))
+        print(json.dumps(opts.to_json(), indent=2))
         return 0
     from training.data import DatasetError
     from training.loop import train
 
     previous = _stop_on_sigterm()
     try:
-        train(cfg)
+        train(opts)
     except DatasetError as e:
         print(f"error: --dataset: {e}", file=sys.stderr)
         return 2
@@ -442,6 +339,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in family_names():
             f = get_family(name)
             print(f"{name:10s} {f.description}")
+        return 0
+    if args.command == "recipes":
+        from training.recipes import load_recipe
+
+        for name in recipe_names():
+            print(f"{name:24s} {load_recipe(name).description}")
         return 0
     from training.evaluation import cli as evaluation_cli
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from training.checkpoint import atomic_write_bytes, atomic_write_json, read_config
-from training.config import TrainConfig
+from training.options import TrainOptions
 
 log = logging.getLogger("training.experiments")
 
@@ -34,7 +34,7 @@ log = logging.getLogger("training.experiments")
 class Variant:
     key: str  # file-name safe
     label: str  # for the tables
-    options: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
+    options: dict[str, Any] = field(default_factory=dict)  # TrainOptions fields
 
 
 TRICKS = {"pretrain_d_epochs": 1, "noisy_labels": 0.05}
@@ -126,11 +126,11 @@ def run_plan(plan: Plan, command: str) -> dict[str, Any]:
                     opts = dict(v.options)
                     if "classes" in opts:
                         opts["classes"] = tuple(opts["classes"])
-                    cfg = TrainConfig(
+                    cfg = TrainOptions(
                         dataset=plan.dataset, data_dir=plan.data_dir, out=str(base / "checkpoint"),
                         run_dir=str(base / "run"), name=f"{exp}-{v.key}-s{seed}".lower(), epochs=epoch, seed=seed,
                         threads=plan.threads, progress=False, tensorboard=False, command=command,
-                        max_steps=plan.max_steps_per_epoch * epoch, width=plan.width, extra={"resume": True},
+                        max_steps=plan.max_steps_per_epoch * epoch, width=plan.width, resume=True,
                         **opts)
                     log.info("%s: training to epoch %d", key, epoch)
                     train(cfg)
@@ -345,7 +345,7 @@ def _long_runs(exp: str, plan: Plan) -> list[str]:
         v = e.get(m)
         return "–" if v is None else (f"{v:.1f}" if m in LOWER_IS_BETTER else f"{v:.3f}")
 
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    defaults = TrainOptions.defaults()
     widths = sorted({int(h[1].get("width", defaults["width"])) for h in (ha, hb)})
     lines = [f"### The long runs: `{fa}` vs `{fb}`", "",
              f"The shipped checkpoints `{fa}` ({la}) and `{fb}` ({lb}) were trained much longer, one seed each at "
@@ -359,7 +359,7 @@ def _long_runs(exp: str, plan: Plan) -> list[str]:
         ep = str(ea["epoch"]) if ea["epoch"] == eb["epoch"] else f"{ea['epoch']} / {eb['epoch']}"
         lines.append(f"| {ep} | " + " | ".join(f"{num(ea, m)} | {num(eb, m)}" for m in metrics) + " |")
     lines.append("")
-    from training.loop import ARCH_KEYS, RECIPE_KEYS  # what a run learns (the rest: files, threads, logging)
+    from training.resume import ARCH_KEYS, RECIPE_KEYS  # what a run learns (the rest: files, threads, logging)
 
     differ = sorted(k for k in (*ARCH_KEYS, "seed", *RECIPE_KEYS) if k not in meant
                     and ha[1].get(k, defaults.get(k)) != hb[1].get(k, defaults.get(k)))

@@ -6,7 +6,7 @@ from torch import nn
 
 from training.checkpoint import load_generator
 from training.cli import main
-from training.loop import EMA
+from training.ema import EMA
 from training.models.dcgan import DCGenerator
 
 

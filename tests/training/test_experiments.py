@@ -43,12 +43,13 @@ def test_missing_runs_are_said_not_invented():
 
 
 def test_every_experiment_names_real_training_options():
-    from training.config import TrainConfig
+    from training.options import TrainOptions
 
-    fields = set(TrainConfig.__dataclass_fields__)
+    fields = set(TrainOptions.model_fields)
     for _, variants, _ in EXPERIMENTS.values():
         for v in variants:
             assert set(v.options) <= fields, v
+            TrainOptions(dataset="fashion-mnist", out="/nonexistent/x", **v.options)  # and valid together
 
 
 def test_an_experiment_can_have_its_own_seeds():

@@ -55,6 +55,7 @@ from training.checkpoint import load_generator
 from training.data import ImageData, load_dataset
 from training.evaluation import metrics as M
 from training.evaluation.evaluator import EvaluatorNet, evaluator_for, features_and_logits, to_evaluator_input
+from training.images import to_uint8
 from training.latent import latents
 
 METRICS_VERSION = 1
@@ -77,7 +78,7 @@ def generate_uint8(generator: torch.nn.Module, z_dim: int, num_classes: int, num
         z = latents(seeds, z_dim, truncation).to(device)
         y = torch.as_tensor(labels[start:start + len(seeds)], device=device) if num_classes else None
         x = generator(z, y)  # (B, C, H, W) in [-1, 1]
-        out.append(((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
+        out.append(torch.from_numpy(to_uint8(x)).permute(0, 3, 1, 2))  # (B, C, H, W) uint8 on the CPU
     return torch.cat(out), labels
 
 
@@ -137,7 +138,7 @@ def _real_side(dataset: str, data_args: tuple[Any, ...], net: EvaluatorNet, eval
     floor.update({k: _r(v) for k, v in floor_prdc.items()})
     c, r = net.channels, net.resolution
     train_pixels, test_pixels = _pixels(train.images, c, r), _pixels(test.images, c, r)
-    threshold = float(np.percentile(M.nearest_distances(test_pixels, train_pixels), M.MEMORIZATION_PERCENTILE))
+    threshold = M.memorization_threshold(train_pixels, test_pixels)
     real = RealSide(test, train, f_test, l_test, floor, len(floor_idx), train_pixels, threshold,
                     M.nyquist_energy_fraction(test.images),
                     M.coverage_by_class(floor_covered, test.labels.numpy(), len(test.class_names)))
@@ -228,8 +229,8 @@ def evaluate_checkpoint(
     out["num_modes"] = k
     out["kl_to_uniform"] = _r(M.kl_to_uniform(hist))
     c, r = net.channels, net.resolution
-    gen_d = M.nearest_distances(_pixels(fake, c, r), real.train_pixels)
-    out["memorization_fraction"] = _r(float((gen_d <= real.memorization_threshold).mean()))
+    out["memorization_fraction"] = _r(M.memorized_fraction(_pixels(fake, c, r), real.train_pixels,
+                                                           real.memorization_threshold))
     out["memorization_threshold"] = _r(real.memorization_threshold, 4)
     step("memorisation")
     out["checkerboard_ratio"] = _r(M.nyquist_energy_fraction(fake) / max(real.test_nyquist, 1e-12), 4)

@@ -19,13 +19,20 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from torch import nn
 from torch.nn import functional as F
 
-from training.checkpoint import atomic_write_bytes, atomic_write_json, describe_invalid, sha256_bytes, weights_bytes
+from training.checkpoint import (
+    StrictModel,
+    atomic_write_bytes,
+    atomic_write_json,
+    describe_invalid,
+    sha256_bytes,
+    weights_bytes,
+)
 
 FORMAT_VERSION = 1
 CONFIG = "config.json"
@@ -76,18 +83,14 @@ class EvaluatorNet(nn.Module):
 # --- config.json ---------------------------------------------------------------------------
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ArchSpec(_Strict):
+class ArchSpec(StrictModel):
     class_name: Literal["EvaluatorNet"] = Field(alias="class")
     kwargs: dict[str, Any]
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-class EvaluatorTraining(_Strict):
+class EvaluatorTraining(StrictModel):
     command: str
     epochs: int = Field(ge=0)
     seconds: float = Field(ge=0)
@@ -99,7 +102,7 @@ class EvaluatorTraining(_Strict):
     num_train: int = Field(ge=0)
 
 
-class EvaluatorConfig(_Strict):
+class EvaluatorConfig(StrictModel):
     format_version: Literal[1] = 1
     kind: Literal["ganserve-evaluator"] = "ganserve-evaluator"
     dataset: str = Field(pattern=DATASET_PATTERN.pattern)

@@ -228,19 +228,30 @@ def nearest_distances(queries: np.ndarray | torch.Tensor, references: np.ndarray
 MEMORIZATION_PERCENTILE = 1.0
 
 
+def memorization_threshold(train: np.ndarray | torch.Tensor, test: np.ndarray | torch.Tensor,
+                           percentile: float = MEMORIZATION_PERCENTILE) -> float:
+    """The ``percentile``-th percentile of the distances from unseen test images to their nearest
+    training image: real unseen data falls under it with probability ≈ percentile/100."""
+    return float(np.percentile(nearest_distances(test, train), percentile))
+
+
+def memorized_fraction(generated: np.ndarray | torch.Tensor, train: np.ndarray | torch.Tensor,
+                       threshold: float) -> float:
+    """Share of generated images whose nearest training image is at most ``threshold`` away (≤, so exact
+    copies count even if a few test images duplicate training images and the threshold is 0)."""
+    return float((nearest_distances(generated, train) <= threshold).mean())
+
+
 def memorization(generated: np.ndarray | torch.Tensor, train: np.ndarray | torch.Tensor,
                  test: np.ndarray | torch.Tensor, percentile: float = MEMORIZATION_PERCENTILE) -> tuple[float, float]:
     """(fraction of generated images nearer to a training image than the threshold, threshold).
 
-    The threshold is the ``percentile``-th percentile of the distances from unseen test
-    images to their nearest training image, so real unseen data scores ≈ percentile/100
-    and a generator that copies training images scores ≈ 1. A generated image counts
-    when its distance is ≤ the threshold (≤, so exact copies count even if a few test
-    images duplicate training images and the threshold is 0).
+    The threshold is ``memorization_threshold`` (test → nearest training image), so real unseen data
+    scores ≈ percentile/100 and a generator that copies training images scores ≈ 1. (The evaluation
+    computes the threshold once per dataset and caches it with the real side.)
     """
-    threshold = float(np.percentile(nearest_distances(test, train), percentile))
-    gen_d = nearest_distances(generated, train)
-    return float((gen_d <= threshold).mean()), threshold
+    threshold = memorization_threshold(train, test, percentile)
+    return memorized_fraction(generated, train, threshold), threshold
 
 
 # --- checkerboard ---------------------------------------------------------------------------
