@@ -243,22 +243,12 @@ def _stop_on_sigterm() -> Any:
     return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
-def parse_label(value: str | None, class_names: list[str]) -> int | None:
-    """A label given as an index or a class name → index (None when not given)."""
-    if value is None:
-        return None
-    if value.isdigit() and int(value) < len(class_names):
-        return int(value)
-    if value in class_names:
-        return class_names.index(value)
-    raise ValueError(f"unknown label {value!r}; use 0..{len(class_names) - 1} or one of {', '.join(class_names)}")
-
-
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from training.checkpoint import CheckpointError, load_generator
     from training.images import make_grid, png_bytes, to_uint8, upscale
+    from training.labels import UnknownLabel, parse_label
     from training.latent import grid_seeds, latents
 
     if not device_available(args.device):
@@ -273,12 +263,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
         print(f"error: {cfg.name} is a {cfg.family} (reconstruction only): it cannot be sampled", file=sys.stderr)
         return 2
     try:
-        label = parse_label(args.label, cfg.class_names) if cfg.conditional else None
         if args.label is not None and not cfg.conditional:
-            raise ValueError(f"{cfg.name} is unconditional: drop --label")
+            raise UnknownLabel(f"{cfg.name} is unconditional: drop --label")
+        label = parse_label(args.label, cfg.class_names, cfg.name) if args.label is not None else None
+    except UnknownLabel as e:
+        print(f"error: --label: {e}", file=sys.stderr)
+        return 2
+    try:
         seeds = grid_seeds(args.seed, args.n)
     except ValueError as e:
-        print(f"error: {'--label' if 'label' in str(e) else '--seed/--n'}: {e}", file=sys.stderr)
+        print(f"error: --seed/--n: {e}", file=sys.stderr)
         return 2
     if cfg.conditional and label is None:
         label = 0

@@ -146,9 +146,9 @@ def test_sample_renders_through_load_generator(trained, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--label", "hexagon"], "unknown label 'hexagon'"),
-        (["--label", "99"], "unknown label '99'"),
-        (["--seed", str(2**32 - 1), "--n", "2"], "seed must be"),
+        (["--label", "hexagon"], "--label: 'hexagon' is not a class"),
+        (["--label", "99"], "--label: '99' is not a class"),
+        (["--seed", str(2**32 - 1), "--n", "2"], "--seed/--n: seed must be"),
     ],
 )
 def test_sample_errors(trained, tmp_path, args, message, capsys):
