@@ -78,8 +78,8 @@ def prepare_metrics_dir(processes: int) -> tuple[Path | None, bool]:
 def share_cores(processes: int) -> None:
     """Each of N processes plans its model workers for 1/N of the cores it may run on
     (``GANSERVE_CORES``, unless set): on 2 cores, 2 processes of 1 single-threaded worker each —
-    rather than 2 each, which would put 4 forward passes on 2 cores (0.84× the requests/s,
-    docs/performance.md)."""
+    rather than 2 each, which would put 4 forward passes on 2 cores and answer fewer requests a
+    second (docs/history.md)."""
     if processes > 1 and "GANSERVE_CORES" not in os.environ:
         from app.settings import usable_cores
 

@@ -31,11 +31,9 @@ def grid_shape(n: int, height: int, width: int, scale: int, nrow: int | None = N
 
 
 # The service's PNGs are deflated by ISA-L (``isal``, Intel's zlib-compatible compressor) at its level 1:
-# the same sizes as the standard library's zlib at level 1 in a half to a sixth of the time. Timeit,
-# one-off, 8 seeded images each (zlib 1 vs ISA-L 1): a 28×28 mnist-cgan image 18.8 vs 9.1 µs (279 vs
-# 287 bytes), a fashion-cgan one 28.2 vs 10.9 µs, a 64×64 RGB shapes one 214 vs 48 µs (8,254 vs 8,275
-# bytes), a 16-image RGB grid 2.0 vs 0.27 ms. The encode is part of every request's CPU time. (ISA-L's level 0
-# is faster still, 1.7 µs, but its PNGs are ~1.5× larger.)
+# about the same sizes as the standard library's zlib at level 1 in a fraction of the time, and the
+# encode is part of every request's CPU time (docs/history.md has the measurements). ISA-L's level 0
+# is faster still, but its PNGs are much larger.
 PNG_LEVEL = 1
 
 

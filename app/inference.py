@@ -80,8 +80,8 @@ class _ConvTransposeOn1x1(nn.Module):
     blocks of ``PRODUCT_ROWS`` rows (``fixed_rows``).
 
     The same GEMM the convolution runs inside, without its col2im pass and the setup around it:
-    4× faster for the shipped 28×28 generator (~0.45 → ~0.1 ms at batch 2, ~1.9 → ~0.55 ms at
-    batch 64 on one CPU thread, before the fixed-shape blocks), the same output up to float rounding.
+    several times faster for the shipped 28×28 generators on one CPU thread (docs/history.md), the
+    same output up to float rounding.
     Any other input goes to the convolution.
     """
 
@@ -131,9 +131,8 @@ def prepare_for_inference(generator: nn.Module, exact: bool = False) -> nn.Modul
 
     Every matrix product — each Linear and the 1×1 transposed conv (``_ConvTransposeOn1x1``) — is
     called on blocks of exactly ``PRODUCT_ROWS`` rows (``fixed_rows``), so that a latent's image
-    does not depend on how many requests it was batched with. Cost on one CPU thread, the shipped
-    MLP (``mnist-gan``): a 2-row pass ~0.3 → ~0.9 ms, a 32-row pass ~1.35 → ~1.7 ms (one-off
-    measurement); docs/performance.md has the bench's numbers.
+    does not depend on how many requests it was batched with. The padding costs most on small passes
+    of small models (docs/history.md); bench/serving.py measures what is served.
 
     ``exact``: those products are taken in float64 and rounded to float32 once — the fallback the
     registry tries for a model whose float32 pass still fails its load-time check (in float64 a
@@ -163,11 +162,9 @@ def inference_workers(device: torch.device, cores: int = 0) -> int:
 def default_max_batch(device: torch.device) -> int:
     """Rows of one forward pass when ``GANSERVE_MAX_BATCH`` is 0: 32 on the CPU, 64 on accelerators.
 
-    On the CPU a larger pass is not cheaper per image once its activations outgrow the caches:
-    two single-threaded passes side by side of the shipped 28×28 generator do ~11.7k images/s at
-    16–24 rows and ~9.4k at 64, the 64×64 RGB one ~980 at 48 and ~410 at 64 (one-off measurement
-    with ``bench.serving.forward_rate``; docs/performance.md has the bench's own table). On a GPU
-    larger passes keep paying off; 64 is the old default, not measured here.
+    On the CPU a larger pass is not cheaper per image once its activations outgrow the caches
+    (``bench.serving.forward_rate`` measures it; docs/history.md tells how 32 was chosen). On a GPU
+    larger passes keep paying off; 64 there is a default, not a measurement.
     """
     return 32 if device.type == "cpu" else 64
 

@@ -38,8 +38,8 @@ class Variant:
 
 
 TRICKS = {"pretrain_d_epochs": 1, "noisy_labels": 0.05}
-REAL_CLASS = {"acgan_fake_class_weight": 0.0}  # D's class head learns from real images only (session 7)
-PROJECTION = {"acgan_projection": True}  # D's real/fake logit also judges the label (session 8)
+REAL_CLASS = {"acgan_fake_class_weight": 0.0}  # D's class head learns from real images only
+PROJECTION = {"acgan_projection": True}  # D's real/fake logit also judges the label
 FIVE = (0, 1, 2, 3, 4)
 
 EXPERIMENTS: dict[str, tuple[str, list[Variant], list[str]]] = {
@@ -366,7 +366,7 @@ def _long_runs(exp: str, plan: Plan) -> list[str]:
     lines.append(
         f"- Their recorded commands (the last part of each run) differ in {', '.join(sorted(meant))}"
         + (f" and also in {', '.join(differ)}" if differ else " only")
-        + "; earlier parts of a run may have been trained with other rates (docs/performance.md tells each "
+        + "; earlier parts of a run may have been trained with other rates (docs/history.md tells each "
         "model's story), so this is a second opinion with one seed, not a controlled comparison.")
     final: dict[str, str] = {}  # metric → which model is ahead at the last paired evaluation
     for m in (m for m in metrics if m != "checkerboard_ratio"):  # (its best value is 1, not the extreme)

@@ -16,9 +16,9 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
     clamp to [-1, 1], then (x + 1) · 127.5 rounded half to even. On an accelerator the conversion
     runs there (a quarter of the bytes cross to the host); on the CPU it runs in numpy, the same
-    arithmetic in one chain of array operations instead of eight torch calls (13 vs 26 µs for a batch
-    of 16 28×28 images, timeit, one-off; and each torch call lets the interpreter lock go to another
-    thread — on the service's worker thread, a wait to get it back).
+    arithmetic in one chain of array operations instead of eight torch calls (faster, and each torch
+    call lets the interpreter lock go to another thread — on the service's worker thread, a wait to
+    get it back).
     """
     if images.device.type != "cpu":
         x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -74,8 +74,8 @@ def png_bytes(image: np.ndarray, compress_level: int = 6, compress: Compressor =
     compressor will do (the service passes ISA-L's, several times faster at the same size).
 
     Written directly (signature, IHDR, one IDAT, IEND) instead of through Pillow: for the service's
-    28×28 images Pillow's per-call machinery cost more than the compression itself (about half
-    the time of an encode; docs/performance.md). Any PNG decoder reads it; the tests check that
+    28×28 images Pillow's per-call machinery cost more than the compression itself
+    (docs/history.md). Any PNG decoder reads it; the tests check that
     Pillow reads back the exact pixels.
     """
     if image.ndim != 3 or image.shape[2] not in (1, 3) or image.dtype != np.uint8:

@@ -29,8 +29,8 @@ def latent(seed: int, z_dim: int) -> np.ndarray:
     """(z_dim,) float32 latent for one seed: ``RandomState(seed).standard_normal(z_dim)``.
 
     Re-seeding a per-thread RandomState gives the same numbers as a new one (``seed`` also
-    resets the cached Gaussian) at a tenth of the cost: building a RandomState takes ~0.2 ms,
-    which the service would otherwise pay on its event loop for every image.
+    resets the cached Gaussian) at a fraction of the cost of building a new RandomState, which the
+    service would otherwise pay for every image.
     """
     rs = getattr(_local, "rs", None)
     if rs is None:
