@@ -989,6 +989,8 @@ function setupMorph(card) {
   morph.labelField.hidden = names.length === 0;
   const h = (card.image && card.image.height) || 28;
   fillScaleSelect(morph.scale, card, Math.floor(256 / h));
+  const ds = card.dataset && (typeof card.dataset === "string" ? card.dataset : card.dataset.name);
+  $("morph-trained").textContent = ds ? `; ${card.name} was trained on ${ds}` : "";
   resetMorph();
 }
 

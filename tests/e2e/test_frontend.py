@@ -571,6 +571,7 @@ def test_morph_two_real_images(page: Any, base_url: str) -> None:
     first = httpx.get(f"{base_url}/models/{COND}/seeds/5.png?label=square").content
     second = httpx.get(f"{base_url}/models/{COND}/seeds/9.png?label=square").content
     assert first != second
+    assert "black); tiny-cgan was trained on synthetic;" in page.text_content("#morph-hint")
     assert page.is_visible("#morph-label")  # a conditional model: the class to project into
     page.select_option("#morph-label", "square")
     page.fill("#morph-frames", "7")
