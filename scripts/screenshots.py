@@ -1,7 +1,8 @@
 """Regenerate the front end's screenshots in docs/screenshots/ (desktop 1280×900 and phone 390×844).
 
 Starts the real service (``uvicorn app.main:app``) on a checkpoints folder, opens ``/`` in headless
-Debian Chromium, makes an image grid and an interpolation, and saves full-page screenshots:
+Debian Chromium, makes an image grid, an interpolation and a morph of two uploaded images (two of
+the model's own drawings), and saves full-page screenshots:
 
     python scripts/screenshots.py                      # the shipped ./checkpoints
     python scripts/screenshots.py --checkpoints DIR    # any checkpoints folder
@@ -52,8 +53,18 @@ def shoot(page: Any, base: str, model: str, label: str | None, path: Path) -> No
     page.click("#interpolate")
     page.wait_for_selector("#download:not([hidden])")
     page.wait_for_function("document.getElementById('status').textContent === 'Ready'")
-    # Reduced motion: the player does not start, so the screenshot shows its first frame every time.
+    # Morph two real images: two of the model's own drawings, uploaded and projected back.
+    query = f"?label={label}" if label else ""
+    for slot, seed in (("a", 3), ("b", 4)):
+        png = httpx.get(f"{base}/models/{model}/seeds/{seed}.png{query}", timeout=30).content
+        page.set_input_files(f"#morph-file-{slot}", files=[{"name": f"{model}-{seed}.png", "mimeType": "image/png",
+                                                            "buffer": png}])
+        page.wait_for_selector(f"#morph-rec-{slot}:not([hidden])", timeout=120_000)
+    page.wait_for_selector("#morph-download:not([hidden])", timeout=60_000)
+    page.wait_for_function("document.getElementById('status').textContent === 'Ready'")
+    # Reduced motion: the players do not start, so the screenshot shows their first frames every time.
     assert page.get_attribute("#player", "data-frame") == "0"
+    assert page.get_attribute("#morph-player", "data-frame") == "0"
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(path), full_page=True, animations="disabled")
     log.info("wrote %s", path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)

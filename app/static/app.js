@@ -7,6 +7,7 @@
 // Images are fetched at scale=1 and upscaled on screen by CSS (image-rendering: pixelated);
 // the permalink, curl command and downloads keep the chosen scale and name the model's version.
 // The interpolation plays from the API's PNG strip (format=png) in a canvas; the GIF is the download.
+// "Morph two real images" projects two uploads (POST /models/{m}/encode) and plays from_z → to_z.
 
 const SEED_MAX = 4294967295;
 const READY_POLL_MS = 1000;
@@ -495,6 +496,7 @@ async function selectModel(name, restore = {}) {
   restoreInterpolation(restore, names);
   syncMode();
   stopPlayer(true);
+  setupMorph(card);
   await generate();
 }
 
@@ -930,6 +932,259 @@ el.interpForm.addEventListener("submit", (e) => {
   interpolate();
 });
 
+// ------------------------------------------------------------------ morph two real images
+//
+// Each upload goes to POST /models/{m}/encode (multipart: `image`, plus `label` on conditional
+// models); its reconstruction (the answer's reconstruction_url, scale 1) is shown upscaled by CSS.
+// Once both latents are known, /interpolate?from_z=…&to_z=… plays as a PNG strip in its own canvas;
+// the GIF download and the permalink name the model's version.
+
+const morph = {
+  form: $("morph-form"), label: $("morph-label"), labelField: $("morph-label-field"), frames: $("morph-frames"),
+  fps: $("morph-fps"), scale: $("morph-scale"), make: $("morph-make"), download: $("morph-download"),
+  player: $("morph-player"), placeholder: $("morph-animation-placeholder"), caption: $("morph-caption"),
+  controls: $("morph-controls"), play: $("morph-play"), frame: $("morph-frame"), frameValue: $("morph-frame-value"),
+  link: $("morph-link"),
+  slots: {},
+  strip: null, frameIndex: 0, playTimer: null, token: 0,
+};
+for (const key of ["a", "b"]) {
+  morph.slots[key] = {
+    key, name: key === "a" ? "first" : "second", drop: $(`morph-drop-${key}`), input: $(`morph-file-${key}`),
+    img: $(`morph-rec-${key}`), placeholder: $(`morph-placeholder-${key}`), state: $(`morph-state-${key}`),
+    file: null, encoded: null, token: 0, url: null,
+  };
+}
+
+function morphSlotState(slot, text, kind = "") {
+  slot.state.textContent = text;
+  if (kind) slot.state.dataset.state = kind; else delete slot.state.dataset.state;
+}
+
+/** Forget both images and the animation (a new model: its latents mean nothing to another). */
+function resetMorph() {
+  morphStop(true);
+  morph.token++;
+  for (const slot of Object.values(morph.slots)) {
+    slot.token++;
+    slot.file = null;
+    slot.encoded = null;
+    slot.input.value = "";
+    slot.drop.removeAttribute("aria-busy");
+    if (slot.url) URL.revokeObjectURL(slot.url);
+    slot.url = null;
+    slot.img.hidden = true;
+    slot.img.removeAttribute("src");
+    slot.placeholder.hidden = false;
+    morphSlotState(slot, "");
+  }
+  morph.make.disabled = true;
+  morph.link.value = "";
+}
+
+/** Fill the morph panel's controls for `card` (called when a model is selected). */
+function setupMorph(card) {
+  const names = classNames(card);
+  fillClassSelect(morph.label, names, false);
+  morph.labelField.hidden = names.length === 0;
+  const h = (card.image && card.image.height) || 28;
+  fillScaleSelect(morph.scale, card, Math.floor(256 / h));
+  const ds = card.dataset && (typeof card.dataset === "string" ? card.dataset : card.dataset.name);
+  $("morph-trained").textContent = ds ? `; ${card.name} was trained on ${ds}` : "";
+  resetMorph();
+}
+
+/** The API's words for a failed request, with what to do about a busy service. */
+function morphErrorText(err) {
+  if (!(err instanceof ApiError)) return String(err);
+  if (err.status === 503) {
+    const wait = err.retryAfter ? ` in ${err.retryAfter} s` : " in a moment";
+    return `${err.message} — the service is busy: retry${wait} (choose the file again).`;
+  }
+  return err.status === 0 ? err.message : `HTTP ${err.status}: ${err.message}`;
+}
+
+async function encodeSlot(slot) {
+  const card = state.card;
+  if (!card || !slot.file) return;
+  clearError();
+  morphStop(true);
+  const token = ++slot.token;
+  slot.encoded = null;
+  morph.make.disabled = true;
+  slot.drop.setAttribute("aria-busy", "true");
+  morphSlotState(slot, `Projecting “${slot.file.name}” into ${card.name}… (a few seconds)`);
+  const body = new FormData();
+  body.append("image", slot.file, slot.file.name);
+  if (isConditional(card)) body.append("label", morph.label.value);
+  try {
+    const encoded = await (await api(`/models/${encodeURIComponent(card.name)}/encode`,
+                                     { method: "POST", body })).json();
+    if (token !== slot.token) return;
+    const blob = await (await api(encoded.reconstruction_url)).blob();  // scale 1, upscaled by CSS
+    if (token !== slot.token) return;
+    if (slot.url) URL.revokeObjectURL(slot.url);
+    slot.url = URL.createObjectURL(blob);
+    slot.img.src = slot.url;
+    slot.img.dataset.src = encoded.reconstruction_url;
+    slot.img.alt = `Reconstruction of the ${slot.name} image (${slot.file.name}) by ${encoded.model}`;
+    slot.img.hidden = false;
+    slot.placeholder.hidden = true;
+    slot.encoded = encoded;
+    const psnr = encoded.mse > 0 ? `, PSNR ${(10 * Math.log10(4 / encoded.mse)).toFixed(1)} dB` : "";
+    morphSlotState(slot, `Reconstructed “${slot.file.name}” (${encoded.steps} steps${psnr}).`, "ok");
+    if (morph.slots.a.encoded && morph.slots.b.encoded) {
+      morph.make.disabled = false;
+      await morphInterpolate();
+    }
+  } catch (err) {
+    if (token !== slot.token) return;
+    const text = morphErrorText(err);
+    morphSlotState(slot, `Not reconstructed: ${text}`, "bad");
+    showError(`Encoding the ${slot.name} image failed:`, text);
+  } finally {
+    if (token === slot.token) slot.drop.removeAttribute("aria-busy");
+  }
+}
+
+function takeFile(slot, file) {
+  if (!file) return;
+  slot.file = file;
+  encodeSlot(slot);
+}
+
+for (const slot of Object.values(morph.slots)) {
+  slot.input.addEventListener("change", () => takeFile(slot, slot.input.files && slot.input.files[0]));
+  slot.drop.addEventListener("dragover", (e) => {
+    e.preventDefault();
+    e.dataTransfer.dropEffect = "copy";
+    slot.drop.dataset.over = "true";
+  });
+  slot.drop.addEventListener("dragleave", () => { delete slot.drop.dataset.over; });
+  slot.drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    delete slot.drop.dataset.over;
+    takeFile(slot, e.dataTransfer.files && e.dataTransfer.files[0]);
+  });
+  slot.img.addEventListener("load", () => fitPixels(slot.img));
+}
+// A new class: both images are projected again, into that class.
+morph.label.addEventListener("change", () => { for (const slot of Object.values(morph.slots)) encodeSlot(slot); });
+
+/** The /interpolate request from the first latent to the second (`label` as the encode answers gave it). */
+function morphRequest(format, scale) {
+  const card = state.card;
+  const a = morph.slots.a.encoded, b = morph.slots.b.encoded;
+  const q = new URLSearchParams({ model: card.name, from_z: a.z, to_z: b.z });
+  if (a.label !== null && a.label !== undefined) {
+    if (a.label === b.label) q.set("label", String(a.label));
+    else { q.set("from_label", String(a.label)); q.set("to_label", String(b.label)); }
+  }
+  q.set("frames", morph.frames.value.trim());
+  q.set("fps", morph.fps.value.trim());
+  q.set("scale", String(scale));
+  if (format === "png") q.set("format", "png");
+  q.set("version", a.version);  // the latents belong to this version
+  return `/interpolate?${q}`;
+}
+
+function morphDraw(i) {
+  const s = morph.strip;
+  if (!s) return;
+  morph.frameIndex = ((i % s.frames) + s.frames) % s.frames;
+  const ctx = morph.player.getContext("2d");
+  ctx.clearRect(0, 0, s.width, s.height);
+  ctx.drawImage(s.bitmap, PADDING + morph.frameIndex * (s.width + PADDING), PADDING, s.width, s.height,
+                0, 0, s.width, s.height);
+  morph.frame.value = String(morph.frameIndex);
+  morph.frameValue.textContent = `${morph.frameIndex + 1} / ${s.frames}`;
+  morph.frame.setAttribute("aria-valuetext", `frame ${morph.frameIndex + 1} of ${s.frames}`);
+  morph.player.dataset.frame = String(morph.frameIndex);
+}
+
+function morphStart() {
+  if (!morph.strip) return;
+  morphStop();
+  const delay = 1000 / morph.strip.fps;
+  const tick = () => {
+    morphDraw(morph.frameIndex + 1);
+    morph.playTimer = setTimeout(tick, delay);
+  };
+  morph.playTimer = setTimeout(tick, delay);
+  morph.play.textContent = "Pause";
+  morph.play.setAttribute("aria-pressed", "true");
+}
+
+function morphStop(clear = false) {
+  clearTimeout(morph.playTimer);
+  morph.playTimer = null;
+  morph.play.textContent = "Play";
+  morph.play.setAttribute("aria-pressed", "false");
+  if (clear) {
+    morph.strip = null;
+    morph.player.hidden = true;
+    morph.controls.hidden = true;
+    morph.placeholder.hidden = false;
+    morph.download.hidden = true;
+    morph.caption.textContent = "";
+  }
+}
+
+morph.play.addEventListener("click", () => (morph.playTimer === null ? morphStart() : morphStop()));
+morph.frame.addEventListener("input", () => {
+  morphStop();
+  morphDraw(Number(morph.frame.value));
+});
+
+async function morphInterpolate() {
+  const card = state.card;
+  if (!card || !morph.slots.a.encoded || !morph.slots.b.encoded) return;
+  clearError();
+  const path = morphRequest("png", 1);
+  const token = ++morph.token;
+  morph.make.setAttribute("aria-busy", "true");
+  setStatus("Making the morph…", "busy");
+  try {
+    const response = await api(path);
+    const bitmap = await createImageBitmap(await response.blob());
+    if (token !== morph.token) return;
+    const width = card.image.width, height = card.image.height;
+    const count = Math.max(1, Math.round((bitmap.width - PADDING) / (width + PADDING)));
+    morphStop();
+    morph.strip = { bitmap, frames: count, width, height, fps: Number(morph.fps.value.trim()) || 12 };
+    morph.player.width = width;
+    morph.player.height = height;
+    morph.player.hidden = false;
+    morph.controls.hidden = false;
+    morph.placeholder.hidden = true;
+    morph.frame.max = String(count - 1);
+    morphDraw(0);
+    fitPixels(morph.player);
+    const gifPath = morphRequest("gif", Number(morph.scale.value));
+    const name = filenameOf(response, `${card.name}-morph.png`).replace(/\.png$/, ".gif");
+    const files = `${morph.slots.a.file.name} → ${morph.slots.b.file.name}`;
+    morph.player.setAttribute("aria-label", `Morph of ${count} frames from ${files} by ${card.name}`);
+    morph.caption.textContent = `${name} · ${files} · ${count} frames at ${morph.fps.value.trim()} fps`;
+    morph.download.href = gifPath;
+    morph.download.download = name;
+    morph.download.hidden = false;
+    morph.link.value = absolute(gifPath);
+    if (!reducedMotion.matches) morphStart();
+    setStatus("Ready", "ok");
+  } catch (err) {
+    if (token !== morph.token) return;
+    setStatus(state.ready ? "Ready" : "Warming up", state.ready ? "ok" : "wait");
+    showError("Making the morph failed:", morphErrorText(err));
+  } finally {
+    if (token === morph.token) morph.make.removeAttribute("aria-busy");
+  }
+}
+
+morph.form.addEventListener("submit", (e) => {
+  e.preventDefault();
+  morphInterpolate();
+});
+
 // ------------------------------------------------------------------ copy buttons
 
 /** Copy `text`; where the async clipboard is missing (plain-HTTP origins), copy `input`'s selection. */
@@ -968,5 +1223,6 @@ el.toSeed.value = String(randomSeed());
 el.morphSeed.value = el.seed.value;
 el.downloadPng.setAttribute("download", "");
 el.download.setAttribute("download", "");
+morph.download.setAttribute("download", "");
 syncMode();
 waitUntilReady();

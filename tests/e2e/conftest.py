@@ -17,7 +17,8 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the e2e tests need
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of ``uvicorn app.main:app`` serving freshly written tiny checkpoints."""
     root = write_test_checkpoints(tmp_path_factory.mktemp("e2e-checkpoints"))
-    with running_service(root, default_model="tiny-cgan") as url:
+    # Few projection steps: the morph test's uploads are projected on a shared CPU.
+    with running_service(root, default_model="tiny-cgan", env={"GANSERVE_PROJECTION_STEPS": "20"}) as url:
         yield url
 
 

@@ -7,6 +7,8 @@ Issue 32: the ψ slider re-renders (debounced); images come at scale 1 and downl
 chosen scale and name the model's version; grid tiles pick seeds; keyboard shortcuts; the
 interpolation player (frames = the GIF's, no autoplay under reduced motion); the shared link keeps
 the interpolation; KID only with its spread; no serious or critical axe-core violations.
+Issue 31: "Morph two real images": two uploads (chosen or dropped) → their reconstructions → the
+from_z/to_z morph and its GIF; the encode errors (415, 503) in words.
 """
 
 from __future__ import annotations
@@ -170,11 +172,11 @@ def test_model_class_seed_show_the_apis_bytes(page: Any, base_url: str) -> None:
     assert f"seed={seed}" in page.url and "label=square" in page.url
 
 
-def canvas_frame(page: Any) -> Image.Image:
-    """The player's canvas as it is drawn now (its own 1 px per pixel size), as a grey image."""
-    data = page.eval_on_selector("#player", """c => Array.from(
+def canvas_frame(page: Any, selector: str = "#player") -> Image.Image:
+    """A player's canvas as it is drawn now (its own 1 px per pixel size), as a grey image."""
+    data = page.eval_on_selector(selector, """c => Array.from(
         c.getContext("2d").getImageData(0, 0, c.width, c.height).data)""")
-    w, h = page.eval_on_selector("#player", "c => [c.width, c.height]")
+    w, h = page.eval_on_selector(selector, "c => [c.width, c.height]")
     rgba = Image.frombytes("RGBA", (w, h), bytes(data))
     return rgba.convert("L")
 
@@ -426,8 +428,8 @@ def test_shared_link_keeps_the_interpolation(browser: Any, page: Any, base_url: 
 
 
 def test_no_serious_accessibility_violations(browser: Any, base_url: str) -> None:
-    """axe-core (the copy axe-playwright-python ships), on the page with an image, an animation and
-    an error shown, in the light and the dark colour scheme."""
+    """axe-core (the copy axe-playwright-python ships), on the page with an image, an animation,
+    two reconstructions with their morph and an error shown, in the light and the dark colour scheme."""
     axe_module = pytest.importorskip("axe_playwright_python.sync_playwright", reason="needs axe-playwright-python")
     for scheme in ("light", "dark"):
         context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme=scheme)
@@ -438,6 +440,16 @@ def test_no_serious_accessibility_violations(browser: Any, base_url: str) -> Non
             page.click("#interpolate")
             page.wait_for_selector("#download:not([hidden])")
             page.click("#play")  # paused: a stable page to check
+            # The morph panel with its two reconstructions and its (paused) player.
+            png = httpx.get(f"{base_url}/models/{COND}/seeds/3.png?label=0").content
+            upload(page, "#morph-file-a", "a.png", "image/png", png)
+            page.wait_for_selector("#morph-rec-a:not([hidden])")
+            upload(page, "#morph-file-b", "b.png", "image/png", png[::-1])  # not an image: an error in words
+            page.wait_for_selector("#morph-state-b[data-state='bad']")
+            upload(page, "#morph-file-b", "b.png", "image/png", png)
+            page.wait_for_selector("#morph-download:not([hidden])")
+            page.click("#morph-play")
+            assert page.get_attribute("#morph-play", "aria-pressed") == "false"
             page.fill("#seed", "4294967295")
             page.click("#generate")
             page.wait_for_selector("#error:not([hidden])")
@@ -532,3 +544,102 @@ def test_keyboard_labels_and_phone_layout(page: Any, base_url: str) -> None:
     page.keyboard.press("Enter")
     wait_new_image(page, src)
     assert page.input_value("#seed") != "11"
+
+
+def upload(page: Any, selector: str, name: str, mime: str, data: bytes) -> None:
+    page.set_input_files(selector, files=[{"name": name, "mimeType": mime, "buffer": data}])
+
+
+def drop(page: Any, zone: str, name: str, mime: str, data: bytes) -> None:
+    """Drop a file on `zone` as a drag from the desktop does (dragover, then drop with the file)."""
+    page.evaluate("""([zone, name, mime, b64]) => {
+        const bin = atob(b64); const bytes = new Uint8Array(bin.length);
+        for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+        const dt = new DataTransfer(); dt.items.add(new File([bytes], name, {type: mime}));
+        const z = document.getElementById(zone);
+        for (const type of ["dragover", "drop"]) {
+            z.dispatchEvent(new DragEvent(type, {dataTransfer: dt, bubbles: true, cancelable: true}));
+        }
+    }""", [zone, name, mime, base64.b64encode(data).decode()])
+
+
+def test_morph_two_real_images(page: Any, base_url: str) -> None:
+    """Issue 31: two uploads (one chosen, one dropped) → two reconstructions (the API's bytes for
+    their reconstruction_url) → the morph plays, and its GIF (the API's bytes) has the frames asked for."""
+    open_ready(page, base_url, f"#model={COND}&n=1&seed=5")
+    # Two real 28×28 images the test did not make up: the service's own drawings of two seeds.
+    first = httpx.get(f"{base_url}/models/{COND}/seeds/5.png?label=square").content
+    second = httpx.get(f"{base_url}/models/{COND}/seeds/9.png?label=square").content
+    assert first != second
+    assert "black); tiny-cgan was trained on synthetic;" in page.text_content("#morph-hint")
+    assert page.is_visible("#morph-label")  # a conditional model: the class to project into
+    page.select_option("#morph-label", "square")
+    page.fill("#morph-frames", "7")
+    page.select_option("#morph-scale", "2")
+    # The busy state is recorded as it happens (a projection may be quicker than a poll).
+    page.evaluate("""() => { window.busySeen = []; const zone = document.getElementById('morph-drop-a');
+        new MutationObserver(() => window.busySeen.push(zone.getAttribute('aria-busy')))
+            .observe(zone, {attributes: true, attributeFilter: ['aria-busy']}); }""")
+    upload(page, "#morph-file-a", "first.png", "image/png", first)
+    page.wait_for_selector("#morph-rec-a:not([hidden])")
+    assert "true" in page.evaluate("window.busySeen")
+    assert page.get_attribute("#morph-drop-a", "aria-busy") is None
+    assert "Reconstructed “first.png”" in page.text_content("#morph-state-a")
+    assert page.is_hidden("#morph-player")  # one image is not a morph yet
+    drop(page, "morph-drop-b", "second.png", "image/png", second)
+    page.wait_for_selector("#morph-rec-b:not([hidden])")
+
+    version = version_of(base_url, COND)
+    for slot in ("a", "b"):
+        src = page.get_attribute(f"#morph-rec-{slot}", "data-src")
+        q = parse_qs(urlsplit(src).query)
+        assert q["model"] == [COND] and q["label"] == ["1"] and q["version"] == [version] and "scale" not in q
+        assert shown_bytes(page, f"#morph-rec-{slot}") == httpx.get(f"{base_url}{src}").content
+        assert Image.open(io.BytesIO(shown_bytes(page, f"#morph-rec-{slot}"))).size == (28, 28)  # scale 1
+        assert page.eval_on_selector(f"#morph-rec-{slot}", "i => getComputedStyle(i).imageRendering") == "pixelated"
+        assert page.eval_on_selector(f"#morph-rec-{slot}", "i => i.getBoundingClientRect().width") > 28 * 2
+
+    # Both reconstructed: the morph plays from the first latent to the second.
+    page.wait_for_selector("#morph-download:not([hidden])")
+    page.wait_for_function("document.getElementById('morph-player').dataset.frame !== '0'")
+    assert page.get_attribute("#morph-frame", "max") == "6"
+    link = page.input_value("#morph-link")
+    q = parse_qs(urlsplit(link).query)
+    z_a = parse_qs(urlsplit(page.get_attribute("#morph-rec-a", "data-src")).query)["z"]
+    z_b = parse_qs(urlsplit(page.get_attribute("#morph-rec-b", "data-src")).query)["z"]
+    assert q["from_z"] == z_a and q["to_z"] == z_b and z_a != z_b
+    assert q["label"] == ["1"] and q["version"] == [version] and q["frames"] == ["7"] and q["scale"] == ["2"]
+    with page.expect_download() as info:
+        page.click("#morph-download")
+    gif_bytes = info.value.path().read_bytes()
+    assert httpx.get(link).content == gif_bytes
+    gif = Image.open(io.BytesIO(gif_bytes))
+    assert gif.format == "GIF" and gif.n_frames == 7 and gif.size == (28 * 2, 28 * 2)
+    # Paused, each frame of the player is the GIF's frame of that index.
+    page.click("#morph-play")
+    frames = gif_frames(gif_bytes, 2)
+    for i in (0, 6):
+        set_range(page, "#morph-frame", str(i))
+        assert page.get_attribute("#morph-player", "data-frame") == str(i)
+        assert canvas_frame(page, "#morph-player").tobytes() == frames[i], f"frame {i}"
+
+
+def test_morph_shows_the_apis_errors(page: Any, base_url: str) -> None:
+    """A non-image upload shows the 415's detail; a full projection pool's 503 says to retry."""
+    open_ready(page, base_url, f"#model={COND}&n=1&seed=5")
+    upload(page, "#morph-file-a", "notes.txt", "text/plain", b"not an image at all\n")
+    page.wait_for_selector("#morph-state-a[data-state='bad']")
+    text = page.text_content("#morph-state-a")
+    assert "HTTP 415" in text and "upload a PNG, JPEG or WebP image" in text
+    assert "HTTP 415" in page.text_content("#error") and page.get_attribute("#error", "role") == "alert"
+    assert page.is_hidden("#morph-rec-a")
+
+    detail = "every projection worker is busy and the queue is full; retry shortly"
+    page.route(re.compile(r".*/encode$"), lambda route: route.fulfill(
+        status=503, content_type="application/json", body=json.dumps({"detail": detail}),
+        headers={"Retry-After": "2"}))
+    png = httpx.get(f"{base_url}/models/{COND}/seeds/5.png?label=square").content
+    upload(page, "#morph-file-b", "busy.png", "image/png", png)
+    page.wait_for_selector("#morph-state-b[data-state='bad']")
+    text = page.text_content("#morph-state-b")
+    assert detail in text and "retry in 2 s" in text
