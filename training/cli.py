@@ -76,7 +76,7 @@ def _diffaugment(s: str) -> str:
 def _dataset(s: str) -> str:
     from training.data import DATASETS
 
-    if s in ("fashion-mnist", "mnist", "synthetic") or (s.startswith("folder:") and len(s) > 7):
+    if s in ("fashion-mnist", "mnist", "emoji", "synthetic") or (s.startswith("folder:") and len(s) > 7):
         return s
     raise argparse.ArgumentTypeError(f"unknown dataset {s!r}; choose one of {', '.join(DATASETS)}")
 
@@ -89,14 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = TrainConfig.__dataclass_fields__
     t.add_argument("--family", type=_family, required=True, help="model family (see `python -m training families`)")
-    t.add_argument("--dataset", type=_dataset, required=True, help="fashion-mnist | mnist | synthetic | folder:PATH")
+    t.add_argument("--dataset", type=_dataset, required=True,
+                   help="fashion-mnist | mnist | emoji | synthetic | folder:PATH")
     t.add_argument("--out", required=True, help="checkpoint folder to write, e.g. checkpoints/my-model")
     t.add_argument("--epochs", type=int_range(1, 100_000), default=d["epochs"].default)
     t.add_argument("--name", default="", help="model name (default: the --out folder's name)")
     t.add_argument("--run-dir", default="", help="where resume state, grids and TensorBoard logs go "
                                                 "(default: runs/NAME)")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's resume state")
-    t.add_argument("--data-dir", default=None, help="folder with IDX files (mnist, fashion-mnist)")
+    t.add_argument("--data-dir", default=None, help="folder with IDX files (mnist, fashion-mnist) or the emoji images "
+                                                        "(default for emoji: $GANSERVE_DATA/emoji, else "
+                                                        "~/.cache/ganserve/emoji)")
     t.add_argument("--classes", type=_classes, default=None, help="train on a subset of class indices, e.g. 0,1,2,3,4")
     t.add_argument("--synthetic-size", type=int_range(6, 1_000_000), default=d["synthetic_size"].default)
     t.add_argument("--resolution", type=int, choices=RESOLUTIONS, default=d["resolution"].default)
