@@ -38,6 +38,13 @@ EMOJI_CATEGORIES = ["smileys-emotion", "people-body", "animals-nature", "food-dr
                     "objects", "symbols", "flags"]
 EMOJI_FETCH = "scripts/fetch_emoji.sh"
 EMOJI_TEST_PERCENT = 15  # share of emoji (code points) held out as the test split
+# What a model trained on a dataset must credit: appended to its model card's description.
+DATASET_CREDITS = {
+    "emoji": "Trained on emoji images from Noto Emoji (Copyright Google Inc., Apache License 2.0, "
+             "https://github.com/googlefonts/noto-emoji) and Twemoji (Copyright Twitter, Inc. and other "
+             "contributors, CC BY 4.0, https://github.com/jdecked/twemoji), as packaged by emoji-datasource "
+             "16.0.0 (https://github.com/iamcal/emoji-data).",
+}
 CACHE_VERSION = 1  # bump when decoding changes: old cache files are then never read
 IDX_DTYPES: dict[int, Any] = {
     0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"),

@@ -39,7 +39,7 @@ from training.checkpoint import (
     update_metrics,
 )
 from training.config import KEEP_BEST, ConfigError, TrainConfig, keep_best_value
-from training.data import ImageData, load_dataset, to_float
+from training.data import DATASET_CREDITS, ImageData, load_dataset, to_float
 from training.devices import pick_device
 from training.images import make_grid, png_bytes, to_uint8
 from training.latent import latents
@@ -576,11 +576,14 @@ def checkpoint_config(cfg: TrainConfig, trainer: Trainer, data: ImageData, epoch
     conditional = fam.conditional
     generator: dict[str, Any] = {"class": trainer.g_class, "kwargs": trainer.g_kwargs}
     description, z_dim = fam.description, cfg.z_dim
+    credit = DATASET_CREDITS.get(cfg.dataset)
     if cfg.expost_gmm:  # the decoder inside the mixture sampler (training/models/expost.py)
         generator = {"class": "ExPostGenerator", "kwargs": {"decoder": generator, "components": cfg.expost_gmm}}
         description += (f", sampled through a {cfg.expost_gmm}-component Gaussian mixture fitted to its encoder's "
                         "codes (ex-post density estimation)")
         z_dim += 1
+    if credit:  # the images' licences ask for it (docs/emoji.md)
+        description += f". {credit}"
     return {
         "name": cfg.name,
         "family": cfg.family,

@@ -60,6 +60,8 @@ def test_emoji_cgan_gets_every_metric(tmp_path: Path, monkeypatch, emoji_root: P
                  "--out", str(out), "--run-dir", str(tmp_path / "run"), "--no-progress", "--no-tensorboard"]) == 0
     cfg = read_config(out)
     assert cfg.class_names == EMOJI_CATEGORIES and (cfg.image.height, cfg.image.channels) == (64, 3)
+    assert "Noto Emoji" in cfg.description and "Apache" in cfg.description  # the model card credits the images
+    assert "Twemoji" in cfg.description and "CC BY 4.0" in cfg.description
     m = cfg.metrics
     for key in ("fid", "fid_floor", "kid", "precision", "recall", "density", "coverage", "precision_floor",
                 "coverage_floor", "accuracy", "sample_accuracy_real", "memorization_fraction",

@@ -5,6 +5,10 @@ trained, its key numbers and which bars it clears. Bars (measured by ``evaluate`
 samples): conditional sample accuracy ≥ 0.95 × the evaluator's real-test accuracy, every
 class ≥ 0.8; coverage ≥ 0.8; memorisation ≤ 2 %; unconditional models cover every class
 with KL to uniform ≤ 0.1.
+
+``emoji`` has its own bars (EMOJI_BARS): its categories overlap (a flag is a symbol too), so
+its evaluator gets far less than every real test image right, and each class is read against
+that class's own real accuracy; it has a few thousand images, so copies are the main risk.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from typing import Any
 from training.checkpoint import CheckpointError, TrainingInfo, atomic_write_bytes, read_config
 
 MIN_SAMPLES = 10_000
+# Datasets with bars of their own: (accuracy × real, every class × its real accuracy, coverage, memorisation).
+EMOJI_BARS = (0.8, 0.5, 0.5, 0.05)
+RELATIVE_BARS = {"emoji": EMOJI_BARS}
 
 
 def check(metrics: dict[str, Any], conditional: bool) -> dict[str, bool | None]:
@@ -24,6 +31,22 @@ def check(metrics: dict[str, Any], conditional: bool) -> dict[str, bool | None]:
         return metrics.get(key)
 
     out: dict[str, bool | None] = {}
+    dataset = (get("evaluator") or {}).get("dataset")
+    if dataset in RELATIVE_BARS:
+        acc_f, cls_f, cov_min, mem_max = RELATIVE_BARS[dataset]
+        if conditional:
+            acc, real = get("accuracy"), get("sample_accuracy_real")
+            out[f"accuracy ≥ {acc_f:g} × real"] = None if acc is None or real is None else acc >= acc_f * real
+            out[f"every class ≥ {cls_f:g} × its real"] = per_class_relative(metrics, cls_f)
+        else:
+            modes, k = get("modes_covered"), get("num_modes")
+            out["all classes"] = None if None in (modes, k) else modes == k
+        cov, mem = get("coverage"), get("memorization_fraction")
+        out[f"coverage ≥ {cov_min:g}"] = None if cov is None else cov >= cov_min
+        out[f"memorisation ≤ {mem_max * 100:g} %"] = None if mem is None else mem <= mem_max
+        if (get("num_samples") or 0) < MIN_SAMPLES:
+            out = {k: None for k in out}
+        return out
     if conditional:
         acc, real = get("accuracy"), get("sample_accuracy_real")
         out["accuracy ≥ 0.95 × real"] = None if acc is None or real is None else acc >= 0.95 * real
@@ -96,7 +119,7 @@ def table(folder: str | Path) -> str:
         else:
             verdict = ", ".join(f"{name} {_mark(ok)}" for name, ok in bars.items())
             relative = per_class_relative(m) if cfg.conditional else None
-            if relative is not None:
+            if relative is not None and cfg.dataset.name not in RELATIVE_BARS:
                 verdict += f" (every class ≥ 0.95 × its real accuracy {_mark(relative)})"
         total, to_bars = _train_minutes(cfg.training)
         psi = ""
