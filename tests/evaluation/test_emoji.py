@@ -70,3 +70,21 @@ def test_emoji_cgan_gets_every_metric(tmp_path: Path, monkeypatch, emoji_root: P
     assert set(m["accuracy_per_class"]) == set(EMOJI_CATEGORIES)
     assert m["num_real"] == 8 and m["evaluator"]["dataset"] == "emoji"
     assert 0 <= m["memorization_fraction"] <= 1 and m["checkerboard_ratio"] > 0
+
+
+def test_shipped_emoji_evaluator_is_64x64_rgb() -> None:
+    """The shipped evaluator of checkpoints/evaluators/emoji loads (sha256-checked) and records its real-test
+    accuracy overall and per class; with the images fetched, the recorded accuracy is the weights' own."""
+    from training.data import DatasetError, load_dataset
+    from training.evaluation.evaluator import REPO_EVALUATORS, WEIGHTS, accuracy
+
+    net, cfg = load_evaluator(REPO_EVALUATORS / "emoji")
+    assert (cfg.resolution, cfg.channels, cfg.dataset) == (64, 3, "emoji") and cfg.class_names == EMOJI_CATEGORIES
+    assert set(cfg.test_accuracy_per_class) == set(EMOJI_CATEGORIES) and cfg.num_test == 574
+    assert (REPO_EVALUATORS / "emoji" / WEIGHTS).stat().st_size < 3_000_000
+    try:
+        test = load_dataset("emoji", "test", 64, 3)
+    except DatasetError:
+        return  # scripts/fetch_emoji.sh has not run here: the recorded numbers cannot be re-measured
+    acc, _ = accuracy(net, test.images, test.labels)
+    assert acc == pytest.approx(cfg.test_accuracy, abs=1e-6)
