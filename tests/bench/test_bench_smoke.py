@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def run_bench(script: str, *args: str, timeout: float = 300) -> str:
     """The timeout only stops a hung benchmark: a busy machine (a training beside the suite) makes the
     quick runs several times slower (measured: the training bench over 30 s with a 2-thread run beside it)."""
-    out = subprocess.run([sys.executable, f"bench/{script}", "--quick", *args], cwd=ROOT, capture_output=True, text=True,
-                         timeout=timeout)
+    out = subprocess.run([sys.executable, f"bench/{script}", "--quick", *args], cwd=ROOT, capture_output=True,
+                         text=True, timeout=timeout)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "docs/performance.md" not in out.stdout  # --quick prints only: the document is left alone
     return out.stdout
