@@ -142,10 +142,11 @@ def publish(name: str, text: str, write: bool | None, quick: bool) -> None:
         print("\nwritten to docs/performance.md", flush=True)
 
 
-def random_trainer(family: str, batch: int, **options: Any) -> tuple[Any, Any, Any]:
-    """(trainer, images, labels): a real ``training.loop.Trainer`` of ``family`` on random 28×28 grey
-    images with 10 classes (4 batches of them), and one batch with its labels — the training images'
-    clusters for a self-conditioned GAN — to time ``trainer.step`` on."""
+def random_trainer(family: str, batch: int, resolution: int = 28, channels: int = 1, num_classes: int = 10,
+                   **options: Any) -> tuple[Any, Any, Any]:
+    """(trainer, images, labels): a real ``training.loop.Trainer`` of ``family`` on random images
+    (28×28 grey with 10 classes unless told otherwise; 4 batches of them), and one batch with its labels —
+    the training images' clusters for a self-conditioned GAN — to time ``trainer.step`` on."""
     import torch
 
     from training.data import ImageData, to_float
@@ -155,10 +156,11 @@ def random_trainer(family: str, batch: int, **options: Any) -> tuple[Any, Any, A
     from training.options import TrainOptions
 
     g = torch.Generator().manual_seed(0)
-    data = ImageData("bench", torch.randint(0, 256, (batch * 4, 1, 28, 28), dtype=torch.uint8, generator=g),
-                     torch.randint(0, 10, (batch * 4,), generator=g), [str(i) for i in range(10)])
+    shape = (batch * 4, channels, resolution, resolution)
+    data = ImageData("bench", torch.randint(0, 256, shape, dtype=torch.uint8, generator=g),
+                     torch.randint(0, num_classes, (batch * 4,), generator=g), [str(i) for i in range(num_classes)])
     cfg = TrainOptions(family=family, dataset="synthetic", out="/nonexistent", batch_size=batch, device="cpu",
-                       tensorboard=False, progress=False, **options)
+                       resolution=resolution, channels=channels, tensorboard=False, progress=False, **options)
     trainer = Trainer(cfg, get_family(family), data, Dist(), torch.device("cpu"))
     labels = trainer.objective.real_labels(data.labels)
     return trainer, to_float(data.images[:batch].clone()), labels[:batch].clone()

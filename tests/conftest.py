@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import torch
 
 import app  # noqa: F401  (MKL's strict reproducibility mode, set before the first tensor operation: app/__init__.py)
@@ -23,3 +25,16 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 # interpreter: put its folder first on PATH, as activating its virtualenv would (make test runs
 # .venv/bin/python without activating it).
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def decoded_image_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Folder datasets decoded by the tests (and the commands they start) are cached in a temporary folder,
+    never in the user's ~/.cache/ganserve."""
+    before = os.environ.get("GANSERVE_CACHE")
+    os.environ["GANSERVE_CACHE"] = str(tmp_path_factory.mktemp("ganserve-cache"))
+    yield
+    if before is None:
+        os.environ.pop("GANSERVE_CACHE", None)
+    else:
+        os.environ["GANSERVE_CACHE"] = before

@@ -1,4 +1,4 @@
-"""Datasets, all offline: ``fashion-mnist``, ``mnist``, ``folder:PATH``, ``synthetic``.
+"""Datasets, all offline: ``fashion-mnist``, ``mnist``, ``emoji``, ``folder:PATH``, ``synthetic``.
 
 Every loader returns an in-memory :class:`ImageData` of uint8 images (N, C, H, W) at the
 model's resolution and channel count; the loop converts batches to [-1, 1] floats. The
@@ -9,15 +9,20 @@ than any DataLoader on a 2-core machine and trivial to shard for DDP.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
+import json
+import os
 import struct
+import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 from torch.nn import functional as F
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -26,6 +31,21 @@ FASHION_CLASSES = ["t-shirt-top", "trouser", "pullover", "dress", "coat", "sanda
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 SHAPES = ["circle", "square", "triangle", "cross", "ring", "diamond"]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+# The emoji set: two freely licensed vendors of the npm `emoji-datasource-*` packages (never Apple's or
+# Facebook's images, which are not). scripts/fetch_emoji.sh pins the version and fills the data folder.
+EMOJI_VENDORS = ("google", "twitter")
+EMOJI_CATEGORIES = ["smileys-emotion", "people-body", "animals-nature", "food-drink", "travel-places", "activities",
+                    "objects", "symbols", "flags"]
+EMOJI_FETCH = "scripts/fetch_emoji.sh"
+EMOJI_TEST_PERCENT = 15  # share of emoji (code points) held out as the test split
+# What a model trained on a dataset must credit: appended to its model card's description.
+DATASET_CREDITS = {
+    "emoji": "Trained on emoji images from Noto Emoji (Copyright Google Inc., Apache License 2.0, "
+             "https://github.com/googlefonts/noto-emoji) and Twemoji (Copyright Twitter, Inc. and other "
+             "contributors, CC BY 4.0, https://github.com/jdecked/twemoji), as packaged by emoji-datasource "
+             "16.0.0 (https://github.com/iamcal/emoji-data).",
+}
+CACHE_VERSION = 1  # bump when decoding changes: old cache files are then never read
 IDX_DTYPES: dict[int, Any] = {
     0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"),
               0x0E: np.dtype(">f8")}
@@ -138,7 +158,115 @@ def _mnist(split: str, data_dir: Path | None) -> tuple[np.ndarray, np.ndarray, l
     return images[keep], labels[keep], DIGITS
 
 
-def _folder(root: Path, split: str, resolution: int, channels: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+# --- decoding image files ------------------------------------------------------------------
+
+BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0), "grey": (128, 128, 128)}
+
+
+def parse_background(value: str | tuple[int, int, int]) -> tuple[int, int, int]:
+    """``white``, ``black``, ``grey`` or ``#rrggbb`` (or an RGB tuple) → an RGB tuple."""
+    if isinstance(value, tuple):
+        if len(value) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in value):
+            return value
+        raise DatasetError(f"background must be three integers in 0..255, got {value!r}")
+    if value in BACKGROUNDS:
+        return BACKGROUNDS[value]
+    if len(value) == 7 and value[0] == "#":
+        try:
+            return int(value[1:3], 16), int(value[3:5], 16), int(value[5:7], 16)
+        except ValueError:
+            pass
+    raise DatasetError(f"background {value!r}: use one of {', '.join(BACKGROUNDS)} or #rrggbb")
+
+
+def _has_alpha(im: Image.Image) -> bool:
+    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+
+
+def decode_image(path: Path, resolution: int, channels: int, background: tuple[int, int, int]) -> np.ndarray:
+    """One image file → uint8 (resolution, resolution, channels).
+
+    EXIF orientation is applied; transparency (RGBA, LA, a palette's or a grey/RGB image's
+    transparent colour) is composited on ``background``; the image is centre-cropped to a
+    square and resized with Lanczos.
+    """
+    try:
+        with Image.open(path) as opened:
+            im = ImageOps.exif_transpose(opened)
+            if _has_alpha(im):
+                rgba = im.convert("RGBA")  # palette/colour-key transparency becomes a real alpha channel
+                canvas = Image.new("RGBA", rgba.size, (*background, 255))
+                im = Image.alpha_composite(canvas, rgba)
+            im = im.convert("L" if channels == 1 else "RGB")
+        side = min(im.size)  # centre crop to a square, then resize
+        left, top = (im.width - side) // 2, (im.height - side) // 2
+        im = im.crop((left, top, left + side, top + side))
+        if im.size != (resolution, resolution):
+            im = im.resize((resolution, resolution), Image.Resampling.LANCZOS)
+        arr = np.asarray(im, np.uint8)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DatasetError(f"{path}: unreadable image ({e})") from None
+    return arr if arr.ndim == 3 else arr[:, :, None]
+
+
+def cache_dir() -> Path:
+    """``$GANSERVE_CACHE``, else ``$XDG_CACHE_HOME/ganserve``, else ``~/.cache/ganserve``."""
+    env = os.environ.get("GANSERVE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "ganserve"
+
+
+def decode_images(files: list[Path], resolution: int, channels: int, background: tuple[int, int, int],
+                  use_cache: bool = True) -> np.ndarray:
+    """Image files → uint8 (N, channels, resolution, resolution), through a cache of decoded arrays.
+
+    The cache file (``cache_dir()/decoded/<key>.npz``, read with ``allow_pickle=False``) is keyed
+    on every file's path, size and modification time, the resolution, channels and background, so
+    an edited, added or removed file decodes the folder anew. It is written atomically (a temporary
+    file renamed into place); an unreadable or unwritable cache only costs the decoding.
+    """
+    if not files:
+        return np.zeros((0, channels, resolution, resolution), np.uint8)
+    h = hashlib.sha256(json.dumps([CACHE_VERSION, resolution, channels, list(background)]).encode())
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError as e:
+            raise DatasetError(f"{f}: unreadable image ({e})") from None
+        h.update(f"\0{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    path = cache_dir() / "decoded" / f"{h.hexdigest()[:32]}.npz"
+    if use_cache and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                x = z["images"]
+            if x.shape == (len(files), channels, resolution, resolution) and x.dtype == np.uint8:
+                return x
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache file: decode again and replace it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Pillow's palette-transparency notes: handled above
+        x = np.stack([decode_image(f, resolution, channels, background) for f in files]).transpose(0, 3, 1, 2)
+    x = np.ascontiguousarray(x)
+    if use_cache:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    np.savez(out, images=x)
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        except OSError:
+            pass  # read-only home, full disk: the next run decodes again
+    return x
+
+
+def _folder(root: Path, split: str, resolution: int, channels: int,
+            background: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     if not root.is_dir():
         raise DatasetError(f"folder dataset {root}: not a directory")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -149,28 +277,90 @@ def _folder(root: Path, split: str, resolution: int, channels: int) -> tuple[np.
         groups = [(root.name or "images", files)] if files else []
     if not groups:
         raise DatasetError(f"folder dataset {root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
-    images, labels = [], []
-    mode = "L" if channels == 1 else "RGB"
-    for label, (_, files) in enumerate(groups):
-        for f in files:
-            try:
-                with Image.open(f) as opened:
-                    im = opened.convert(mode)
-                side = min(im.size)  # centre crop to a square, then resize
-                left, top = (im.width - side) // 2, (im.height - side) // 2
-                im = im.crop((left, top, left + side, top + side)).resize((resolution, resolution),
-                                                                           Image.Resampling.LANCZOS)
-                arr = np.asarray(im, np.uint8)
-            except (OSError, ValueError) as e:
-                raise DatasetError(f"{f}: unreadable image ({e})") from None
-            images.append(arr if arr.ndim == 3 else arr[:, :, None])
-            labels.append(label)
-    x, y = np.stack(images).transpose(0, 3, 1, 2), np.array(labels)
+    all_files = [f for _, files in groups for f in files]
+    x = decode_images(all_files, resolution, channels, background)
+    y = np.concatenate([np.full(len(files), label) for label, (_, files) in enumerate(groups)])
     # Every 10th image of each class is held out for the test split.
-    idx_in_class = np.concatenate([np.arange((y == k).sum()) for k in range(len(groups))])
+    idx_in_class = np.concatenate([np.arange(len(files)) for _, files in groups])
     test = idx_in_class % 10 == 9
     keep = test if split == "test" else ~test
     return x[keep], y[keep], [c for c, _ in groups]
+
+
+# --- emoji -----------------------------------------------------------------------------------
+
+
+def emoji_dir(data_dir: Path | None = None) -> Path:
+    """``--data-dir``, else ``$GANSERVE_DATA/emoji``, else ``~/.cache/ganserve/emoji`` (where
+    scripts/fetch_emoji.sh puts the images by default)."""
+    if data_dir is not None:
+        return data_dir
+    env = os.environ.get("GANSERVE_DATA")
+    return Path(env).expanduser() / "emoji" if env else Path.home() / ".cache" / "ganserve" / "emoji"
+
+
+def category_slug(category: str) -> str:
+    """``"Smileys & Emotion"`` → ``"smileys-emotion"``: the class names are URL-friendly."""
+    return "-".join(w for w in category.lower().replace("&", " ").split())
+
+
+def emoji_test_set(index: list[tuple[str, str, int]]) -> set[str]:
+    """The fixed split: the code point sequences (e.g. ``1F600``) of the test emoji.
+
+    In each category the emoji are ordered by the sha256 of their code points and the first
+    EMOJI_TEST_PERCENT % (rounded) are held out: stratified, so the smallest category
+    (activities) still has a dozen test emoji; one split for both vendors, so both images of an
+    emoji are on one side; and an emoji added by a later release moves few others.
+    """
+    test: set[str] = set()
+    for k in sorted({k for _, _, k in index}):
+        codes = sorted((u for _, u, c in index if c == k), key=lambda u: hashlib.sha256(u.upper().encode()).digest())
+        test.update(codes[:round(len(codes) * EMOJI_TEST_PERCENT / 100)])
+    return test
+
+
+def emoji_index(root: Path) -> list[tuple[str, str, int]]:
+    """(image file name, code points, class index) of every emoji both vendors draw, in the
+    packages' order; the "Component" category (skin-tone swatches, hair styles) is left out, and
+    so are skin-tone variants (see docs/datasets.md)."""
+    missing = [v for v in EMOJI_VENDORS if not (root / f"emoji-datasource-{v}" / "img" / v / "64").is_dir()]
+    meta = root / "emoji-datasource-google" / "emoji.json"
+    if missing or not meta.is_file():
+        raise DatasetError(
+            f"emoji images not found in {root} (missing: "
+            f"{', '.join(f'emoji-datasource-{v}' for v in missing) or meta.name}). Fetch them with "
+            f"`{EMOJI_FETCH}" + (f" --data-dir {root}" if root != emoji_dir() else "")
+            + "` (or `scripts/setup.sh train`), or pass --data-dir with the folder it filled")
+    try:
+        entries = json.loads(meta.read_text(encoding="utf-8"))
+        slugs = {category_slug(c): k for k, c in enumerate(EMOJI_CATEGORIES)}
+        out = []
+        for e in entries:
+            k = slugs.get(category_slug(e["category"]))
+            if k is None:
+                continue  # Component
+            if all(e.get(f"has_img_{v}") for v in EMOJI_VENDORS):
+                out.append((str(e["image"]), str(e["unified"]), k))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DatasetError(f"{meta}: not the emoji-datasource emoji.json ({e}); run `{EMOJI_FETCH}` again") from None
+    if not out:
+        raise DatasetError(f"{meta}: no emoji of the categories {', '.join(EMOJI_CATEGORIES)}")
+    return out
+
+
+def _emoji(split: str, data_dir: Path | None, resolution: int, channels: int,
+           background: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    root = emoji_dir(data_dir)
+    full = emoji_index(root)
+    test = emoji_test_set(full)
+    index = [(img, k) for img, unified, k in full if (unified in test) == (split == "test")]
+    files = [root / f"emoji-datasource-{v}" / "img" / v / "64" / img for v in EMOJI_VENDORS for img, _ in index]
+    absent = [f for f in files if not f.is_file()]
+    if absent:
+        raise DatasetError(f"{len(absent)} emoji image(s) missing, e.g. {absent[0]}; run `{EMOJI_FETCH}` again")
+    x = decode_images(files, resolution, channels, background)
+    y = np.array([k for _ in EMOJI_VENDORS for _, k in index], np.int64)
+    return x, y, list(EMOJI_CATEGORIES)
 
 
 def synthetic_shapes(n_per_class: int, resolution: int, channels: int, seed: int = 0,
@@ -215,21 +405,24 @@ def synthetic_shapes(n_per_class: int, resolution: int, channels: int, seed: int
     return np.stack(images).transpose(0, 3, 1, 2), np.array(labels), SHAPES[:num_classes]
 
 
-DATASETS = ("fashion-mnist", "mnist", "synthetic", "folder:PATH")
+DATASETS = ("fashion-mnist", "mnist", "emoji", "synthetic", "folder:PATH")
 
 
 def load_dataset(
     name: str, split: str = "train", resolution: int = 28, channels: int = 1, data_dir: str | Path | None = None,
     synthetic_size: int = 1000, classes: list[int] | None = None,
+    background: str | tuple[int, int, int] = "white",
 ) -> ImageData:
     """Load ``name`` (one of DATASETS) at ``resolution`` with ``channels`` channels.
 
     ``classes`` keeps a subset of class indices (relabelled 0..k-1), e.g. the 5-class
-    experiments of the ACGAN seed article.
+    experiments of the ACGAN seed article. ``background``: what transparent pixels of
+    ``emoji`` and ``folder:`` images are composited on.
     """
     if split not in ("train", "test"):
         raise DatasetError(f"split must be 'train' or 'test', got {split!r}")
-    ddir = Path(data_dir) if data_dir else None
+    ddir = Path(data_dir).expanduser() if data_dir else None
+    bg = parse_background(background)
     flip = False
     if name == "fashion-mnist":
         x, y, names = _fashion(split, ddir)
@@ -238,8 +431,10 @@ def load_dataset(
     elif name == "synthetic":
         x, y, names = synthetic_shapes(synthetic_size // len(SHAPES), resolution, channels,
                                        seed=0 if split == "train" else 1)
+    elif name == "emoji":  # no flips: flags, clocks, arrows and text would become other symbols
+        x, y, names = _emoji(split, ddir, resolution, channels, bg)
     elif name.startswith("folder:") and len(name) > len("folder:"):
-        x, y, names = _folder(Path(name[len("folder:"):]).expanduser(), split, resolution, channels)
+        x, y, names = _folder(Path(name[len("folder:"):]).expanduser(), split, resolution, channels, bg)
         flip = True
     else:
         raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")

@@ -95,13 +95,15 @@ class TrainOptions(BaseModel):
 
     # -- the run
     family: str = opt(..., "model family (see `python -m training families`)", group="run")
-    dataset: str = opt(..., "fashion-mnist | mnist | synthetic | folder:PATH (see training/data.py)", group="run")
+    dataset: str = opt(..., "fashion-mnist | mnist | emoji | synthetic | folder:PATH (see training/data.py)",
+                       group="run")
     out: str = opt(..., "checkpoint folder to write, e.g. checkpoints/my-model", group="run")
     epochs: int = opt(20, group="run", ge=1, le=100_000)
     name: str = opt("", "model name (default: the --out folder's name)", group="run")
     run_dir: str = opt("", "where resume state, grids and TensorBoard logs go (default: runs/NAME)", group="run")
     # -- data
-    data_dir: str | None = opt(None, "folder with IDX files (mnist, fashion-mnist)", group="data")
+    data_dir: str | None = opt(None, "folder with IDX files (mnist, fashion-mnist) or the emoji images (default "
+                                     "for emoji: $GANSERVE_DATA/emoji, else ~/.cache/ganserve/emoji)", group="data")
     classes: tuple[int, ...] | None = opt(None, "train on a subset of class indices, e.g. 0,1,2,3,4", group="data")
     synthetic_size: int = opt(3000, group="data", ge=6, le=1_000_000)
     # -- networks

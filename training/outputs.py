@@ -16,6 +16,7 @@ from PIL import Image
 from torch import nn
 
 from training.checkpoint import CheckpointConfig, atomic_write_bytes, read_config, save_checkpoint, update_metrics
+from training.data import DATASET_CREDITS
 from training.ema import standing_stats
 from training.images import make_grid, png_bytes, to_uint8
 from training.latent import latents
@@ -67,6 +68,9 @@ def checkpoint_config(opts: TrainOptions, trainer: Trainer, data: ImageData, pro
         description += (f", sampled through a {opts.expost_gmm}-component Gaussian mixture fitted to its encoder's "
                         "codes (ex-post density estimation)")
         z_dim += 1
+    credit = DATASET_CREDITS.get(opts.dataset)
+    if credit:  # the images' licences ask for it (docs/emoji.md)
+        description += f". {credit}"
     return {
         "name": opts.name,
         "family": opts.family,
@@ -93,7 +97,7 @@ def evaluate_during_training(opts: TrainOptions, out_dir: Path, epochs_done: int
                              images_seen: int, device: torch.device, conditional: bool,
                              evaluations: list[dict[str, Any]], writer: Any) -> None:
     """``--eval-every``: measure the checkpoint just written, append to ``evaluations`` and config.json."""
-    from training.evaluation.bars import MIN_SAMPLES, check
+    from training.bars import MIN_SAMPLES, check
     from training.evaluation.evaluate import evaluate_checkpoint
 
     t0 = time.perf_counter()

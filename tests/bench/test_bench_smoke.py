@@ -13,11 +13,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_bench(script: str, timeout: float = 300) -> str:
+def run_bench(script: str, *args: str, timeout: float = 300) -> str:
     """The timeout only stops a hung benchmark: a busy machine (a training beside the suite) makes the
     quick runs several times slower (measured: the training bench over 30 s with a 2-thread run beside it)."""
-    out = subprocess.run([sys.executable, f"bench/{script}", "--quick"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=timeout)
+    out = subprocess.run([sys.executable, f"bench/{script}", "--quick", *args], cwd=ROOT, capture_output=True,
+                         text=True, timeout=timeout)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "docs/performance.md" not in out.stdout  # --quick prints only: the document is left alone
     return out.stdout
@@ -48,6 +48,12 @@ def test_training_bench_quick() -> None:
     text = run_bench("training.py")
     assert "| family | reference images/s |" in text
     assert "| mlp-gan |" in text and "| cgan |" in text
+
+
+@pytest.mark.slow
+def test_training_bench_emoji_quick() -> None:
+    text = run_bench("training.py", "--emoji")
+    assert "64×64×3, 9 classes, width 32" in text and "| cgan |" in text and "| mlp-gan |" not in text
 
 
 @pytest.mark.slow

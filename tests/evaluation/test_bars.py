@@ -84,3 +84,21 @@ def test_table_names_a_models_truncation(tmp_path):
     assert ("| tiny (ψ 0.75) | cgan | mnist | 1 | 0 | not reached in 1 evaluation(s) at ψ 1; at ψ 0.75: 0 "
             "(its last epoch) |") in md
     assert "| plain | cgan |" in md
+
+
+EMOJI = {"num_samples": 10_000, "evaluator": {"dataset": "emoji"}, "accuracy": 0.5, "sample_accuracy_real": 0.6,
+         "accuracy_per_class": {"flags": 0.45, "symbols": 0.2}, "accuracy_per_class_real": {"flags": 0.9,
+                                                                                             "symbols": 0.4},
+         "coverage": 0.5, "memorization_fraction": 0.05}
+
+
+def test_emoji_has_bars_relative_to_its_evaluator():
+    bars = check(EMOJI, conditional=True)
+    assert bars == {"accuracy ≥ 0.8 × real": True, "every class ≥ 0.5 × its real": True, "coverage ≥ 0.5": True,
+                    "memorisation ≤ 5 %": True}
+    assert check({**EMOJI, "accuracy": 0.47}, True)["accuracy ≥ 0.8 × real"] is False
+    low = {**EMOJI, "accuracy_per_class": {"flags": 0.44, "symbols": 0.9}}  # flags below half of its real 0.9
+    assert check(low, True)["every class ≥ 0.5 × its real"] is False
+    assert check({**EMOJI, "coverage": 0.49}, True)["coverage ≥ 0.5"] is False
+    assert check({**EMOJI, "memorization_fraction": 0.051}, True)["memorisation ≤ 5 %"] is False
+    assert set(check({**EMOJI, "num_samples": 9_999}, True).values()) == {None}

@@ -1,10 +1,12 @@
 import gzip
+import os
 import struct
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.emoji_fixture import EMOJI_FIXTURE, make_emoji_dir
 from training import data
 from training.data import DatasetError, load_dataset, read_idx, to_float
 
@@ -142,3 +144,150 @@ def test_unknown_dataset_and_to_float():
         load_dataset("imagenet")
     x = to_float(load_dataset("synthetic", synthetic_size=6).images)
     assert x.min() >= -1 and x.max() <= 1
+
+
+# --- transparency, orientation and the decoded-image cache of folder datasets ----------------
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Each test decodes into its own cache folder, never the user's."""
+    monkeypatch.setenv("GANSERVE_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+def transparent_images(folder) -> None:
+    """A red square on a transparent field, as RGBA, LA, palette-with-transparent-index and RGB+tRNS."""
+    folder.mkdir(parents=True)
+    rgba = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
+    rgba.paste((255, 0, 0, 255), (4, 4, 12, 12))
+    rgba.save(folder / "rgba.png")
+    la = Image.new("LA", (16, 16), (0, 0))
+    la.paste((60, 255), (4, 4, 12, 12))
+    la.save(folder / "la.png")
+    pal = Image.new("P", (16, 16), 0)
+    pal.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    pal.paste(1, (4, 4, 12, 12))
+    pal.save(folder / "palette.png", transparency=0)  # index 0 (black) is transparent
+    rgb = Image.new("RGB", (16, 16), (0, 0, 0))
+    rgb.paste((255, 0, 0), (4, 4, 12, 12))
+    rgb.save(folder / "trns.png", transparency=(0, 0, 0))  # black is the transparent colour
+
+
+def test_folder_transparency_is_composited_on_a_background(tmp_path, recwarn):
+    transparent_images(tmp_path / "em")
+    files = sorted((tmp_path / "em").iterdir())
+    for bg, value in (("white", 255), ("black", 0), ("#102030", 16)):
+        x = data.decode_images(files, 16, 3, data.parse_background(bg), use_cache=False)  # (4, 3, 16, 16)
+        assert (x[:, 0, 0, 0] == value).all(), (bg, x[:, :, 0, 0])  # the transparent corner
+        assert x[:, 0, 8, 8].min() >= 60 and x[:, 1, 8, 8].max() in (0, 60)  # the opaque square stays
+    assert not [w for w in recwarn if "Transparency" in str(w.message)]  # no Pillow palette warning
+    ds = load_dataset(f"folder:{tmp_path / 'em'}", "train", 16, 3)
+    assert (ds.images[:, :, 0, 0] == 255).all()  # white is the default
+    grey = load_dataset(f"folder:{tmp_path / 'em'}", "train", 16, 1, background="black")
+    assert (grey.images[:, :, 0, 0] == 0).all()
+    with pytest.raises(DatasetError, match="background 'pink'"):
+        load_dataset(f"folder:{tmp_path / 'em'}", background="pink")
+
+
+def test_folder_exif_orientation_is_applied(tmp_path):
+    (tmp_path / "c").mkdir()
+    im = Image.new("RGB", (40, 20), (0, 0, 255))
+    im.paste((255, 0, 0), (0, 0, 20, 20))  # left half red, right half blue as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    im.save(tmp_path / "c" / "photo.png", exif=exif.tobytes())
+    x = data.decode_image(tmp_path / "c" / "photo.png", 20, 3, (255, 255, 255))  # (20, 20, 3)
+    # Displayed upright the image is 20 wide and 40 tall: red on top. The centre crop keeps rows 10..30,
+    # whose top half is red and bottom half blue.
+    assert x[2, 10, 0] > 200 and x[2, 10, 2] < 50
+    assert x[17, 10, 2] > 200 and x[17, 10, 0] < 50
+
+
+def test_folder_decoded_images_are_cached_and_refreshed(tmp_path, monkeypatch):
+    root = tmp_path / "set"
+    transparent_images(root / "a")
+    first = load_dataset(f"folder:{root}", "train", 16, 3)
+    cached = list((data.cache_dir() / "decoded").glob("*.npz"))
+    assert len(cached) == 1 and not list((data.cache_dir() / "decoded").glob("*.tmp*"))
+    with np.load(cached[0], allow_pickle=False) as z:  # plain arrays, no pickle
+        assert z["images"].shape == (4, 3, 16, 16)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(data, "decode_image", no_decoding)
+    assert (load_dataset(f"folder:{root}", "train", 16, 3).images == first.images).all()
+    with pytest.raises(AssertionError, match="decoded again"):  # other resolution: another key
+        load_dataset(f"folder:{root}", "train", 8, 3)
+    with pytest.raises(AssertionError, match="decoded again"):  # other channels
+        load_dataset(f"folder:{root}", "train", 16, 1)
+    with pytest.raises(AssertionError, match="decoded again"):  # other background
+        load_dataset(f"folder:{root}", "train", 16, 3, background="black")
+    monkeypatch.undo()
+    monkeypatch.setenv("GANSERVE_CACHE", str(data.cache_dir()))
+    Image.new("RGB", (16, 16), (0, 255, 0)).save(root / "a" / "rgba.png")  # an edited file
+    os.utime(root / "a" / "rgba.png", ns=(1, 1))  # even with an old modification time: the size changed
+    edited = load_dataset(f"folder:{root}", "train", 16, 3)
+    rgba = sorted(p.name for p in (root / "a").iterdir()).index("rgba.png")
+    assert (edited.images[rgba, 1] == 255).all() and (edited.images[rgba, 0] == 0).all()
+    cached[0].write_bytes(b"damaged")  # a damaged cache entry is decoded again, not an error
+    assert load_dataset(f"folder:{root}", "train", 16, 3).images.shape == first.images.shape
+
+
+# --- emoji -----------------------------------------------------------------------------------
+
+def test_emoji_classes_split_and_white_background(tmp_path):
+    root = make_emoji_dir(tmp_path / "emoji")
+    train = load_dataset("emoji", "train", 64, 3, root)
+    test = load_dataset("emoji", "test", 64, 3, root)
+    assert train.class_names == test.class_names == data.EMOJI_CATEGORIES
+    assert len(train.class_names) == 9 and "animals-nature" in train.class_names and not train.flip
+    assert len(train) + len(test) == 2 * 31  # Component and the one-vendor emoji are left out
+    assert len(test) == 2 * 4  # 15 % of 14 smileys rounds to 2; of 10 people to 2; of 1 to 0
+    assert len(test) and len(train)
+    assert train.images.shape[1:] == (3, 64, 64) and (train.images[:, :, 0, 0] == 255).all()
+    # Both vendors' images of an emoji on one side: the test images are emoji never trained on.
+    index = data.emoji_index(root)
+    held = data.emoji_test_set(index)
+    assert len(held) == 4 and all(u in {c for c, _, _ in EMOJI_FIXTURE} for u in held)
+    half = len(test) // 2
+    assert (test.labels[:half] == test.labels[half:]).all()  # google's then twitter's, emoji for emoji
+    assert not (test.images[:half] == test.images[half:]).all()  # two different drawings
+    train_codes = {u for _, u, _ in index} - held
+    assert not (train_codes & held) and len(train) == 2 * len(train_codes)
+    small = load_dataset("emoji", "test", 32, 1, root)
+    assert small.images.shape == (len(test), 1, 32, 32)
+
+
+def test_emoji_split_is_fixed_and_stratified():
+    index = [(f"{i:05X}.png", f"{i:05X}", i % 3) for i in range(0x1F300, 0x1F300 + 300)]
+    a = data.emoji_test_set(index)
+    assert a == data.emoji_test_set(list(reversed(index)))  # order does not matter
+    per_class = [sum(1 for _, u, k in index if k == c and u in a) for c in range(3)]
+    assert per_class == [15, 15, 15]  # 15 % of each category's 100
+    grown = data.emoji_test_set([*index, ("1FAFF.png", "1FAFF", 0)])
+    assert len(a ^ grown) <= 2  # a new emoji moves at most one other
+
+
+def test_missing_emoji_names_the_fetch_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANSERVE_DATA", str(tmp_path / "data"))
+    assert data.emoji_dir() == tmp_path / "data" / "emoji"
+    with pytest.raises(DatasetError, match=r"scripts/fetch_emoji\.sh") as e:
+        load_dataset("emoji", resolution=64, channels=3)
+    assert str(tmp_path / "data" / "emoji") in str(e.value)
+    with pytest.raises(DatasetError, match=r"fetch_emoji\.sh --data-dir .*elsewhere"):
+        load_dataset("emoji", data_dir=tmp_path / "elsewhere")
+    root = make_emoji_dir(tmp_path / "broken")
+    (root / "emoji-datasource-twitter" / "img" / "twitter" / "64" / "1f600.png").unlink()
+    with pytest.raises(DatasetError, match=r"missing, e\.g\..*1f600\.png"):
+        load_dataset("emoji", "train", 64, 3, root) if "1F600" not in data.emoji_test_set(data.emoji_index(root)) \
+            else load_dataset("emoji", "test", 64, 3, root)
+    (root / "emoji-datasource-google" / "emoji.json").write_text("[{\"no\": 1}]")
+    with pytest.raises(DatasetError, match=r"not the emoji-datasource emoji\.json"):
+        load_dataset("emoji", data_dir=root)
+
+
+def test_category_slugs():
+    assert data.category_slug("Smileys & Emotion") == "smileys-emotion"
+    assert data.category_slug("Travel & Places") == "travel-places"
+    assert data.category_slug("Flags") == "flags"

@@ -21,10 +21,15 @@ from training.argtypes import int_range
 from training.devices import device_available
 
 COMMANDS: tuple[str, ...] = ("bars", "train-evaluator", "evaluate")
-EVALUATOR_DATASETS = ("fashion-mnist", "mnist", "synthetic")
+EVALUATOR_DATASETS = ("fashion-mnist", "mnist", "emoji", "synthetic")
 # Defaults per dataset: the 4.5k-image MNIST subset needs more epochs and stronger augmentation.
-EPOCHS = {"fashion-mnist": 15, "mnist": 40, "synthetic": 10}
-AUGMENT = {"fashion-mnist": "shift", "mnist": "affine", "synthetic": "shift"}
+EPOCHS = {"fashion-mnist": 15, "mnist": 40, "emoji": 40, "synthetic": 10}
+AUGMENT = {"fashion-mnist": "shift", "mnist": "affine", "emoji": "affine", "synthetic": "shift"}
+# (resolution, channels) an evaluator sees: the grey sets at 28×28; emoji in colour at its native 64×64
+# (its categories are told apart by colour as much as by shape).
+GEOMETRY = {"fashion-mnist": (28, 1), "mnist": (28, 1), "emoji": (64, 3), "synthetic": (28, 1)}
+# The background shifted-in pixels of the augmentation take: white for emoji, black otherwise.
+FILL = {"emoji": 1.0}
 
 log = logging.getLogger("training.evaluation")
 
@@ -55,7 +60,7 @@ def add_commands(sub: Any) -> None:
     t.add_argument("--feature-dim", type=int_range(2, 4096), default=128, help="width of the feature layer")
     t.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0)
     t.add_argument("--threads", type=int_range(0, 1024), default=2, help="torch CPU threads (0: torch's default)")
-    t.add_argument("--data-dir", default=None, help="folder with IDX files (mnist, fashion-mnist)")
+    t.add_argument("--data-dir", default=None, help="folder with IDX files (mnist, fashion-mnist) or the emoji images")
 
     e = sub.add_parser("evaluate", help="measure a checkpoint with its dataset's evaluator; writes config.json metrics",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -131,9 +136,10 @@ def cmd_train_evaluator(args: argparse.Namespace) -> int:
         "--seed", str(args.seed), "--threads", str(args.threads),
         *(["--data-dir", args.data_dir] if args.data_dir else []),
     ])
+    res, ch = GEOMETRY[args.dataset]
     try:
-        train = load_dataset(args.dataset, "train", 28, 1, args.data_dir)
-        test = load_dataset(args.dataset, "test", 28, 1, args.data_dir)
+        train = load_dataset(args.dataset, "train", res, ch, args.data_dir)
+        test = load_dataset(args.dataset, "test", res, ch, args.data_dir)
     except DatasetError as e:
         print(f"error: --dataset: {e}", file=sys.stderr)
         return 2
@@ -142,16 +148,17 @@ def cmd_train_evaluator(args: argparse.Namespace) -> int:
     arch = {"width": args.width, "feature_dim": args.feature_dim}
     t0 = time.perf_counter()
     net = train_evaluator(train.images, train.labels, len(train.class_names), epochs=epochs,
-                          batch_size=args.batch_size, lr=args.lr, augment_kind=aug, seed=args.seed, arch=arch, log=log)
+                          batch_size=args.batch_size, lr=args.lr, augment_kind=aug, seed=args.seed, arch=arch, log=log,
+                          fill=FILL.get(args.dataset, -1.0))
     seconds = round(time.perf_counter() - t0, 1)
     acc, per = accuracy(net, test.images, test.labels)
     cfg = save_evaluator(out, net, {
         "dataset": args.dataset,
         "class_names": train.class_names,
         "architecture": {"class": "EvaluatorNet", "kwargs": {
-            "channels": 1, "resolution": 28, "num_classes": len(train.class_names), **arch, "dropout": 0.3}},
-        "channels": 1,
-        "resolution": 28,
+            "channels": ch, "resolution": res, "num_classes": len(train.class_names), **arch, "dropout": 0.3}},
+        "channels": ch,
+        "resolution": res,
         "feature_dim": args.feature_dim,
         "test_accuracy": round(acc, 6),
         "test_accuracy_per_class": {n: round(float(a), 6) for n, a in zip(train.class_names, per, strict=True)},
