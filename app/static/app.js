@@ -41,9 +41,6 @@ const state = {
   card: null,       // /models/{model} of the selected model
   imageUrl: null,   // object URL we own (revoked when replaced)
   shown: null,      // what the image shows: {seed, n, label} (for clicks on a grid tile)
-  strip: null,      // the interpolation's frames: {bitmap, frames, width, height, fps}
-  frameIndex: 0,
-  playTimer: null,
   genToken: 0,      // newest request wins; stale answers are dropped
   interpToken: 0,
 };
@@ -495,7 +492,7 @@ async function selectModel(name, restore = {}) {
   fillScaleSelect(el.interpScale, card, restore.iscale || Math.floor(256 / h));
   restoreInterpolation(restore, names);
   syncMode();
-  stopPlayer(true);
+  player.stop(true);
   setupMorph(card);
   await generate();
 }
@@ -822,60 +819,83 @@ function filenameOf(response, fallback) {
 
 const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
 
-/** Draw frame `i` of the strip into the canvas (frames sit in one row, PADDING px apart). */
-function drawFrame(i) {
-  const s = state.strip;
-  if (!s) return;
-  state.frameIndex = ((i % s.frames) + s.frames) % s.frames;
-  const ctx = el.player.getContext("2d");
-  ctx.clearRect(0, 0, s.width, s.height);
-  ctx.drawImage(s.bitmap, PADDING + state.frameIndex * (s.width + PADDING), PADDING, s.width, s.height,
-                0, 0, s.width, s.height);
-  el.frame.value = String(state.frameIndex);
-  el.frameValue.textContent = `${state.frameIndex + 1} / ${s.frames}`;
-  el.frame.setAttribute("aria-valuetext", `frame ${state.frameIndex + 1} of ${s.frames}`);
-  el.player.dataset.frame = String(state.frameIndex);
-}
-
-function frameDelayMs() {
-  const fps = state.strip ? state.strip.fps : 12;
-  return 1000 / (fps * Number(el.speed.value));
-}
-
-function startPlayer() {
-  if (!state.strip) return;
-  stopPlayer();
-  const tick = () => {
-    drawFrame(state.frameIndex + 1);
-    state.playTimer = setTimeout(tick, frameDelayMs());
+/**
+ * A player of an /interpolate PNG strip (frames in one row, PADDING px apart) on a canvas: draw a frame,
+ * play, pause, clear. `parts`: canvas, controls, placeholder, play (button), frame (slider), frameValue,
+ * download, caption; `speed()`: the playback speed's factor.
+ */
+function makeStripPlayer(parts, speed = () => 1) {
+  const p = { strip: null, index: 0, timer: null };
+  p.playing = () => p.timer !== null;
+  p.draw = (i) => {
+    const s = p.strip;
+    if (!s) return;
+    p.index = ((i % s.frames) + s.frames) % s.frames;
+    const ctx = parts.canvas.getContext("2d");
+    ctx.clearRect(0, 0, s.width, s.height);
+    ctx.drawImage(s.bitmap, PADDING + p.index * (s.width + PADDING), PADDING, s.width, s.height,
+                  0, 0, s.width, s.height);
+    parts.frame.value = String(p.index);
+    parts.frameValue.textContent = `${p.index + 1} / ${s.frames}`;
+    parts.frame.setAttribute("aria-valuetext", `frame ${p.index + 1} of ${s.frames}`);
+    parts.canvas.dataset.frame = String(p.index);
   };
-  state.playTimer = setTimeout(tick, frameDelayMs());
-  el.play.textContent = "Pause";
-  el.play.setAttribute("aria-pressed", "true");
+  const delay = () => 1000 / ((p.strip ? p.strip.fps : 12) * speed());
+  p.start = () => {
+    if (!p.strip) return;
+    p.stop();
+    const tick = () => {
+      p.draw(p.index + 1);
+      p.timer = setTimeout(tick, delay());
+    };
+    p.timer = setTimeout(tick, delay());
+    parts.play.textContent = "Pause";
+    parts.play.setAttribute("aria-pressed", "true");
+  };
+  p.stop = (clear = false) => {
+    clearTimeout(p.timer);
+    p.timer = null;
+    parts.play.textContent = "Play";
+    parts.play.setAttribute("aria-pressed", "false");
+    if (clear) {
+      p.strip = null;
+      parts.canvas.hidden = true;
+      parts.controls.hidden = true;
+      parts.placeholder.hidden = false;
+      parts.download.hidden = true;
+      parts.caption.textContent = "";
+    }
+  };
+  /** Show a strip of `fps` frames of width × height: the first frame, the controls, no play yet. */
+  p.show = (bitmap, width, height, fps) => {
+    p.stop();
+    const frames = Math.max(1, Math.round((bitmap.width - PADDING) / (width + PADDING)));
+    p.strip = { bitmap, frames, width, height, fps };
+    parts.canvas.width = width;
+    parts.canvas.height = height;
+    parts.canvas.hidden = false;
+    parts.controls.hidden = false;
+    parts.placeholder.hidden = true;
+    parts.frame.max = String(frames - 1);
+    p.draw(0);
+    fitPixels(parts.canvas);
+    return frames;
+  };
+  parts.play.addEventListener("click", () => (p.playing() ? p.stop() : p.start()));
+  parts.frame.addEventListener("input", () => {
+    p.stop();
+    p.draw(Number(parts.frame.value));
+  });
+  return p;
 }
 
-function stopPlayer(clear = false) {
-  clearTimeout(state.playTimer);
-  state.playTimer = null;
-  el.play.textContent = "Play";
-  el.play.setAttribute("aria-pressed", "false");
-  if (clear) {
-    state.strip = null;
-    el.player.hidden = true;
-    el.playerControls.hidden = true;
-    el.animationPlaceholder.hidden = false;
-    el.download.hidden = true;
-    el.animationCaption.textContent = "";
-  }
-}
+const player = makeStripPlayer({
+  canvas: el.player, controls: el.playerControls, placeholder: el.animationPlaceholder, play: el.play,
+  frame: el.frame, frameValue: el.frameValue, download: el.download, caption: el.animationCaption,
+}, () => Number(el.speed.value));
 
-el.play.addEventListener("click", () => (state.playTimer === null ? startPlayer() : stopPlayer()));
-el.frame.addEventListener("input", () => {
-  stopPlayer();
-  drawFrame(Number(el.frame.value));
-});
 el.speed.addEventListener("change", () => {
-  if (state.playTimer !== null) startPlayer();
+  if (player.playing()) player.start();
   writeHash();
 });
 
@@ -893,22 +913,12 @@ async function interpolate() {
     if (token !== state.interpToken) return;
     const card = state.card;
     const width = card.image.width, height = card.image.height;
-    const count = Math.max(1, Math.round((bitmap.width - PADDING) / (width + PADDING)));  // frames in the strip
-    stopPlayer();
-    state.strip = { bitmap, frames: count, width, height, fps: Number(el.fps.value.trim()) || 12 };
-    el.player.width = width;
-    el.player.height = height;
-    el.player.hidden = false;
-    el.playerControls.hidden = false;
-    el.animationPlaceholder.hidden = true;
-    el.frame.max = String(state.strip.frames - 1);
-    drawFrame(0);
-    fitPixels(el.player);
+    const count = player.show(bitmap, width, height, Number(el.fps.value.trim()) || 12);  // frames in the strip
     const gifPath = interpolateRequest("gif", Number(el.interpScale.value), true);
     const name = filenameOf(response, `${card.name}-interpolation.png`).replace(/\.png$/, ".gif");
-    el.player.setAttribute("aria-label", `Animation of ${state.strip.frames} frames from ${card.name}`);
+    el.player.setAttribute("aria-label", `Animation of ${count} frames from ${card.name}`);
     const psi = new URLSearchParams(path.split("?")[1]).get("truncation") || modelTruncation(card);
-    el.animationCaption.textContent = `${name} · ${state.strip.frames} frames at ${el.fps.value.trim()} fps · `
+    el.animationCaption.textContent = `${name} · ${count} frames at ${el.fps.value.trim()} fps · `
       + `${el.method.value}${Number(psi) !== 1 ? ` · ψ ${psi}` : ""}`;
     el.download.href = gifPath;
     el.download.download = name;
@@ -916,7 +926,7 @@ async function interpolate() {
     el.interpLink.value = absolute(gifPath);
     el.interpCurl.value = `curl -OJ ${shellQuote(absolute(gifPath))}`;
     writeHash();
-    if (!reducedMotion.matches) startPlayer();  // no autoplay when the user asks for less motion
+    if (!reducedMotion.matches) player.start();  // no autoplay when the user asks for less motion
     setStatus("Ready", "ok");
   } catch (err) {
     if (token !== state.interpToken) return;
@@ -946,7 +956,7 @@ const morph = {
   controls: $("morph-controls"), play: $("morph-play"), frame: $("morph-frame"), frameValue: $("morph-frame-value"),
   link: $("morph-link"),
   slots: {},
-  strip: null, frameIndex: 0, playTimer: null, token: 0,
+  token: 0,
 };
 for (const key of ["a", "b"]) {
   morph.slots[key] = {
@@ -963,7 +973,7 @@ function morphSlotState(slot, text, kind = "") {
 
 /** Forget both images and the animation (a new model: its latents mean nothing to another). */
 function resetMorph() {
-  morphStop(true);
+  morphPlayer.stop(true);
   morph.token++;
   for (const slot of Object.values(morph.slots)) {
     slot.token++;
@@ -1008,7 +1018,7 @@ async function encodeSlot(slot) {
   const card = state.card;
   if (!card || !slot.file) return;
   clearError();
-  morphStop(true);
+  morphPlayer.stop(true);
   const token = ++slot.token;
   slot.encoded = null;
   morph.make.disabled = true;
@@ -1088,52 +1098,9 @@ function morphRequest(format, scale) {
   return `/interpolate?${q}`;
 }
 
-function morphDraw(i) {
-  const s = morph.strip;
-  if (!s) return;
-  morph.frameIndex = ((i % s.frames) + s.frames) % s.frames;
-  const ctx = morph.player.getContext("2d");
-  ctx.clearRect(0, 0, s.width, s.height);
-  ctx.drawImage(s.bitmap, PADDING + morph.frameIndex * (s.width + PADDING), PADDING, s.width, s.height,
-                0, 0, s.width, s.height);
-  morph.frame.value = String(morph.frameIndex);
-  morph.frameValue.textContent = `${morph.frameIndex + 1} / ${s.frames}`;
-  morph.frame.setAttribute("aria-valuetext", `frame ${morph.frameIndex + 1} of ${s.frames}`);
-  morph.player.dataset.frame = String(morph.frameIndex);
-}
-
-function morphStart() {
-  if (!morph.strip) return;
-  morphStop();
-  const delay = 1000 / morph.strip.fps;
-  const tick = () => {
-    morphDraw(morph.frameIndex + 1);
-    morph.playTimer = setTimeout(tick, delay);
-  };
-  morph.playTimer = setTimeout(tick, delay);
-  morph.play.textContent = "Pause";
-  morph.play.setAttribute("aria-pressed", "true");
-}
-
-function morphStop(clear = false) {
-  clearTimeout(morph.playTimer);
-  morph.playTimer = null;
-  morph.play.textContent = "Play";
-  morph.play.setAttribute("aria-pressed", "false");
-  if (clear) {
-    morph.strip = null;
-    morph.player.hidden = true;
-    morph.controls.hidden = true;
-    morph.placeholder.hidden = false;
-    morph.download.hidden = true;
-    morph.caption.textContent = "";
-  }
-}
-
-morph.play.addEventListener("click", () => (morph.playTimer === null ? morphStart() : morphStop()));
-morph.frame.addEventListener("input", () => {
-  morphStop();
-  morphDraw(Number(morph.frame.value));
+const morphPlayer = makeStripPlayer({
+  canvas: morph.player, controls: morph.controls, placeholder: morph.placeholder, play: morph.play,
+  frame: morph.frame, frameValue: morph.frameValue, download: morph.download, caption: morph.caption,
 });
 
 async function morphInterpolate() {
@@ -1149,17 +1116,7 @@ async function morphInterpolate() {
     const bitmap = await createImageBitmap(await response.blob());
     if (token !== morph.token) return;
     const width = card.image.width, height = card.image.height;
-    const count = Math.max(1, Math.round((bitmap.width - PADDING) / (width + PADDING)));
-    morphStop();
-    morph.strip = { bitmap, frames: count, width, height, fps: Number(morph.fps.value.trim()) || 12 };
-    morph.player.width = width;
-    morph.player.height = height;
-    morph.player.hidden = false;
-    morph.controls.hidden = false;
-    morph.placeholder.hidden = true;
-    morph.frame.max = String(count - 1);
-    morphDraw(0);
-    fitPixels(morph.player);
+    const count = morphPlayer.show(bitmap, width, height, Number(morph.fps.value.trim()) || 12);
     const gifPath = morphRequest("gif", Number(morph.scale.value));
     const name = filenameOf(response, `${card.name}-morph.png`).replace(/\.png$/, ".gif");
     const files = `${morph.slots.a.file.name} → ${morph.slots.b.file.name}`;
@@ -1169,7 +1126,7 @@ async function morphInterpolate() {
     morph.download.download = name;
     morph.download.hidden = false;
     morph.link.value = absolute(gifPath);
-    if (!reducedMotion.matches) morphStart();
+    if (!reducedMotion.matches) morphPlayer.start();
     setStatus("Ready", "ok");
   } catch (err) {
     if (token !== morph.token) return;
