@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import socket
 import statistics
 import sys
 import time
@@ -182,3 +183,26 @@ def step_rate(trainer: Any, x: Any, y: Any, warmup: int, seconds: float, min_ste
         steps += 1
     [float(t) for t in out.values()]
     return steps * len(x) / (time.perf_counter() - start)
+
+
+def free_port() -> int:
+    """A free TCP port on loopback, for a server a benchmark or test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def descendants(pid: int) -> list[int]:
+    """Pids of the processes below ``pid`` (uvicorn's or nginx's workers, the resource tracker)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [p for p, parent in parents.items() if parent in frontier]
+        found += kids
+        frontier = kids
+    return found

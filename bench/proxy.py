@@ -39,7 +39,18 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: python bench/proxy.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ROOT, command_line, machine_lines, markdown_table, median, proc_cpu_seconds, publish, spread
+from bench.common import (
+    ROOT,
+    command_line,
+    descendants,
+    free_port,
+    machine_lines,
+    markdown_table,
+    median,
+    proc_cpu_seconds,
+    publish,
+    spread,
+)
 from bench.loadgen import ALL_SEEDS, fetch_all, run_async
 
 TEMPLATE = ROOT / "deploy" / "nginx" / "ganserve.conf.template"
@@ -52,12 +63,6 @@ HIT_SEEDS = 40  # × 10 classes = 400 URLs: within the service's 512-entry image
 
 
 # --- nginx from the real template -------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def nginx_binary() -> str | None:
@@ -108,19 +113,12 @@ class Nginx:
     def cpu_seconds(self) -> float:
         """CPU seconds so far of the master and its workers (Linux)."""
         total = 0.0
-        for pid in [self.proc.pid, *children(self.proc.pid)]:
+        for pid in [self.proc.pid, *descendants(self.proc.pid)]:
             try:
                 total += proc_cpu_seconds(Path(f"/proc/{pid}/stat"))
             except OSError:
                 continue
         return total
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 @contextmanager
@@ -243,15 +241,6 @@ class Service:
             except OSError:
                 continue
         return total
-
-
-def descendants(pid: int) -> list[int]:
-    found, frontier = [], [pid]
-    while frontier:
-        kids = [k for p in frontier for k in children(p)]
-        found += kids
-        frontier = kids
-    return found
 
 
 @contextmanager

@@ -36,7 +36,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,8 @@ from app.settings import usable_cores
 from bench.common import (
     ROOT,
     command_line,
+    descendants,
+    free_port,
     load_average,
     machine_lines,
     markdown_table,
@@ -199,12 +200,6 @@ def encode_costs(path: Path, seconds: float) -> dict[str, float]:
 # --- servers --------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 UVICORN_FLAGS = ["--host", "127.0.0.1", "--no-access-log", "--log-level", "warning"]
 
 
@@ -262,7 +257,7 @@ class Server:
         processes it started (Linux)."""
         assert self.proc is not None
         out: dict[int, float] = {}
-        for pid in [self.proc.pid, *_descendants(self.proc.pid)]:
+        for pid in [self.proc.pid, *descendants(self.proc.pid)]:
             for task in Path(f"/proc/{pid}/task").glob("*"):
                 try:
                     out[int(task.name)] = proc_cpu_seconds(task / "stat")
@@ -293,7 +288,7 @@ class Server:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            children = _descendants(self.proc.pid)
+            children = descendants(self.proc.pid)
             self.proc.terminate()
             try:
                 self.proc.wait(15)
@@ -303,22 +298,6 @@ class Server:
             for pid in children:  # a server's worker processes that outlived it (LitServe's)
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
-
-
-def _descendants(pid: int) -> list[int]:
-    """Pids of the processes below ``pid`` (uvicorn's worker processes, the resource tracker)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-    found, frontier = [], [pid]
-    while frontier:
-        kids = [p for p, parent in parents.items() if parent in frontier]
-        found += kids
-        frontier = kids
-    return found
 
 
 def _children_cpu() -> float:

@@ -20,7 +20,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import bench.proxy as proxy_bench
-from bench.proxy import Nginx, free_port
+from bench.common import free_port
+from bench.proxy import Nginx
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"  # loopback only

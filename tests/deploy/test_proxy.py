@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.proxy import TEMPLATE, TEMPLATE_VARS, Nginx, free_port
+from bench.common import free_port
+from bench.proxy import TEMPLATE, TEMPLATE_VARS, Nginx
 from tests.app.conftest import COND, write_ae, write_cgan, write_mlp
 from tests.deploy.conftest import HOST, Service, run_nginx, run_service
 
