@@ -202,11 +202,13 @@ async function onReady() {
   state.models = modelList(body);
   renderRefused(body && Array.isArray(body.refused) ? body.refused : []);
   el.model.replaceChildren(...state.models.map((m) => {
-    const o = new Option(isSampleable(m) ? m.name : `${m.name} (not sampleable)`, m.name);
+    const why = canTranslate(m) ? "a translator: see Draw" : "not sampleable";
+    const o = new Option(isSampleable(m) ? m.name : `${m.name} (${why})`, m.name);
     o.disabled = !isSampleable(m);
     return o;
   }));
   el.model.disabled = state.models.length === 0;
+  setupDraw(state.models);
   if (state.models.length === 0) {
     showError("No models:", "the service has no model loaded.");
     return;
@@ -774,7 +776,9 @@ function fitPixels(node) {
   node.style.width = w <= cap ? `${w * Math.floor(cap / w)}px` : `${box}px`;  // whole multiples, or fit
 }
 el.image.addEventListener("load", () => fitPixels(el.image));
-window.addEventListener("resize", () => { fitPixels(el.image); fitPixels(el.player); });
+window.addEventListener("resize", () => {
+  for (const node of [el.image, el.player, draw.canvas, draw.result]) fitPixels(node);
+});
 
 // ------------------------------------------------------------------ interpolate
 
@@ -1140,6 +1144,330 @@ async function morphInterpolate() {
 morph.form.addEventListener("submit", (e) => {
   e.preventDefault();
   morphInterpolate();
+});
+
+// ------------------------------------------------------------------ draw (translators)
+//
+// The canvas is the translator's input at its own size (the card's `input`, e.g. 64 × 64), upscaled
+// on screen: what you see is the PNG the model gets, pixel for pixel. Strokes are rasterised on the
+// input's pixel grid (squares of the line width along each segment, no anti-aliasing), so they look
+// like the edge maps pix2pix was trained on (training/pairs.py): black lines, 1 px wide, on white.
+// While the user draws, the canvas's PNG goes to POST /models/{m}/translate, debounced (once the
+// drawing rests DRAW_DEBOUNCE_MS, at least every DRAW_MAX_WAIT_MS during a long stroke, at once when
+// a stroke ends) and latest-wins (a newer drawing aborts the older request); the answer (scale 1) is
+// shown beside it, upscaled by CSS. An upload is drawn into the canvas (scaled to the input size)
+// and translated the same way: the keyboard's way in.
+
+const DRAW_DEBOUNCE_MS = 150;
+const DRAW_MAX_WAIT_MS = 500;
+const DRAW_INK = "#000000", DRAW_PAPER = "#ffffff";  // the edge maps' colours: black lines on white
+
+const draw = {
+  model: $("draw-model"), width: $("draw-width"), file: $("draw-file"), undo: $("draw-undo"),
+  clear: $("draw-clear"), download: $("draw-download"), canvas: $("draw-canvas"),
+  placeholder: $("draw-placeholder"), result: $("draw-result"), resultPlaceholder: $("draw-result-placeholder"),
+  caption: $("draw-caption"), inputCaption: $("draw-input-caption"), state: $("draw-state"),
+  trained: $("draw-trained"),
+  translators: [],  // cards of the loaded translators (from /models)
+  card: null,       // the chosen one
+  layers: [],       // what is drawn, oldest first: {points: [[x, y, width], …]} or {bitmap, name}
+  current: null,    // the stroke under the pointer: {pointerId, points}
+  timer: null, pendingSince: 0,  // the debounce
+  controller: null, token: 0, url: null,  // the request in flight, and the object URL we own
+};
+
+/** Whether a model card says it translates: its capabilities (a list or a map), else its family. */
+function canTranslate(m) {
+  const c = m.capabilities !== undefined ? m.capabilities : m.answers;
+  if (Array.isArray(c)) return c.includes("translate");
+  if (c && typeof c === "object") return Boolean(c.translate);
+  return m.family === "pix2pix";
+}
+
+/** A translator's input: channels, size and the transform it was trained on (its card's `input`). */
+function inputOf(card) {
+  const i = card.input && typeof card.input === "object" ? card.input : {};
+  const img = card.image || {};
+  return { width: i.width || img.width || 28, height: i.height || img.height || 28,
+           channels: i.channels || img.channels || 1, transform: i.transform || null };
+}
+
+function drawState(text, kind = "") {
+  draw.state.textContent = text;
+  if (kind) draw.state.dataset.state = kind; else delete draw.state.dataset.state;
+}
+
+/** Fill the panel for the translators among `models` (called once the models are listed). */
+function setupDraw(models) {
+  draw.translators = models.filter(canTranslate);
+  draw.model.replaceChildren(...draw.translators.map((m) => new Option(m.name, m.name)));
+  const none = draw.translators.length === 0;
+  for (const c of [draw.model, draw.file]) c.disabled = none;
+  if (none) {
+    draw.card = null;
+    draw.canvas.hidden = true;
+    draw.placeholder.hidden = false;
+    draw.placeholder.textContent = "No translator is loaded.";
+    drawState("No translator is loaded: drawing needs a pix2pix checkpoint (such as fashion-edges2fashion or "
+              + "emoji-edges2emoji) in the service's checkpoints folder.", "bad");
+    syncDrawButtons();
+    return;
+  }
+  selectTranslator(draw.translators[0].name);
+}
+
+function selectTranslator(name) {
+  const card = draw.translators.find((m) => m.name === name);
+  if (!card) return;
+  const before = draw.card ? inputOf(draw.card) : null;
+  const input = inputOf(card);
+  draw.card = card;
+  draw.model.value = card.name;
+  const ds = card.dataset && (typeof card.dataset === "string" ? card.dataset : card.dataset.name);
+  const transform = input.transform ? ` (${input.transform} of ${ds || "its dataset"})` : "";
+  draw.trained.textContent = transform;
+  draw.inputCaption.textContent = `Input: ${input.width} × ${input.height}${transform ? `, ${input.transform}` : ""}`;
+  draw.placeholder.hidden = true;
+  draw.canvas.hidden = false;
+  drawState("");
+  if (!before || before.width !== input.width || before.height !== input.height) {
+    draw.canvas.width = input.width;  // the drawing's coordinates belong to the old size: start again
+    draw.canvas.height = input.height;
+    clearDrawing();
+  } else {
+    renderDrawing();
+    if (draw.layers.length) flushTranslate();
+  }
+  fitPixels(draw.canvas);
+}
+
+draw.model.addEventListener("change", () => selectTranslator(draw.model.value));
+draw.result.addEventListener("load", () => fitPixels(draw.result));
+
+/** One square of `width` pixels of ink centred on pixel (x, y). */
+function dab(ctx, x, y, width) {
+  const o = Math.floor((width - 1) / 2);
+  ctx.fillRect(x - o, y - o, width, width);
+}
+
+/** The pixels of the segment a → b (Bresenham), each a dab of b's width. */
+function plotSegment(ctx, a, b) {
+  let [x0, y0] = a;
+  const [x1, y1, width] = b;
+  const dx = Math.abs(x1 - x0), dy = -Math.abs(y1 - y0);
+  const sx = x0 < x1 ? 1 : -1, sy = y0 < y1 ? 1 : -1;
+  let err = dx + dy;
+  ctx.fillStyle = DRAW_INK;
+  for (;;) {
+    dab(ctx, x0, y0, width);
+    if (x0 === x1 && y0 === y1) return;
+    const e2 = 2 * err;
+    if (e2 >= dy) { err += dy; x0 += sx; }
+    if (e2 <= dx) { err += dx; y0 += sy; }
+  }
+}
+
+/** Paint every layer again on white (after an undo, a clear or a new translator of the same size). */
+function renderDrawing() {
+  const c = draw.canvas, ctx = c.getContext("2d");
+  ctx.fillStyle = DRAW_PAPER;  // opaque, so that the PNG is exactly what is shown
+  ctx.fillRect(0, 0, c.width, c.height);
+  for (const layer of draw.layers) {
+    if (layer.bitmap) {
+      ctx.imageSmoothingEnabled = true;
+      ctx.imageSmoothingQuality = "high";
+      ctx.drawImage(layer.bitmap, 0, 0, c.width, c.height);
+      continue;
+    }
+    const pts = layer.points;
+    for (let i = 0; i < pts.length; i++) plotSegment(ctx, pts[Math.max(0, i - 1)], pts[i]);
+  }
+}
+
+function syncDrawButtons() {
+  const empty = draw.layers.length === 0;
+  draw.undo.disabled = empty || !draw.card;
+  draw.clear.disabled = empty || !draw.card;
+  const strokes = draw.layers.filter((l) => l.points).length;
+  const image = draw.layers.find((l) => l.bitmap);
+  const what = empty ? "empty" : [image ? `the image “${image.name}”` : "", strokes ? `${strokes} stroke${strokes > 1 ? "s" : ""}` : ""]
+    .filter(Boolean).join(" and ");
+  draw.canvas.setAttribute("aria-label", `Drawing area (${what})`);
+}
+
+/** The output's frame is busy from the moment a translation is due until the latest one is shown. */
+function drawBusy(busy) {
+  const frame = draw.result.parentElement;
+  if (busy) frame.setAttribute("aria-busy", "true"); else frame.removeAttribute("aria-busy");
+}
+
+/** Forget the translation shown and any request in flight. */
+function resetDrawResult() {
+  clearTimeout(draw.timer);
+  draw.timer = null;
+  draw.token++;
+  if (draw.controller) draw.controller.abort();
+  draw.controller = null;
+  drawBusy(false);
+  if (draw.url) URL.revokeObjectURL(draw.url);
+  draw.url = null;
+  draw.result.hidden = true;
+  draw.result.removeAttribute("src");
+  draw.resultPlaceholder.hidden = false;
+  draw.download.hidden = true;
+  draw.caption.textContent = "Output";
+}
+
+function clearDrawing() {
+  draw.layers = [];
+  draw.current = null;
+  renderDrawing();
+  resetDrawResult();
+  syncDrawButtons();
+}
+
+/** The layers changed: new buttons' state, and a translation soon. An empty canvas is not sent. */
+function drawingChanged(now = false) {
+  syncDrawButtons();
+  if (!draw.layers.length) {
+    resetDrawResult();
+    return;
+  }
+  if (now) flushTranslate(); else scheduleTranslate();
+}
+
+/** Debounced: send once the drawing rests DRAW_DEBOUNCE_MS, and at least every DRAW_MAX_WAIT_MS. */
+function scheduleTranslate() {
+  const t = performance.now();
+  if (draw.timer === null) draw.pendingSince = t;
+  clearTimeout(draw.timer);
+  const wait = Math.max(0, Math.min(DRAW_DEBOUNCE_MS, draw.pendingSince + DRAW_MAX_WAIT_MS - t));
+  draw.timer = setTimeout(sendDrawing, wait);
+  drawBusy(true);
+}
+
+function flushTranslate() {
+  clearTimeout(draw.timer);
+  sendDrawing();
+}
+
+async function sendDrawing() {
+  draw.timer = null;
+  const card = draw.card;
+  if (!card || !draw.layers.length) {
+    drawBusy(false);
+    return;
+  }
+  drawBusy(true);
+  if (draw.controller) draw.controller.abort();  // latest wins: the older drawing's answer is not wanted
+  const controller = new AbortController();
+  draw.controller = controller;
+  const token = ++draw.token;
+  const upload = draw.layers.length === 1 && draw.layers[0].bitmap ? draw.layers[0].name : null;
+  const png = await new Promise((resolve) => draw.canvas.toBlob(resolve, "image/png"));
+  if (token !== draw.token) return;  // a newer drawing is on its way
+  const started = performance.now();
+  try {
+    const response = await api(`/models/${encodeURIComponent(card.name)}/translate`, {
+      method: "POST", body: png, headers: { "Content-Type": "image/png" }, signal: controller.signal });
+    const blob = await response.blob();
+    if (token !== draw.token) return;
+    if (draw.url) URL.revokeObjectURL(draw.url);
+    draw.url = URL.createObjectURL(blob);
+    draw.result.src = draw.url;
+    draw.result.alt = `${card.name}'s translation of ${draw.canvas.getAttribute("aria-label").replace(/^Drawing area \((.*)\)$/, "$1")}`;
+    draw.result.hidden = false;
+    draw.resultPlaceholder.hidden = true;
+    draw.download.href = draw.url;
+    draw.download.download = `${card.name}-drawing.png`;
+    draw.download.hidden = false;
+    draw.caption.textContent = `Output of ${card.name} · ${Math.round(performance.now() - started)} ms`;
+    if (upload) drawState(`Translated “${upload}” with ${card.name}.`, "ok");
+    else if (draw.state.dataset.state === "bad") drawState("");
+  } catch (err) {
+    if (controller.signal.aborted || token !== draw.token) return;  // a newer drawing took over
+    drawState(`Not translated: ${morphErrorText(err)}`, "bad");
+  } finally {
+    if (token === draw.token && draw.timer === null) {
+      draw.controller = null;
+      drawBusy(false);
+    }
+  }
+}
+
+/** The input pixel under a pointer event, clamped to the canvas. */
+function drawPixel(e) {
+  const c = draw.canvas, r = c.getBoundingClientRect();
+  const x = Math.floor(((e.clientX - r.left) / r.width) * c.width);
+  const y = Math.floor(((e.clientY - r.top) / r.height) * c.height);
+  const width = Number(draw.width.value) + (e.pointerType === "pen" && e.pressure > 0.6 ? 1 : 0);
+  return [Math.max(0, Math.min(c.width - 1, x)), Math.max(0, Math.min(c.height - 1, y)), width];
+}
+
+draw.canvas.addEventListener("pointerdown", (e) => {
+  if (!draw.card || !e.isPrimary || e.button !== 0 || draw.current) return;
+  e.preventDefault();
+  try { draw.canvas.setPointerCapture(e.pointerId); } catch (err) { /* not an active pointer: draw uncaptured */ }
+  const p = drawPixel(e);
+  draw.current = { pointerId: e.pointerId, points: [p] };
+  draw.layers.push({ points: draw.current.points });
+  plotSegment(draw.canvas.getContext("2d"), p, p);
+  drawingChanged();
+});
+
+draw.canvas.addEventListener("pointermove", (e) => {
+  const stroke = draw.current;
+  if (!stroke || e.pointerId !== stroke.pointerId) return;
+  const ctx = draw.canvas.getContext("2d");
+  const events = (e.getCoalescedEvents && e.getCoalescedEvents()) || [];
+  let moved = false;
+  for (const ev of events.length ? events : [e]) {
+    const p = drawPixel(ev);
+    const last = stroke.points[stroke.points.length - 1];
+    if (p[0] === last[0] && p[1] === last[1] && p[2] === last[2]) continue;
+    plotSegment(ctx, last, p);
+    stroke.points.push(p);
+    moved = true;
+  }
+  if (moved) drawingChanged();
+});
+
+for (const type of ["pointerup", "pointercancel"]) {
+  draw.canvas.addEventListener(type, (e) => {
+    if (!draw.current || e.pointerId !== draw.current.pointerId) return;
+    draw.current = null;
+    drawingChanged(true);  // the stroke is done: no need to wait for the debounce
+  });
+}
+
+draw.undo.addEventListener("click", () => {
+  if (draw.current) return;
+  draw.layers.pop();
+  renderDrawing();
+  drawingChanged(true);
+  drawState(draw.layers.length ? "Undone: the last stroke is gone." : "Undone: the canvas is empty.");
+});
+
+draw.clear.addEventListener("click", () => {
+  clearDrawing();
+  drawState("Cleared: the canvas is empty.");
+});
+
+draw.file.addEventListener("change", async () => {
+  const file = draw.file.files && draw.file.files[0];
+  if (!file || !draw.card) return;
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file);
+  } catch (e) {
+    drawState(`Not translated: “${file.name}” could not be read as an image; upload a PNG, JPEG or WebP image.`,
+              "bad");
+    return;
+  }
+  draw.layers = [{ bitmap, name: file.name }];  // an upload starts a new drawing (undo takes it away)
+  draw.current = null;
+  renderDrawing();
+  drawingChanged(true);
 });
 
 // ------------------------------------------------------------------ copy buttons

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.pages import TIMEOUT_MS
 from tests.e2e.server import CHROMIUM, launch_chromium, running_service, write_test_checkpoints
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the e2e tests need the playwright package")
@@ -30,3 +31,20 @@ def browser() -> Iterator[Any]:
         b = launch_chromium(p)
         yield b
         b.close()
+
+
+@pytest.fixture
+def page(browser: Any, base_url: str) -> Iterator[Any]:
+    """A fresh page that records every request it makes and fails the test on a script error."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.requests = []  # type: ignore[attr-defined]
+    page.errors = []  # type: ignore[attr-defined]
+    page.on("request", lambda r: page.requests.append(r.url))
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    yield page
+    assert page.errors == [], f"script errors on the page: {page.errors}"
+    outside = [u for u in page.requests if not u.startswith((base_url, "blob:", "data:"))]
+    assert outside == [], f"the page loaded something from outside the service: {outside}"
+    context.close()

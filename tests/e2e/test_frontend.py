@@ -17,7 +17,6 @@ import base64
 import io
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -25,52 +24,12 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.e2e.pages import TIMEOUT_MS, open_ready, set_range, shown_bytes, upload
 from tests.e2e.server import PHONE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 COND, UNCOND, AE = "tiny-cgan", "tiny-mlp", "tiny-ae"
-TIMEOUT_MS = 15_000
-
-
-@pytest.fixture
-def page(browser: Any, base_url: str) -> Iterator[Any]:
-    """A fresh page that records every request it makes and fails the test on a script error."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.requests = []  # type: ignore[attr-defined]
-    page.errors = []  # type: ignore[attr-defined]
-    page.on("request", lambda r: page.requests.append(r.url))
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
-    yield page
-    assert page.errors == [], f"script errors on the page: {page.errors}"
-    outside = [u for u in page.requests if not u.startswith((base_url, "blob:", "data:"))]
-    assert outside == [], f"the page loaded something from outside the service: {outside}"
-    context.close()
-
-
-def open_ready(page: Any, base_url: str, fragment: str = "") -> None:
-    page.goto(f"{base_url}/{fragment}")
-    page.wait_for_function("document.getElementById('status').textContent === 'Ready'")
-    page.wait_for_selector("#image:not([hidden])")
-
-
-def shown_bytes(page: Any, selector: str) -> bytes:
-    """The bytes behind a displayed <img> (a blob: URL made from the API's response)."""
-    b64 = page.eval_on_selector(selector, """async (img) => {
-        const buf = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
-        let s = ""; for (const b of buf) s += String.fromCharCode(b);
-        return btoa(s);
-    }""")
-    return base64.b64decode(b64)
-
-
-def set_range(page: Any, selector: str, value: str) -> None:
-    """Move a slider as a drag does: its value changes, then 'input' (and 'change') fire."""
-    page.eval_on_selector(selector, """(e, v) => { e.value = v;
-        e.dispatchEvent(new Event("input", {bubbles: true}));
-        e.dispatchEvent(new Event("change", {bubbles: true})); }""", value)
 
 
 def version_of(base_url: str, model: str) -> str:
@@ -544,10 +503,6 @@ def test_keyboard_labels_and_phone_layout(page: Any, base_url: str) -> None:
     page.keyboard.press("Enter")
     wait_new_image(page, src)
     assert page.input_value("#seed") != "11"
-
-
-def upload(page: Any, selector: str, name: str, mime: str, data: bytes) -> None:
-    page.set_input_files(selector, files=[{"name": name, "mimeType": mime, "buffer": data}])
 
 
 def drop(page: Any, zone: str, name: str, mime: str, data: bytes) -> None:
