@@ -4,7 +4,8 @@
 -- number of seeds (default 2^31−1): seeds are drawn from 0…seeds−1, so by default the server's cache of seeded
 -- images (512 entries) practically never hits; with a few seeds (40 × 10 classes) every answer comes from it.
 -- A fourth argument "post" sends POST <path> with the JSON body {"seed": …, "label": …} instead (LitServe's
--- /predict).
+-- /predict); "png" sends POST <path> with PNG bodies, the files named one a line in the file given as the fifth
+-- argument, in turn (each connection starting at another one): image-in routes such as /models/m/translate.
 
 local threads = {}
 
@@ -19,10 +20,23 @@ function init(args)
   seeds = tonumber(args[3] or "2147483647")
   method = args[4] or "get"
   statuses = {}
+  if method == "png" then
+    bodies = {}
+    for name in io.lines(args[5]) do
+      local f = assert(io.open(name, "rb"))
+      bodies[#bodies + 1] = f:read("*a")
+      f:close()
+    end
+    turn = id
+  end
   math.randomseed(os.time() + 7919 * id)
 end
 
 function request()
+  if method == "png" then
+    turn = turn % #bodies + 1
+    return wrk.format("POST", path, {["Content-Type"] = "image/png"}, bodies[turn])
+  end
   if method == "post" then
     local body = '{"seed": ' .. math.random(0, seeds - 1)
     if classes > 0 then

@@ -2,7 +2,8 @@
 installed (a C event loop, cheap enough to share 2 cores with the server), else a small asyncio
 client of our own (keep-alive HTTP/1.1 over raw sockets; costlier per request, so ``wrk`` is
 preferred). Both send ``GET <path>?seed=<random>&label=<random>`` (or, with ``post``, ``POST <path>``
-with the JSON body ``{"seed": …, "label": …}``) and count the status codes."""
+with the JSON body ``{"seed": …, "label": …}``; with ``pngs``, ``POST <path>`` with those PNG files in
+turn) and count the status codes."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bench.common import ROOT
 
@@ -62,9 +64,14 @@ ALL_SEEDS = 2**31 - 1  # seeds 0…2³¹−2: the image cache practically never 
 
 
 def run_wrk(base: str, path: str, classes: int, conns: int, duration: float, timeout: float = 30.0,
-            seeds: int = ALL_SEEDS, post: bool = False) -> LoadResult:
+            seeds: int = ALL_SEEDS, post: bool = False, pngs: list[Path] | None = None) -> LoadResult:
+    method = "png" if pngs else "post" if post else "get"
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", f"--timeout={round(timeout)}s",
-           "-s", str(LUA), base, "--", path, str(classes), str(seeds), "post" if post else "get"]
+           "-s", str(LUA), base, "--", path, str(classes), str(seeds), method]
+    if pngs:
+        listing = pngs[0].parent / "bodies.txt"
+        listing.write_text("".join(f"{p.resolve()}\n" for p in pngs))
+        cmd.append(str(listing))
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + timeout + 30)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if line is None:
@@ -87,14 +94,16 @@ class Conn:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def get(self, path: str, json_body: bytes | None = None) -> tuple[int, bytes]:
+    async def get(self, path: str, json_body: bytes | None = None,
+                  content_type: str = "application/json") -> tuple[int, bytes]:
+        """GET ``path``; with a body, POST it as ``content_type``."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
         if json_body is None:
             self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
         else:
-            self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: {content_type}\r\n"
                               f"Content-Length: {len(json_body)}\r\n\r\n".encode() + json_body)
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
@@ -125,7 +134,8 @@ def random_path(path: str, classes: int, rng: random.Random, seeds: int = ALL_SE
 
 
 async def _load(host: str, port: int, path: str, classes: int, conns: int, duration: float,
-                timeout: float, seeds: int = ALL_SEEDS, post: bool = False) -> LoadResult:
+                timeout: float, seeds: int = ALL_SEEDS, post: bool = False, pngs: list[bytes] | None = None
+                ) -> LoadResult:
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     errors = 0
@@ -136,11 +146,17 @@ async def _load(host: str, port: int, path: str, classes: int, conns: int, durat
         nonlocal errors
         rng = random.Random(i * 7919 + int(start))
         conn = Conn(host, port)
+        turn = i
         while time.perf_counter() < stop:
             t0 = time.perf_counter()
             try:
-                request = (conn.get(path, random_body(classes, rng, seeds)) if post
-                           else conn.get(random_path(path, classes, rng, seeds)))
+                if pngs:
+                    turn = (turn + 1) % len(pngs)
+                    request = conn.get(path, pngs[turn], "image/png")
+                elif post:
+                    request = conn.get(path, random_body(classes, rng, seeds))
+                else:
+                    request = conn.get(random_path(path, classes, rng, seeds))
                 status, _ = await asyncio.wait_for(request, timeout)
             except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
                 errors += 1
@@ -162,9 +178,10 @@ async def _load(host: str, port: int, path: str, classes: int, conns: int, durat
 
 
 def run_python(base: str, path: str, classes: int, conns: int, duration: float, timeout: float = 30.0,
-               seeds: int = ALL_SEEDS, post: bool = False) -> LoadResult:
+               seeds: int = ALL_SEEDS, post: bool = False, pngs: list[Path] | None = None) -> LoadResult:
     host, port = base.removeprefix("http://").split(":")
-    return run_async(_load(host, int(port), path, classes, conns, duration, timeout, seeds, post))
+    bodies = [p.read_bytes() for p in pngs] if pngs else None
+    return run_async(_load(host, int(port), path, classes, conns, duration, timeout, seeds, post, bodies))
 
 
 def run_async(coro):
@@ -177,10 +194,12 @@ def run_async(coro):
 
 
 def run_load(tool: str, base: str, path: str, classes: int, conns: int, duration: float,
-             seeds: int = ALL_SEEDS, post: bool = False) -> LoadResult:
+             seeds: int = ALL_SEEDS, post: bool = False, pngs: list[Path] | None = None) -> LoadResult:
     """``seeds``: requests draw their seed from 0…seeds−1 (few seeds: answers from the server's image cache);
-    ``post``: POST the seed and label as JSON (LitServe's route) instead of GET with a query."""
-    return (run_wrk if tool == "wrk" else run_python)(base, path, classes, conns, duration, seeds=seeds, post=post)
+    ``post``: POST the seed and label as JSON (LitServe's route) instead of GET with a query; ``pngs``: POST
+    these PNG files in turn (image-in routes)."""
+    return (run_wrk if tool == "wrk" else run_python)(base, path, classes, conns, duration, seeds=seeds, post=post,
+                                                      pngs=pngs)
 
 
 async def fetch_all(base: str, paths: list[str], concurrency: int) -> tuple[float, list[float], Counter[int]]:

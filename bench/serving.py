@@ -266,11 +266,12 @@ class Server:
         return out
 
     def load(self, tool: str, path: str, classes: int, conns: int, duration: float,
-             seeds: int = ALL_SEEDS) -> LoadResult:
-        """One load point; records the server's CPU time per thread and the load generator's CPU time."""
+             seeds: int = ALL_SEEDS, pngs: list[Path] | None = None) -> LoadResult:
+        """One load point; records the server's CPU time per thread and the load generator's CPU time.
+        ``pngs``: POST these PNG files in turn (image-in routes) instead of seeded GETs."""
         assert self.proc is not None
         before, client_before = self.thread_cpu(), _children_cpu()
-        r = run_load(tool, self.base, path, classes, conns, duration, seeds, post=self.post)
+        r = run_load(tool, self.base, path, classes, conns, duration, seeds, post=self.post, pngs=pngs)
         after = self.thread_cpu()
         delta = {tid: after[tid] - before.get(tid, 0.0) for tid in after}
         main = delta.pop(self.proc.pid, 0.0)
