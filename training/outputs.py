@@ -201,7 +201,10 @@ class Outputs:
         generator = self.served()
         grid = self.grid(epochs_done, generator)
         config = checkpoint_config(self.opts, self.trainer, self.data, progress, epochs_done, self.world, self.commit)
-        return save_checkpoint(folder or self.out_dir, generator, config, grid, self.opts.save_dtype)
+        objective = self.trainer.fam.objective  # an autoencoder's or a VAE's second network is its encoder
+        encoder = ((self.trainer.d_raw, "mean-logvar" if objective == "vae" else "code")
+                   if objective in ("vae", "ae") else None)
+        return save_checkpoint(folder or self.out_dir, generator, config, grid, self.opts.save_dtype, encoder)
 
     def evaluate(self, folder: Path, progress: Progress) -> None:
         evaluate_during_training(self.opts, folder, progress.epoch, progress.seconds, progress.images_seen,
