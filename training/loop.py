@@ -75,6 +75,7 @@ class Trainer:
         self.ema = EMA(self.g_raw, opts.ema_decay)
         self.objective = objective_of(fam.name)(opts, self.g_raw, self.d_raw, data, fam.conditional, d.world, device)
         self.g_source: GeneratorSource | None = None  # --init-g-from: the checkpoint G started from
+        self.g_frozen: nn.Module | None = None  # --freeze-generator: that checkpoint's generator, shipped as it is
         self.step_count = 0
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -171,6 +171,9 @@ class TrainOptions(BaseModel):
     init_g_from: str = opt("", "start G from this checkpoint's generator weights (same generator architecture and "
                            "classes), e.g. fine-tune a cGAN's generator with the ACGAN objective; D starts afresh",
                            group="run", metavar="CHECKPOINT")
+    freeze_generator: bool = opt(False, "train only the encoder, against the decoder --init-g-from gives, which the "
+                                 "checkpoint keeps exactly as it was (its weights, batch-norm statistics and a VAE's "
+                                 "ex-post mixture): an encoder for a shipped decoder (ae, conv-ae, vae)", group="vae")
     acgan_projection: bool = opt(False, "ACGAN: D's real/fake logit also gets the inner product of its image "
                                  "features with a learned embedding of the label (projection discriminator), so it "
                                  "judges image and label together; the class head still sees the image alone",
@@ -328,6 +331,8 @@ def check_rules(o: TrainOptions) -> None:
     if o.lr_decay_epochs > o.epochs:
         raise ConfigError(f"--lr-decay-epochs {o.lr_decay_epochs} is more than --epochs {o.epochs}: the decay is "
                           "the run's last N epochs")
+    if o.freeze_generator and not o.init_g_from:
+        raise ConfigError("--freeze-generator trains an encoder for a given decoder: it needs --init-g-from CHECKPOINT")
     if o.keep_best and not o.eval_every:
         raise ConfigError("--keep-best needs --eval-every N: it keeps the best of those evaluations")
     if o.keep_best == "min_class_accuracy" and not fam.conditional:

@@ -174,7 +174,7 @@ class Outputs:
         """The averaged generator's batch-norm statistics, re-estimated for its own weights: before it is
         drawn, saved or measured (a sampled model's only; an autoencoder's decoder is fed encodings)."""
         fam, o = self.trainer.fam, self.opts
-        if fam.sampleable:
+        if fam.sampleable and self.trainer.g_frozen is None:
             self.trainer.ema.standing_stats(o.z_dim, len(self.data.class_names) if fam.conditional else 0,
                                             self.device, o.seed)
 
@@ -183,6 +183,8 @@ class Outputs:
         the mixture fitted to the encoder's codes now (once per step count: a --keep-best candidate and the
         --out copy of the same weights share one fit), with batch-norm statistics for the mixture's codes."""
         t, o = self.trainer, self.opts
+        if t.g_frozen is not None:  # --freeze-generator: the given generator, as it was
+            return t.g_frozen
         if not o.expost_gmm:
             return t.ema.model
         if t.step_count not in self.fitted:

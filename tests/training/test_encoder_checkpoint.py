@@ -101,3 +101,39 @@ def test_latents_of_inverts_codes_and_picks_the_likely_component():
     assert torch.allclose(g.codes(z), codes, atol=1e-5)
     with pytest.raises(ValueError, match="shape"):
         g.latents_of(torch.zeros(3, 3))
+
+
+def test_an_encoder_trained_for_a_frozen_decoder_ships_beside_it_unchanged(tmp_path, tiny_args):
+    """--freeze-generator --init-g-from: only the encoder learns; the checkpoint's generator (weights,
+    batch-norm statistics, ex-post mixture) is the given one, byte for byte, and it records where it came from."""
+    source = train(tmp_path, tiny_args, "vae", "--expost-gmm", "4")
+    before = read_config(source)
+    old_encoder = (source / ENCODER).read_bytes()
+    out = tmp_path / "refit"
+    assert main(["train", "--family", "vae", "--dataset", "synthetic", "--out", str(out), "--run-dir",
+                 str(tmp_path / "run-refit"), "--epochs", "1", *tiny_args, "--expost-gmm", "4", "--init-g-from",
+                 str(source), "--freeze-generator", "--seed", "5"]) == 0
+    after = read_config(out)
+    assert after.generator_sha256 == before.generator_sha256 and after.generator == before.generator
+    assert after.encoder is not None and (out / ENCODER).read_bytes() != old_encoder
+    assert after.training.init_g_from is not None and after.training.init_g_from.generator_sha256 == \
+        before.generator_sha256
+    g, cfg = load_generator(out)
+    enc = load_encoder(out, g, cfg)
+    x = to_float(load_dataset("synthetic", synthetic_size=96).images[:4])
+    with torch.no_grad():
+        assert enc(x).shape == (4, 9)
+
+
+def test_freeze_generator_needs_a_decoder_and_an_autoencoder_family(tmp_path, tiny_args, capsys):
+    base = ["train", "--dataset", "synthetic", "--out", str(tmp_path / "x"), *tiny_args, "--freeze-generator"]
+    with pytest.raises(SystemExit):
+        main([*base, "--family", "vae"])
+    assert "--init-g-from" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "--family", "dcgan", "--init-g-from", str(tmp_path)])
+    assert "--freeze-generator is an option of --family" in capsys.readouterr().err
+    source = train(tmp_path, tiny_args, "vae", "--expost-gmm", "4")
+    capsys.readouterr()
+    assert main([*base, "--family", "vae", "--init-g-from", str(source), "--expost-gmm", "3"]) == 2
+    assert "components" in capsys.readouterr().err

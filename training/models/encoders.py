@@ -82,6 +82,8 @@ class LatentEncoder(nn.Module):
         h = self.encoder(x)
         return h[:, : self.code_dim] if self.output == "mean-logvar" else h
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, H, W) → (B, z_dim); ``labels`` is unused (the encoders are unconditional: the signature is
+        a generator's, so that the service runs and checks it as it does a generator)."""
         code = self.codes(x)
         return code if self.mixture is None else self.mixture.latents_of(code)  # type: ignore[operator]
