@@ -10,11 +10,14 @@ from pydantic import BaseModel, Field
 
 from app import params as P
 from app.generation import lookup_model
+from app.imagein import ENCODE, RECONSTRUCT, TRANSLATE
+from app.projection import PROJECTABLE
 from app.registry import LoadedModel, Refusal, UnknownModel
 from app.service import ERROR_RESPONSES, ApiError, Service, ServiceDep
 from training.bars import check as check_bars
 
 router = APIRouter(tags=["models"])
+CAPABILITIES = ("sample", TRANSLATE, RECONSTRUCT, ENCODE)
 
 
 class ImageInfo(BaseModel):
@@ -47,6 +50,10 @@ class ModelCard(BaseModel):
     weights_dtype: str
     truncation: float = Field(description="the truncation ψ images are drawn at when a request gives none; the "
                               "metrics were measured at it")
+    capabilities: list[str] = Field(description="what the model answers: sample (GET /generate from seeds), "
+                                    "translate, reconstruct and encode (POST /models/{model}/…)")
+    takes: dict[str, str] = Field(description="for each capability, what it takes and what it answers")
+    encoder_sha256: str | None = Field(default=None, description="sha256 of encoder.safetensors (ae, conv-ae, vae)")
     device: str
     batch_invariant: bool = Field(description="a seeded image has the same bytes however its request is batched "
                                   "(checked at load); false: this device's kernels depend on the batch size, and "
@@ -76,12 +83,36 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
 
 
+def capabilities(model: LoadedModel) -> dict[str, str]:
+    """What the model answers (sample, translate, reconstruct, encode) → what each takes and answers."""
+    c = model.config
+    size = f"{c.image.channels}×{c.image.height}×{c.image.width}"
+    out: dict[str, str] = {}
+    if model.sampleable:
+        out["sample"] = "a seed (or an explicit latent z) and, on conditional models, a label → image/png"
+    if TRANSLATE in model.image_modules:
+        out[TRANSLATE] = f"one image, resized to its input ({size}) → its translation, image/png"
+    if RECONSTRUCT in model.image_modules:
+        out[RECONSTRUCT] = f"one image, resized to {size} → its reconstruction, image/png"
+    if ENCODE in model.image_modules:
+        out[ENCODE] = (f"one image, resized to {size} → its encoder's latent z (JSON), which GET /generate?z=… "
+                       "draws" + ("" if model.sampleable else " (this model's decoder draws explicit latents only)"))
+    elif c.family in PROJECTABLE and model.batcher is not None:
+        out[ENCODE] = (f"one image, resized to {size}" + (", and a label" if c.conditional else "")
+                       + " → the latent z a projection finds (JSON)")
+    return out
+
+
 def card(model: LoadedModel, default: str | None) -> ModelCard:
     c = model.config
     links = {"self": f"/models/{model.name}"}
     if c.sampleable:
         links["generate"] = f"/generate?model={model.name}"
         links["seed_0"] = f"/models/{model.name}/seeds/0.png?version={c.version}"
+    can = capabilities(model)
+    for kind in (TRANSLATE, RECONSTRUCT, ENCODE):
+        if kind in can:
+            links[kind] = f"/models/{model.name}/{kind}"
     if model.samples_png is not None:
         links["samples"] = f"/models/{model.name}/samples.png"
     return ModelCard(
@@ -91,7 +122,8 @@ def card(model: LoadedModel, default: str | None) -> ModelCard:
         dataset=c.dataset.model_dump(mode="json"), training=c.training.model_dump(mode="json"),
         metrics=dict(c.metrics), bars=check_bars(c.metrics, c.conditional) if c.sampleable and c.metrics else {},
         evaluator_sha256=c.evaluator_sha256, generator_sha256=c.generator_sha256, version=c.version,
-        weights_dtype=c.weights_dtype, truncation=c.truncation, device=str(model.device),
+        weights_dtype=c.weights_dtype, truncation=c.truncation, capabilities=[k for k in CAPABILITIES if k in can],
+        takes=can, encoder_sha256=None if c.encoder is None else c.encoder.sha256, device=str(model.device),
         batch_invariant=model.batch_invariant, exact_products=model.exact_products, loaded_at=_iso(model.loaded_at),
         default=model.name == default, links=links,
     )

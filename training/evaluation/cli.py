@@ -2,8 +2,9 @@
 
 ``train-evaluator`` trains and ships the evaluator CNN of a dataset;
 ``evaluate`` measures a generator checkpoint with it and writes the numbers into the
-checkpoint's config.json. Problems with a dataset, checkpoint or evaluator are one-line
-errors (exit 2), never tracebacks.
+checkpoint's config.json; ``evaluate-encoding`` measures the image-in side (reconstruction by an
+encoder, or projection) on held-out test images (``training/evaluation/reconstruction.py``).
+Problems with a dataset, checkpoint or evaluator are one-line errors (exit 2), never tracebacks.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from training.argtypes import int_range
 from training.devices import device_available
 
-COMMANDS: tuple[str, ...] = ("bars", "train-evaluator", "evaluate")
+COMMANDS: tuple[str, ...] = ("bars", "train-evaluator", "evaluate", "evaluate-encoding")
 EVALUATOR_DATASETS = ("fashion-mnist", "mnist", "emoji", "synthetic")
 # Defaults per dataset: the 4.5k-image MNIST subset needs more epochs and stronger augmentation.
 EPOCHS = {"fashion-mnist": 15, "mnist": 40, "emoji": 40, "synthetic": 10}
@@ -82,6 +83,22 @@ def add_commands(sub: Any) -> None:
     e.add_argument("--no-write", action="store_true", help="print the metrics without touching config.json")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
 
+    r = sub.add_parser("evaluate-encoding", help="measure reconstruction (encoder) or projection on held-out test "
+                       "images; writes config.json metrics", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    r.add_argument("checkpoint", help="checkpoint folder (with an encoder, or a GAN generator to project into)")
+    r.add_argument("--images", type=int_range(1, 1_000_000), default=200,
+                   help="test images encoded and judged by the evaluator (a seeded pick)")
+    r.add_argument("--steps", type=int_range(0, 10_000), default=100,
+                   help="Adam steps of each projection (GAN generators; the service's GANSERVE_PROJECTION_STEPS)")
+    r.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, help="seed of the pick of test images")
+    r.add_argument("--batch-size", type=int_range(1, 65_536), default=500)
+    r.add_argument("--evaluators", default=None,
+                   help="folder of evaluators (default: $GANSERVE_EVALUATORS, else checkpoints/evaluators)")
+    r.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps")
+    r.add_argument("--threads", type=int_range(0, 1024), default=1,
+                   help="torch CPU threads (0: torch's default; 1 makes projection deterministic)")
+    r.add_argument("--no-write", action="store_true", help="print the metrics without touching config.json")
+
     b = sub.add_parser("bars", help="markdown table: each checkpoint's training time, key metrics and quality bars")
     b.add_argument("folder", nargs="?", default="checkpoints", help="folder of checkpoint folders")
     b.add_argument("--write", default=None, metavar="MARKDOWN",
@@ -93,6 +110,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return cmd_train_evaluator(args)
     if args.command == "evaluate":
         return cmd_evaluate(args)
+    if args.command == "evaluate-encoding":
+        return cmd_evaluate_encoding(args)
     if args.command == "bars":
         from training.evaluation.bars import table
 
@@ -197,6 +216,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
+    if not args.no_write:
+        try:
+            update_metrics(args.checkpoint, metrics, evaluator_sha)
+        except (CheckpointError, OSError) as e:
+            print(f"error: writing metrics: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote metrics into {Path(args.checkpoint) / 'config.json'}")
+    return 0
+
+
+def cmd_evaluate_encoding(args: argparse.Namespace) -> int:
+    from training.checkpoint import CheckpointError, update_metrics
+    from training.data import DatasetError
+    from training.evaluation.evaluator import EvaluatorError
+    from training.evaluation.reconstruction import EncodingError, evaluate_encoding
+
+    _set_threads(args.threads)
+    if not device_available(args.device):
+        print(f"error: --device {args.device!r} is not available here (cpu, cuda[:N], mps)", file=sys.stderr)
+        return 2
+    try:
+        metrics, evaluator_sha = evaluate_encoding(args.checkpoint, args.images, args.steps, args.batch_size,
+                                                   args.seed, args.evaluators, args.device, log)
+    except CheckpointError as e:
+        print(f"error: checkpoint: {e}", file=sys.stderr)
+        return 2
+    except EvaluatorError as e:
+        print(f"error: evaluator: {e}", file=sys.stderr)
+        return 2
+    except (EncodingError, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(metrics, indent=2))
     if not args.no_write:
         try:
             update_metrics(args.checkpoint, metrics, evaluator_sha)
