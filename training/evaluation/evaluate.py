@@ -164,6 +164,9 @@ def evaluate_checkpoint(
             log.info("[%5.1f s] " + msg, time.perf_counter() - t_start, *a)
 
     generator, cfg = load_generator(path, device)
+    if cfg.translator:
+        raise EvaluationError(f"{cfg.name} is a translator: it is measured on held-out pairs "
+                              "(training.evaluation.translation.evaluate_translator)")
     if not cfg.sampleable:
         raise EvaluationError(f"{cfg.name} is a {cfg.family} (reconstruction only): it cannot be sampled, so there "
                               "is nothing to evaluate")
