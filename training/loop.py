@@ -108,7 +108,7 @@ def batches(sampler: DistributedSampler[int], batch_size: int) -> Iterator[torch
 
 def load_data(opts: TrainOptions, d: Dist) -> ImageData:
     data = load_dataset(opts.dataset, "train", opts.resolution, opts.channels, opts.data_dir, opts.synthetic_size,
-                        list(opts.classes) if opts.classes is not None else None)
+                        list(opts.classes) if opts.classes is not None else None, background=opts.background)
     if len(data) < opts.batch_size * d.world:
         raise ConfigError(f"--batch-size {opts.batch_size} × {d.world} process(es) is larger than the dataset "
                           f"({len(data)} images)")

@@ -84,6 +84,16 @@ def check_dataset(v: str) -> str:
     raise ValueError(f"unknown dataset {v!r}; choose one of {', '.join(DATASETS)}")
 
 
+def check_background(v: str) -> str:
+    from training.data import DatasetError, parse_background
+
+    try:
+        parse_background(v)
+    except DatasetError as e:
+        raise ValueError(str(e)) from None
+    return v
+
+
 def check_diffaugment(v: str) -> str:
     """A DiffAugment policy, normalised (``"cutout, color"`` → ``"cutout,color"``)."""
     from training.augment import parse_policy
@@ -107,6 +117,8 @@ class TrainOptions(BaseModel):
                                      "for emoji: $GANSERVE_DATA/emoji, else ~/.cache/ganserve/emoji)", group="data")
     classes: tuple[int, ...] | None = opt(None, "train on a subset of class indices, e.g. 0,1,2,3,4", group="data")
     synthetic_size: int = opt(3000, group="data", ge=6, le=1_000_000)
+    background: str = opt("white", "what the transparent pixels of emoji and folder: images are composited on: "
+                          "white, black, grey or #rrggbb", group="data", metavar="COLOUR")
     # -- networks
     resolution: Literal[28, 32, 64, 96] = opt(28, group="networks")
     channels: Literal[1, 3] = opt(1, group="networks")
@@ -248,6 +260,11 @@ class TrainOptions(BaseModel):
     def _diffaugment(cls, v: str) -> str:
         return check_diffaugment(v)
 
+    @field_validator("background")
+    @classmethod
+    def _background(cls, v: str) -> str:
+        return check_background(v)
+
     @field_validator("classes")
     @classmethod
     def _classes(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
@@ -311,6 +328,9 @@ def check_rules(o: TrainOptions) -> None:
     if o.cgan_projection and fam.name != "cgan":
         raise ConfigError(f"--cgan-projection changes a cGAN's discriminator (--family cgan), not --family {fam.name}"
                           + (" (its own flag: --acgan-projection)" if fam.name == "acgan" else ""))
+    if o.background != defaults["background"] and not (o.dataset == "emoji" or o.dataset.startswith("folder:")):
+        raise ConfigError(f"--background composites the transparent pixels of emoji and folder: images; --dataset "
+                          f"{o.dataset} has none")
     k = o.latent_categories
     if k and (fam.conditional or not fam.conv_discriminator):
         raise ConfigError(f"--latent-categories needs an unconditional family with a convolutional discriminator "
