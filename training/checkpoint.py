@@ -26,6 +26,7 @@ from torch import nn
 
 from training.models import build_encoder, build_generator
 from training.models.encoders import LatentEncoder
+from training.pairs import Transform
 
 FORMAT_VERSION: Literal[1] = 1
 CONFIG = "config.json"
@@ -69,6 +70,16 @@ class ImageSpec(StrictModel):
     channels: Literal[1, 3]
     height: int = Field(ge=1, le=1024)
     width: int = Field(ge=1, le=1024)
+
+
+class TranslatorInput(StrictModel):
+    """What a translator takes: ``generator(x)`` with x (B, channels, height, width) in [-1, 1], made from
+    an image by ``transform`` (``training/pairs.py``; e.g. ``edges``: black lines on white)."""
+
+    channels: Literal[1, 3]
+    height: int = Field(ge=1, le=1024)
+    width: int = Field(ge=1, le=1024)
+    transform: Transform
 
 
 class DatasetInfo(StrictModel):
@@ -120,10 +131,11 @@ class CheckpointConfig(StrictModel):
     description: str = ""
     generator: GeneratorSpec
     encoder: EncoderSpec | None = None  # ae, conv-ae and vae: encoder.safetensors
-    z_dim: int = Field(ge=1, le=4096)
+    z_dim: int = Field(ge=0, le=4096)  # 0 for a translator (no latent), else ≥ 1
     num_classes: int = Field(ge=0, le=1000)
     class_names: list[str]
     image: ImageSpec
+    input: TranslatorInput | None = None  # translators only: the image they take (``generator(x)``)
     value_range: tuple[float, float] = (-1.0, 1.0)
     sampleable: bool = True
     dataset: DatasetInfo
@@ -155,7 +167,20 @@ class CheckpointConfig(StrictModel):
                 raise ValueError(f"generator.kwargs.{key}={kw[key]} but config says {value}")
         if self.image.height != self.image.width:
             raise ValueError("only square images are supported")
+        if self.input is None and self.z_dim < 1:
+            raise ValueError("z_dim must be ≥ 1 (only a translator, with an `input`, has no latent)")
+        if self.input is not None:
+            if self.z_dim != 0 or self.num_classes != 0 or self.sampleable:
+                raise ValueError("a translator (with an `input`) has z_dim 0, num_classes 0 and sampleable false")
+            if "in_channels" in kw and kw["in_channels"] != self.input.channels:
+                raise ValueError(f"generator.kwargs.in_channels={kw['in_channels']} but input.channels is "
+                                 f"{self.input.channels}")
         return self
+
+    @property
+    def translator(self) -> bool:
+        """Called as ``generator(x)`` on an image (``input`` says which), not on a latent."""
+        return self.input is not None
 
     @property
     def conditional(self) -> bool:
@@ -351,6 +376,10 @@ def load_state(module: nn.Module, state: dict[str, torch.Tensor], wpath: Path) -
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointConfig]:
     """Load a checkpoint folder → (generator in eval mode on ``device``, validated config).
+
+    The generator is called as ``generator(z, labels)``; a translator's (``config.input`` set, pix2pix) as
+    ``generator(x)`` with x (B, input.channels, input.height, input.width) in [-1, 1]. Both return images
+    (B, image.channels, image.height, image.width) in [-1, 1].
 
     Raises CheckpointError naming the file and the reason: missing or invalid config,
     missing weights, sha256 mismatch (truncated, corrupt, swapped or half-written),

@@ -68,6 +68,14 @@ def checkpoint_config(opts: TrainOptions, trainer: Trainer, data: ImageData, pro
         description += (f", sampled through a {opts.expost_gmm}-component Gaussian mixture fitted to its encoder's "
                         "codes (ex-post density estimation)")
         z_dim += 1
+    translator: dict[str, Any] = {}
+    if fam.translator:  # generator(x): what it takes, and no latent
+        from training.pairs import input_channels
+
+        z_dim = 0
+        translator["input"] = {"channels": input_channels(opts.transform), "height": opts.resolution,
+                               "width": opts.resolution, "transform": opts.transform}
+        description += f"; input: {opts.transform}" + (" (λ·L1 only: the paper's baseline)" if opts.l1_only else "")
     credit = DATASET_CREDITS.get(opts.dataset)
     if credit:  # the images' licences ask for it (docs/emoji.md)
         description += f". {credit}"
@@ -80,6 +88,7 @@ def checkpoint_config(opts: TrainOptions, trainer: Trainer, data: ImageData, pro
         "num_classes": len(data.class_names) if conditional else 0,
         "class_names": data.class_names if conditional else [],
         "image": {"channels": opts.channels, "height": opts.resolution, "width": opts.resolution},
+        **translator,
         "sampleable": fam.sampleable,
         "dataset": {"name": opts.dataset, "num_images": len(data), "class_names": data.class_names},
         "training": {
@@ -159,7 +168,9 @@ class Outputs:
         """The fixed-latent sample grid of the EMA generator (or of ``generator``, the checkpoint's when it is
         not the EMA decoder itself): into runs/…/grids and TensorBoard."""
         ema = self.trainer.ema.model
-        if generator is None or generator is ema:
+        if self.trainer.fam.translator:  # held-out pairs, input | output
+            grid = self.trainer.objective.render_grid(ema)  # type: ignore[attr-defined]
+        elif generator is None or generator is ema:
             grid = render_grid(ema, self.grid_z, self.grid_y, self.opts.grid_cols, self.device)
         else:  # the same seeds through the served generator's own latent size
             z = latents(list(range(self.grid_z.shape[0])), int(generator.z_dim))  # type: ignore[arg-type]
@@ -172,9 +183,12 @@ class Outputs:
 
     def settle_average(self) -> None:
         """The averaged generator's batch-norm statistics, re-estimated for its own weights: before it is
-        drawn, saved or measured (a sampled model's only; an autoencoder's decoder is fed encodings)."""
+        drawn, saved or measured (a sampled model's, on latents; a translator's, on training inputs; an
+        autoencoder's decoder is fed encodings)."""
         fam, o = self.trainer.fam, self.opts
-        if fam.sampleable and self.trainer.g_frozen is None:
+        if fam.translator:  # on training inputs
+            self.trainer.objective.standing_stats(self.trainer.ema.model)  # type: ignore[attr-defined]
+        elif fam.sampleable and self.trainer.g_frozen is None:
             self.trainer.ema.standing_stats(o.z_dim, len(self.data.class_names) if fam.conditional else 0,
                                             self.device, o.seed)
 

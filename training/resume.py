@@ -25,11 +25,12 @@ STATE = "state.pt"
 # refuses to change): a resumed run with other values of these is another recipe.
 RECIPE_KEYS = ("batch_size", "lr_g", "lr_d", "lr_decay_epochs", "beta1", "beta2", "loss", "label_smoothing",
                "noisy_labels", "pretrain_d_epochs", "acgan_fake_class_weight", "acgan_g_class_weight", "n_critic",
-               "gp_weight", "kl_weight", "ema_decay", "diffaugment", "r1_gamma", "info_weight")
+               "gp_weight", "kl_weight", "ema_decay", "diffaugment", "r1_gamma", "info_weight", "l1_weight",
+               "l1_only")
 # The options that make the networks: --resume refuses to change them.
 ARCH_KEYS = ("family", "dataset", "resolution", "channels", "z_dim", "width", "upsample", "bn", "classes",
              "minibatch_std", "spectral_norm", "acgan_projection", "cgan_projection", "latent_categories",
-             "self_condition", "recluster_every")
+             "self_condition", "recluster_every", "transform")
 
 
 @dataclass

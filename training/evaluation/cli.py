@@ -67,7 +67,8 @@ def add_commands(sub: Any) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     e.add_argument("checkpoint", help="checkpoint folder")
     e.add_argument("--samples", type=int_range(10, 1_000_000), default=10_000,
-                   help="generated images (seeds SEED..SEED+N-1; labels cycled over the classes)")
+                   help="generated images (seeds SEED..SEED+N-1; labels cycled over the classes); translators: "
+                        "held-out pairs (the whole test split when it has no more)")
     e.add_argument("--batch-size", type=int_range(1, 65_536), default=500,
                    help="images per generator / evaluator forward pass")
     e.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, help="first seed of the samples")
@@ -80,6 +81,9 @@ def add_commands(sub: Any) -> None:
                    help="sample with z scaled by PSI in (0, 1] (default: the checkpoint's own `truncation`, 1 unless "
                         "set); written with the metrics, PSI becomes the checkpoint's default, what the service and "
                         "`sample` use when a request names none, so its metrics always describe what it serves")
+    e.add_argument("--baseline", default=None, metavar="CHECKPOINT",
+                   help="translators: also measure this translator of the same input and dataset (e.g. the L1-only "
+                        "baseline) on the same held-out pairs; its numbers go into the metrics as `baseline`")
     e.add_argument("--no-write", action="store_true", help="print the metrics without touching config.json")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
 
@@ -192,7 +196,7 @@ def cmd_train_evaluator(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from training.checkpoint import CheckpointError, update_metrics
+    from training.checkpoint import CheckpointError, read_config, update_metrics
     from training.data import DatasetError
     from training.evaluation.evaluate import EvaluationError, evaluate_checkpoint, format_table
     from training.evaluation.evaluator import EvaluatorError
@@ -200,6 +204,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     if not device_available(args.device):
         print(f"error: --device {args.device!r} is not available here (cpu, cuda[:N], mps)", file=sys.stderr)
+        return 2
+    try:
+        translator = read_config(args.checkpoint).translator
+    except CheckpointError as e:
+        print(f"error: checkpoint: {e}", file=sys.stderr)
+        return 2
+    if translator:
+        return _evaluate_translator(args)
+    if args.baseline is not None:
+        print(f"error: --baseline: {args.checkpoint} is not a translator; --baseline measures translators only",
+              file=sys.stderr)
         return 2
     try:
         metrics, evaluator_sha = evaluate_checkpoint(
@@ -213,6 +228,41 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"error: evaluator: {e}", file=sys.stderr)
         return 2
     except (EvaluationError, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
+    if not args.no_write:
+        try:
+            update_metrics(args.checkpoint, metrics, evaluator_sha)
+        except (CheckpointError, OSError) as e:
+            print(f"error: writing metrics: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote metrics into {Path(args.checkpoint) / 'config.json'}")
+    return 0
+
+
+def _evaluate_translator(args: argparse.Namespace) -> int:
+    """``evaluate`` of a translator: held-out pairs (training/evaluation/translation.py)."""
+    from training.checkpoint import CheckpointError, update_metrics
+    from training.data import DatasetError
+    from training.evaluation.evaluator import EvaluatorError
+    from training.evaluation.translation import TranslationError, evaluate_translator, format_table
+
+    if args.truncation is not None:
+        print(f"error: --truncation: {args.checkpoint} is a translator: it has no latent to truncate", file=sys.stderr)
+        return 2
+    try:
+        metrics, evaluator_sha = evaluate_translator(
+            args.checkpoint, num_pairs=args.samples, batch_size=args.batch_size, seed=args.seed,
+            evaluator_root=args.evaluators, device=args.device, log=log, baseline=args.baseline)
+    except CheckpointError as e:
+        print(f"error: {'--baseline' if args.baseline and str(args.baseline) in str(e) else 'checkpoint'}: {e}",
+              file=sys.stderr)
+        return 2
+    except EvaluatorError as e:
+        print(f"error: evaluator: {e}", file=sys.stderr)
+        return 2
+    except (TranslationError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))

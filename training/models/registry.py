@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar
 
 from torch import nn
 
-Objective = Literal["gan", "acgan", "wgan-gp", "vae", "ae"]
+Objective = Literal["gan", "acgan", "wgan-gp", "vae", "ae", "pix2pix"]
 
 GENERATORS: dict[str, type[nn.Module]] = {}
 ENCODERS: dict[str, type[nn.Module]] = {}
@@ -53,6 +53,7 @@ class Family:
     build: Callable[[ArchOptions], tuple[str, dict[str, Any], nn.Module]]
     description: str
     conv_discriminator: bool = False  # its discriminator takes ArchOptions.minibatch_std and .spectral_norm
+    translator: bool = False  # its generator translates an image, ``generator(x)``: no latent, no labels
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class ArchOptions:
     categories: int = 0  # unconditional generators: a K-way categorical code in the latent (InfoGAN)
     self_condition: bool = False  # ... that D takes as a label (with real images' clusters), not a Q head
     recluster: bool = False  # ... with clusters re-found on D's features: D conditions by projection
+    input_channels: int = 0  # translators: the channels of the image they take (the pair transform's)
 
 
 def register_family(family: Family) -> Family:
@@ -119,4 +121,4 @@ def family_names() -> list[str]:
 
 def _load_all() -> None:
     # Importing the family modules runs their decorators.
-    from training.models import ae, dcgan, encoders, expost, mlp, vae  # noqa: F401
+    from training.models import ae, dcgan, encoders, expost, mlp, pix2pix, vae  # noqa: F401
