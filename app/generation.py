@@ -43,7 +43,7 @@ def lookup_model(service: Service, request: Request, name: str | None, explicit:
 
 def describe(model: LoadedModel) -> str:
     """What a model that cannot be sampled from seeds does instead (the 422 of /generate and /interpolate)."""
-    if model.config.family == "pix2pix":
+    if model.config.input is not None:
         return f"it translates images (POST /models/{model.name}/translate)"
     if model.batcher is not None:
         return (f"it reconstructs images (POST /models/{model.name}/reconstruct) and has no distribution to draw "

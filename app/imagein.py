@@ -1,7 +1,9 @@
 """The modules behind the image-in routes, run by batchers like the generators (``app.batcher``).
 
-A loaded autoencoder or VAE (a checkpoint with ``encoder.safetensors``) gets two of them beside its
-generator, each with its own batcher, so that concurrent uploads to one model share one forward pass:
+Each has its own batcher, so that concurrent uploads to one model share one forward pass. A loaded
+translator (pix2pix, ``config.input`` set) gets one: ``translate``, images (B, C_in, H, W) in [-1, 1]
+resized to its input → its images (B, C, H, W). A loaded autoencoder or VAE (a checkpoint with
+``encoder.safetensors``) gets two beside its generator:
 
 * ``reconstruct``: images (B, C, H, W) in [-1, 1] → the served generator's images of their encoded
   latents (B, C, H, W) — the same generator ``GET /generate?z=…`` runs, so a reconstruction and the
@@ -48,6 +50,19 @@ class LatentWithError(nn.Module):
         z = self.encoder(x)  # (B, z_dim)
         mse = ((self.generator(z, None) - x) ** 2).mean(dim=(1, 2, 3))  # (B,)
         return torch.cat([z, mse[:, None].to(z.dtype)], 1)
+
+
+class Translator(nn.Module):
+    """A translator's generator (pix2pix: ``generator(x)``) with a generator's signature: images (B, C_in, H, W)
+    → its images (B, C, H, W)."""
+
+    def __init__(self, generator: nn.Module) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        out: torch.Tensor = self.generator(x)
+        return out
 
 
 def to_float32(t: torch.Tensor) -> np.ndarray:

@@ -24,7 +24,16 @@ import torch
 from torch import nn
 
 from app.batcher import Batcher
-from app.imagein import ENCODE, RECONSTRUCT, LatentWithError, Reconstructor, check_images, to_float32
+from app.imagein import (
+    ENCODE,
+    RECONSTRUCT,
+    TRANSLATE,
+    LatentWithError,
+    Reconstructor,
+    Translator,
+    check_images,
+    to_float32,
+)
 from app.inference import Health, Prepared, default_max_batch, make_forward, prepare_checked, worker_plan
 from app.metrics import Metrics
 from app.settings import Settings
@@ -125,7 +134,7 @@ class Registry:
 
     @property
     def ready(self) -> bool:
-        return self.initial_load_done and any(m.sampleable for m in self.models.values())
+        return self.initial_load_done and any(m.sampleable or m.image_modules for m in self.models.values())
 
     @property
     def default_name(self) -> str | None:
@@ -194,14 +203,19 @@ class Registry:
         generator, config = load_generator(folder, self.device)
         if config.name != entry.name:
             raise CheckpointError(f"{entry.name}/{CONFIG}: name {config.name!r} differs from its folder name")
-        self._warm_up(generator, config)
         invariant, exact = True, False
-        loaded = generator
-        # An autoencoder's decoder is served too: it draws the explicit latents its encoder gives.
-        if config.sampleable or config.encoder is not None:  # from here on, the module is the one checked
-            prepared = self._prepare(generator, config)
-            generator, invariant, exact = prepared.module, prepared.batch_invariant, prepared.exact_products
-        modules = self._image_modules(folder, loaded, generator, config) if config.encoder is not None else {}
+        modules: dict[str, nn.Module] = {}
+        if config.input is not None:  # a translator: generator(x), no latent (app.imagein)
+            modules = {TRANSLATE: self._checked(Translator(generator), config, config.input.channels, "translator")}
+        else:
+            self._warm_up(generator, config)
+            loaded = generator
+            # An autoencoder's decoder is served too: it draws the explicit latents its encoder gives.
+            if config.sampleable or config.encoder is not None:  # from here on, the module is the one checked
+                prepared = self._prepare(generator, config)
+                generator, invariant, exact = prepared.module, prepared.batch_invariant, prepared.exact_products
+            if config.encoder is not None:
+                modules = self._encoder_modules(folder, loaded, generator, config)
         samples: bytes | None = None
         spath = folder / SAMPLES
         try:
@@ -238,29 +252,38 @@ class Registry:
         rows = s.max_batch or default_max_batch(self.device)
         return prepare_checked(generator, self.device, config.z_dim, config.num_classes, rows, threads, config.name)
 
-    def _image_modules(self, folder: Path, loaded: nn.Module, served: nn.Module,
-                       config: CheckpointConfig) -> dict[str, nn.Module]:
-        """RECONSTRUCT and ENCODE of a checkpoint with an encoder (``app.imagein``): its encoder, prepared and
-        checked as a generator is (the same image gives the same latent however it is batched), composed
-        with the served generator (``served``, what /generate runs)."""
-        encoder = load_encoder(folder, loaded, config, self.device)
+    def _checked(self, module: nn.Module, config: CheckpointConfig, in_channels: int, what: str,
+                 out_shape: tuple[int, ...] | None = None) -> nn.Module:
+        """An image-in module (images (B, in_channels, H, W) in [-1, 1] → ``out_shape`` rows, by default the
+        model's images), warmed up, then prepared and checked as a generator is: the same image gives the
+        same answer however it is batched (``app.inference.prepare_checked``)."""
         s = self.settings
         _, threads = worker_plan(self.device, s.inference_workers, s.inference_threads or -1, s.cores)
         rows = s.max_batch or default_max_batch(self.device)
-        images = check_images(rows, config.image.channels, config.image.height)  # (rows, C, H, W)
+        images = check_images(rows, in_channels, config.image.height)  # (rows, C_in, H, W)
+        want = out_shape or (config.image.channels, config.image.height, config.image.width)
         try:
             with torch.inference_mode():
-                z = encoder(images[:2].to(self.device))
-        except Exception as e:  # config.json's encoder does not fit the generator or the images
-            raise CheckpointError(f"{config.name}: encoder warm-up failed: {type(e).__name__}: {e}") from None
-        if tuple(z.shape) != (2, config.z_dim) or not bool(torch.isfinite(z).all()):
-            raise CheckpointError(f"{config.name}: the encoder gives {tuple(z.shape)} latents (finite: "
-                                  f"{bool(torch.isfinite(z).all())}), the generator takes (B, {config.z_dim})")
-        prepared = prepare_checked(encoder, self.device, config.z_dim, 0, rows, threads, f"{config.name} encoder",
+                out = module(images[:2].to(self.device), None)
+        except Exception as e:  # config.json does not describe these weights
+            raise CheckpointError(f"{config.name}: {what} warm-up failed: {type(e).__name__}: {e}") from None
+        if tuple(out.shape[1:]) != tuple(want) or not bool(torch.isfinite(out).all()):
+            raise CheckpointError(f"{config.name}: the {what} answers {tuple(out.shape[1:])} per image (finite: "
+                                  f"{bool(torch.isfinite(out).all())}), config.json says {tuple(want)}")
+        prepared = prepare_checked(module, self.device, config.z_dim, 0, rows, threads, f"{config.name} {what}",
                                    inputs=images)
         if not prepared.batch_invariant:
-            log.warning("model %s: its encoder's latents differ by batch on this device", config.name)
-        return {RECONSTRUCT: Reconstructor(prepared.module, served), ENCODE: LatentWithError(prepared.module, served)}
+            log.warning("model %s: its %s's answers differ by batch on this device", config.name, what)
+        return prepared.module
+
+    def _encoder_modules(self, folder: Path, loaded: nn.Module, served: nn.Module,
+                         config: CheckpointConfig) -> dict[str, nn.Module]:
+        """RECONSTRUCT and ENCODE of a checkpoint with an encoder (``app.imagein``): its encoder, prepared and
+        checked (the same image gives the same latent however it is batched), composed with the served
+        generator (``served``, what /generate runs)."""
+        encoder = load_encoder(folder, loaded, config, self.device)
+        checked = self._checked(encoder, config, config.image.channels, "encoder", (config.z_dim,))
+        return {RECONSTRUCT: Reconstructor(checked, served), ENCODE: LatentWithError(checked, served)}
 
     def _start_batcher(self, model: LoadedModel) -> None:
         s = self.settings

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("training")
 
+# How an encoded image addresses a decoder behind an ex-post mixture (training/models/expost.py, latents_of).
+EXPOST_ENCODING = ("An encoded image's z is its encoder's mean mapped back through the mixture: z's first entry "
+                   "picks the mean's most likely component, the rest is the mean's whitened offset from that "
+                   "component (L_k⁻¹(μ − μ_k)), so /generate?z=… draws the decoder's image of the mean")
 # Metrics kept per evaluation in training.evaluations (the full set of the last one goes to "metrics").
 EVAL_KEYS = ("fid", "fid_floor", "accuracy", "coverage", "memorization_fraction", "modes_covered",
              "kl_to_uniform", "checkerboard_ratio")
@@ -66,7 +70,7 @@ def checkpoint_config(opts: TrainOptions, trainer: Trainer, data: ImageData, pro
     if opts.expost_gmm:  # the decoder inside the mixture sampler (training/models/expost.py)
         generator = {"class": "ExPostGenerator", "kwargs": {"decoder": generator, "components": opts.expost_gmm}}
         description += (f", sampled through a {opts.expost_gmm}-component Gaussian mixture fitted to its encoder's "
-                        "codes (ex-post density estimation)")
+                        "codes (ex-post density estimation). " + EXPOST_ENCODING)
         z_dim += 1
     translator: dict[str, Any] = {}
     if fam.translator:  # generator(x): what it takes, and no latent

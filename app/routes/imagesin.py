@@ -97,9 +97,10 @@ async def _upload_pixels(service: gen.Service, request: Request, model: LoadedMo
     """The request's image decoded and resized to the model's input off the event loop → ((H, W, C) uint8,
     the multipart body's text fields)."""
     settings, cfg = service.settings, model.config
+    takes = cfg.input or cfg.image  # a translator's input, else the model's own images
     upload = await receive_upload(request, settings.max_upload_bytes)
-    pixels = await asyncio.to_thread(decode_upload, upload.image, (cfg.image.height, cfg.image.width),
-                                     cfg.image.channels, settings.max_upload_pixels)  # (H, W, C) uint8
+    pixels = await asyncio.to_thread(decode_upload, upload.image, (takes.height, takes.width), takes.channels,
+                                     settings.max_upload_pixels)  # (H, W, C) uint8
     return pixels, upload.fields
 
 

@@ -54,6 +54,8 @@ class ModelCard(BaseModel):
                                     "translate, reconstruct and encode (POST /models/{model}/…)")
     takes: dict[str, str] = Field(description="for each capability, what it takes and what it answers")
     encoder_sha256: str | None = Field(default=None, description="sha256 of encoder.safetensors (ae, conv-ae, vae)")
+    input: dict[str, Any] | None = Field(default=None, description="what a translator takes: channels, height, "
+                                         "width and the transform of the target its inputs are (e.g. edges)")
     device: str
     batch_invariant: bool = Field(description="a seeded image has the same bytes however its request is batched "
                                   "(checked at load); false: this device's kernels depend on the batch size, and "
@@ -90,13 +92,18 @@ def capabilities(model: LoadedModel) -> dict[str, str]:
     out: dict[str, str] = {}
     if model.sampleable:
         out["sample"] = "a seed (or an explicit latent z) and, on conditional models, a label → image/png"
-    if TRANSLATE in model.image_modules:
-        out[TRANSLATE] = f"one image, resized to its input ({size}) → its translation, image/png"
+    if TRANSLATE in model.image_modules and c.input is not None:
+        out[TRANSLATE] = (f"one image ({c.input.transform} of the target: {c.input.channels}×{c.input.height}×"
+                          f"{c.input.width}, resized to it) → its translation, {size}, image/png")
     if RECONSTRUCT in model.image_modules:
         out[RECONSTRUCT] = f"one image, resized to {size} → its reconstruction, image/png"
     if ENCODE in model.image_modules:
-        out[ENCODE] = (f"one image, resized to {size} → its encoder's latent z (JSON), which GET /generate?z=… "
-                       "draws" + ("" if model.sampleable else " (this model's decoder draws explicit latents only)"))
+        how = "its encoder's latent z (JSON)"
+        if c.generator.class_name == "ExPostGenerator":
+            how = ("its encoder's mean mapped back through the ex-post mixture (z's first entry picks the mean's most "
+                   "likely component, the rest is its whitened offset from it): a z (JSON)")
+        out[ENCODE] = (f"one image, resized to {size} → {how}, which GET /generate?z=… draws"
+                       + ("" if model.sampleable else " (this model's decoder draws explicit latents only)"))
     elif c.family in PROJECTABLE and model.batcher is not None:
         out[ENCODE] = (f"one image, resized to {size}" + (", and a label" if c.conditional else "")
                        + " → the latent z a projection finds (JSON)")
@@ -123,7 +130,8 @@ def card(model: LoadedModel, default: str | None) -> ModelCard:
         metrics=dict(c.metrics), bars=check_bars(c.metrics, c.conditional) if c.sampleable and c.metrics else {},
         evaluator_sha256=c.evaluator_sha256, generator_sha256=c.generator_sha256, version=c.version,
         weights_dtype=c.weights_dtype, truncation=c.truncation, capabilities=[k for k in CAPABILITIES if k in can],
-        takes=can, encoder_sha256=None if c.encoder is None else c.encoder.sha256, device=str(model.device),
+        takes=can, encoder_sha256=None if c.encoder is None else c.encoder.sha256,
+        input=None if c.input is None else c.input.model_dump(mode="json"), device=str(model.device),
         batch_invariant=model.batch_invariant, exact_products=model.exact_products, loaded_at=_iso(model.loaded_at),
         default=model.name == default, links=links,
     )

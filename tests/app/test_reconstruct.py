@@ -188,6 +188,7 @@ def test_cards_say_what_each_model_takes_and_answers(c: TestClient) -> None:
     cards = {m["name"]: m for m in c.get("/models").json()["models"]}
     assert cards[AE]["capabilities"] == ["reconstruct", "encode"] and not cards[AE]["sampleable"]
     assert cards[VAE]["capabilities"] == ["sample", "reconstruct", "encode"]
+    assert "mixture" in cards[VAE]["takes"]["encode"] and "mixture" not in cards[AE]["takes"]["encode"]
     assert cards["tiny-cgan"]["capabilities"] == ["sample", "encode"]  # by projection
     assert "projection" in cards["tiny-cgan"]["takes"]["encode"]
     assert cards["tiny-ae-bare"]["capabilities"] == []
