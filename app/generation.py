@@ -16,7 +16,7 @@ from urllib.parse import quote
 from fastapi import Request, Response
 from starlette.types import Send
 
-from app.batcher import BatcherClosed, Encoder, GenerationFailed, Labels, Latents, QueueFull
+from app.batcher import Batcher, BatcherClosed, Encoder, GenerationFailed, Labels, Latents, QueueFull
 from app.inference import DeviceOutOfMemory, NonFiniteOutput
 from app.registry import LoadedModel, UnknownModel
 from app.service import ApiError, Service
@@ -27,15 +27,28 @@ ENCODING_VERSION = "5"  # part of every ETag: bump when the encoded bytes change
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 
-def lookup_model(service: Service, request: Request, name: str | None) -> LoadedModel:
-    """The sampleable model a request names (or the default one), else a clear 4xx / 503."""
+def lookup_model(service: Service, request: Request, name: str | None, explicit: bool = False) -> LoadedModel:
+    """The sampleable model a request names (or the default one), else a clear 4xx / 503. ``explicit``: the
+    request gives its latents (``z``, ``from_z``/``to_z``), which an autoencoder's decoder draws too."""
     model = find_model(service, request, name)
-    if model.batcher is None:
+    if model.batcher is None or not (model.config.sampleable or explicit):
         registry = service.require_registry()
-        sampleable = [n for n in registry.names() if registry.models[n].batcher is not None]
-        raise ApiError(422, f"model {model.name!r} ({model.config.family}) is not sampleable: it reconstructs images "
-                            "but has no distribution to draw from", allowed=sampleable)
+        sampleable = [n for n in registry.names() if registry.models[n].config.sampleable
+                      and registry.models[n].batcher is not None]
+        what = describe(model)
+        raise ApiError(422, f"model {model.name!r} ({model.config.family}) is not sampleable: {what}",
+                       allowed=sampleable)
     return model
+
+
+def describe(model: LoadedModel) -> str:
+    """What a model that cannot be sampled from seeds does instead (the 422 of /generate and /interpolate)."""
+    if model.config.input is not None:
+        return f"it translates images (POST /models/{model.name}/translate)"
+    if model.batcher is not None:
+        return (f"it reconstructs images (POST /models/{model.name}/reconstruct) and has no distribution to draw "
+                f"seeds from; its decoder draws an explicit latent z (from POST /models/{model.name}/encode)")
+    return "it reconstructs images but has no distribution to draw from"
 
 
 def find_model(service: Service, request: Request, name: str | None) -> LoadedModel:
@@ -111,13 +124,15 @@ def check_budget(pixels: int, limit: int, what: str) -> None:
 
 
 async def run(service: Service, model: LoadedModel, z: Latents, labels: Labels,
-              encode: Encoder | None = None) -> Any:
-    """Queue a block of latents on the model's batcher → (k, H, W, C) uint8, or ``encode`` of them
-    (computed in the model's worker thread, right after its batch), or a 503."""
-    assert model.batcher is not None
+              encode: Encoder | None = None, batcher: Batcher | None = None) -> Any:
+    """Queue a block of latents on the model's batcher (or ``batcher``: one of its image-in ones, whose
+    inputs are images) → (k, H, W, C) uint8, or ``encode`` of them (computed in the model's worker thread,
+    right after its batch), or a 503."""
+    batcher = batcher or model.batcher
+    assert batcher is not None
     timeout = service.settings.request_timeout_s
     try:
-        return await model.batcher.generate(z, labels, timeout, encode)
+        return await batcher.generate(z, labels, timeout, encode)
     except QueueFull:
         raise ApiError(503, f"model {model.name!r} is busy (queue full); retry shortly",
                        headers={"Retry-After": "1"}) from None

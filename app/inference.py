@@ -39,15 +39,18 @@ log = logging.getLogger(__name__)
 
 
 def forward_uint8(
-    generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None, device: torch.device, max_batch: int
+    generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None, device: torch.device, max_batch: int,
+    convert: Callable[[torch.Tensor], np.ndarray] = to_uint8,
 ) -> np.ndarray:
-    """Run (B, z_dim) CPU latents through the generator in chunks of ``max_batch`` → (B, H, W, C) uint8."""
+    """Run (B, z_dim) CPU latents through the generator in chunks of ``max_batch`` → (B, H, W, C) uint8
+    (or ``convert`` of each chunk's output: an image-in module's inputs are images, its outputs images
+    or latents, ``app.imagein``)."""
     out: list[np.ndarray] = []
     with torch.inference_mode():
         for start in range(0, z.shape[0], max_batch):
             zc = z[start : start + max_batch].to(device)
             lc = None if labels is None else labels[start : start + max_batch].to(device)
-            out.append(to_uint8(generator(zc, lc)))
+            out.append(convert(generator(zc, lc)))
     return np.concatenate(out)
 
 
@@ -242,7 +245,8 @@ def _free_device_memory(device: torch.device) -> None:
 
 
 def guarded_forward(generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None, device: torch.device,
-                    max_batch: int, *, health: Health | None = None) -> np.ndarray:
+                    max_batch: int, *, health: Health | None = None,
+                    convert: Callable[[torch.Tensor], np.ndarray] = to_uint8) -> np.ndarray:
     """``forward_uint8`` with the checks above → (B, H, W, C) uint8 for (B, z_dim) latents."""
     rows = int(z.shape[0])
     if max_batch > 1 and rows % max_batch == 1:
@@ -257,7 +261,7 @@ def guarded_forward(generator: nn.Module, z: torch.Tensor, labels: torch.Tensor 
         return out
 
     try:
-        images = forward_uint8(cast(nn.Module, checked), z, labels, device, max_batch)
+        images = forward_uint8(cast(nn.Module, checked), z, labels, device, max_batch, convert)
     except NonFiniteOutput:
         if health is not None:
             health.failed("non-finite output")
@@ -276,12 +280,12 @@ def guarded_forward(generator: nn.Module, z: torch.Tensor, labels: torch.Tensor 
     return images[:rows]
 
 
-def make_forward(health: Health) -> Any:
-    """The ``forward`` callable of one model's batcher."""
+def make_forward(health: Health, convert: Callable[[torch.Tensor], np.ndarray] = to_uint8) -> Any:
+    """The ``forward`` callable of one model's batcher (``convert``: of its outputs, as ``forward_uint8``)."""
 
     def forward(generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None, device: torch.device,
                 max_batch: int) -> np.ndarray:
-        return guarded_forward(generator, z, labels, device, max_batch, health=health)
+        return guarded_forward(generator, z, labels, device, max_batch, health=health, convert=convert)
 
     return forward
 
@@ -332,18 +336,19 @@ class Prepared:
 
 
 def prepare_checked(generator: nn.Module, device: torch.device, z_dim: int, num_classes: int, rows: int,
-                    threads: int | None, name: str = "model") -> Prepared:
+                    threads: int | None, name: str = "model", inputs: torch.Tensor | None = None) -> Prepared:
     """The serving copy of a loaded generator, checked with ``batch_invariant`` at its largest pass
     (``rows``) and with the torch threads its workers will run with (a pass can depend on the batch
     with 2 threads where it does not with 1): with float32 matrix products, else (on the CPU) with
-    float64 ones, else served as it is with weak ETags. The module returned is the module checked."""
+    float64 ones, else served as it is with weak ETags. The module returned is the module checked.
+    ``inputs``: the (rows, …) batch to check on instead of the seeds' latents (an image-in module's images)."""
     from training.latent import latents
 
     if threads:
         # Every batcher's workers set this same number (the setting is per process for threads
         # started later, so it is never set to anything else here).
         torch.set_num_threads(threads)
-    z = latents(list(range(rows)), z_dim).to(device)  # (rows, z_dim)
+    z = latents(list(range(rows)), z_dim).to(device) if inputs is None else inputs.to(device)  # (rows, z_dim)
     labels = torch.arange(rows, device=device) % num_classes if num_classes else None
     served = prepare_for_inference(generator)
     if batch_invariant(served, z, labels):

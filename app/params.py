@@ -263,5 +263,5 @@ Z_PNG = RouteSpec("/models/{model}/z/{z}.png", (MODEL_PATH, Z_PATH, LABEL, TRUNC
 ENCODE_LABEL = Param("label", "str", "class index or name: required on conditional models (the class the image is "
                      "projected into); may also be a field of a multipart body", max_length=MAX_LABEL)
 ENCODE = RouteSpec("/models/{model}/encode", (MODEL_PATH, ENCODE_LABEL))
-TRANSLATE = RouteSpec("/models/{model}/translate", (MODEL_PATH,))
-RECONSTRUCT = RouteSpec("/models/{model}/reconstruct", (MODEL_PATH,))
+TRANSLATE = RouteSpec("/models/{model}/translate", (MODEL_PATH, SCALE))
+RECONSTRUCT = RouteSpec("/models/{model}/reconstruct", (MODEL_PATH, SCALE))

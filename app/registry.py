@@ -18,16 +18,29 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from app.batcher import Batcher
+from app.imagein import (
+    ENCODE,
+    RECONSTRUCT,
+    TRANSLATE,
+    LatentWithError,
+    Reconstructor,
+    Translator,
+    check_images,
+    to_float32,
+)
 from app.inference import Health, Prepared, default_max_batch, make_forward, prepare_checked, worker_plan
 from app.metrics import Metrics
 from app.settings import Settings
-from training.checkpoint import CONFIG, NAME_PATTERN, SAMPLES, WEIGHTS, CheckpointConfig, CheckpointError
+from training.checkpoint import CONFIG, ENCODER, NAME_PATTERN, SAMPLES, WEIGHTS, CheckpointConfig, CheckpointError
+from training.checkpoint import load_encoder as _load_encoder
 from training.checkpoint import load_generator as _load_generator
+from training.images import to_uint8
 from training.latent import latents
 
 log = logging.getLogger(__name__)
@@ -41,6 +54,7 @@ Fingerprint = tuple[tuple[str, int, int, int], ...]
 
 # Indirection so tests can slow down or break loading.
 load_generator = _load_generator
+load_encoder = _load_encoder
 
 
 class UnknownModel(LookupError):
@@ -57,10 +71,23 @@ class LoadedModel:
     loaded_at: float  # unix time
     load_seconds: float
     samples_png: bytes | None
-    batcher: Batcher | None  # None when the checkpoint is not sampleable
+    batcher: Batcher | None  # z → images: None when the checkpoint has no generator that draws a latent
     health: Health = field(default_factory=Health)  # recent forward passes, for /readyz
     batch_invariant: bool = True  # same image however a latent is batched (checked at load); else weak ETags
     exact_products: bool = False  # served with float64 matrix products: float32 ones failed the check
+    # Image-in (app.imagein): RECONSTRUCT / ENCODE → the module that answers it, and its batcher once started
+    image_modules: dict[str, nn.Module] = field(default_factory=dict)
+    image_batchers: dict[str, Batcher] = field(default_factory=dict)
+
+    @property
+    def sampleable(self) -> bool:
+        """Draws images from seeds (/generate without z): a sampleable checkpoint with its batcher."""
+        return self.batcher is not None and self.config.sampleable
+
+    @property
+    def capabilities(self) -> list[str]:
+        """What the model answers: sample (seeds), and the image-in routes it has a module for."""
+        return (["sample"] if self.sampleable else []) + sorted(self.image_modules)
 
 
 @dataclass(frozen=True)
@@ -107,20 +134,20 @@ class Registry:
 
     @property
     def ready(self) -> bool:
-        return self.initial_load_done and any(m.batcher is not None for m in self.models.values())
+        return self.initial_load_done and any(m.sampleable or m.image_modules for m in self.models.values())
 
     @property
     def default_name(self) -> str | None:
         wanted = self.settings.default_model
         model = self.models.get(wanted)
-        if model is not None and model.batcher is not None:
+        if model is not None and model.sampleable:
             return wanted
-        sampleable = sorted(n for n, m in self.models.items() if m.batcher is not None)
+        sampleable = sorted(n for n, m in self.models.items() if m.sampleable)
         return sampleable[0] if sampleable else None
 
     def failing(self) -> list[str]:
         """Sampleable models whose recent forward passes all failed (NaN output, device errors)."""
-        return sorted(n for n, m in self.models.items() if m.batcher is not None and m.health.failing)
+        return sorted(n for n, m in self.models.items() if m.sampleable and m.health.failing)
 
     def get(self, name: str) -> LoadedModel:
         try:
@@ -146,7 +173,7 @@ class Registry:
                 continue
             try:
                 if child.is_dir():
-                    files = [child / CONFIG, child / WEIGHTS, child / SAMPLES]
+                    files = [child / CONFIG, child / WEIGHTS, child / ENCODER, child / SAMPLES]
                     pickles = tuple(sorted(p.name for p in child.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES))
                     entries[name] = _Entry(name, True, _fingerprint(files), pickles)
                 elif child.suffix.lower() in (*PICKLE_SUFFIXES, ".safetensors"):
@@ -176,11 +203,19 @@ class Registry:
         generator, config = load_generator(folder, self.device)
         if config.name != entry.name:
             raise CheckpointError(f"{entry.name}/{CONFIG}: name {config.name!r} differs from its folder name")
-        self._warm_up(generator, config)
         invariant, exact = True, False
-        if config.sampleable:  # from here on, the loaded module is the prepared one that was checked
-            prepared = self._prepare(generator, config)
-            generator, invariant, exact = prepared.module, prepared.batch_invariant, prepared.exact_products
+        modules: dict[str, nn.Module] = {}
+        if config.input is not None:  # a translator: generator(x), no latent (app.imagein)
+            modules = {TRANSLATE: self._checked(Translator(generator), config, config.input.channels, "translator")}
+        else:
+            self._warm_up(generator, config)
+            loaded = generator
+            # An autoencoder's decoder is served too: it draws the explicit latents its encoder gives.
+            if config.sampleable or config.encoder is not None:  # from here on, the module is the one checked
+                prepared = self._prepare(generator, config)
+                generator, invariant, exact = prepared.module, prepared.batch_invariant, prepared.exact_products
+            if config.encoder is not None:
+                modules = self._encoder_modules(folder, loaded, generator, config)
         samples: bytes | None = None
         spath = folder / SAMPLES
         try:
@@ -191,7 +226,7 @@ class Registry:
         return LoadedModel(
             name=entry.name, config=config, generator=generator, device=self.device,
             fingerprint=entry.fingerprint, loaded_at=time.time(), load_seconds=time.perf_counter() - start,
-            samples_png=samples, batcher=None, batch_invariant=invariant, exact_products=exact,
+            samples_png=samples, batcher=None, batch_invariant=invariant, exact_products=exact, image_modules=modules,
         )
 
     def _warm_up(self, generator: nn.Module, config: CheckpointConfig) -> None:
@@ -217,24 +252,63 @@ class Registry:
         rows = s.max_batch or default_max_batch(self.device)
         return prepare_checked(generator, self.device, config.z_dim, config.num_classes, rows, threads, config.name)
 
-    def _start_batcher(self, model: LoadedModel) -> None:
-        if not model.config.sampleable:
-            return
+    def _checked(self, module: nn.Module, config: CheckpointConfig, in_channels: int, what: str,
+                 out_shape: tuple[int, ...] | None = None) -> nn.Module:
+        """An image-in module (images (B, in_channels, H, W) in [-1, 1] → ``out_shape`` rows, by default the
+        model's images), warmed up, then prepared and checked as a generator is: the same image gives the
+        same answer however it is batched (``app.inference.prepare_checked``)."""
         s = self.settings
-        model.batcher = Batcher(
-            model.name, model.generator, model.device, model.config.num_classes,
-            max_batch=s.max_batch, max_wait_ms=s.max_wait_ms, queue_size=s.queue_size, metrics=self.metrics,
-            forward=make_forward(model.health), workers=s.inference_workers, threads=s.inference_threads or -1,
-            cores=s.cores,
-        )
-        model.batcher.start()
+        _, threads = worker_plan(self.device, s.inference_workers, s.inference_threads or -1, s.cores)
+        rows = s.max_batch or default_max_batch(self.device)
+        images = check_images(rows, in_channels, config.image.height)  # (rows, C_in, H, W)
+        want = out_shape or (config.image.channels, config.image.height, config.image.width)
+        try:
+            with torch.inference_mode():
+                out = module(images[:2].to(self.device), None)
+        except Exception as e:  # config.json does not describe these weights
+            raise CheckpointError(f"{config.name}: {what} warm-up failed: {type(e).__name__}: {e}") from None
+        if tuple(out.shape[1:]) != tuple(want) or not bool(torch.isfinite(out).all()):
+            raise CheckpointError(f"{config.name}: the {what} answers {tuple(out.shape[1:])} per image (finite: "
+                                  f"{bool(torch.isfinite(out).all())}), config.json says {tuple(want)}")
+        prepared = prepare_checked(module, self.device, config.z_dim, 0, rows, threads, f"{config.name} {what}",
+                                   inputs=images)
+        if not prepared.batch_invariant:
+            log.warning("model %s: its %s's answers differ by batch on this device", config.name, what)
+        return prepared.module
+
+    def _encoder_modules(self, folder: Path, loaded: nn.Module, served: nn.Module,
+                         config: CheckpointConfig) -> dict[str, nn.Module]:
+        """RECONSTRUCT and ENCODE of a checkpoint with an encoder (``app.imagein``): its encoder, prepared and
+        checked (the same image gives the same latent however it is batched), composed with the served
+        generator (``served``, what /generate runs)."""
+        encoder = load_encoder(folder, loaded, config, self.device)
+        checked = self._checked(encoder, config, config.image.channels, "encoder", (config.z_dim,))
+        return {RECONSTRUCT: Reconstructor(checked, served), ENCODE: LatentWithError(checked, served)}
+
+    def _start_batcher(self, model: LoadedModel) -> None:
+        s = self.settings
+
+        def batcher(name: str, module: nn.Module, num_classes: int, forward: Any) -> Batcher:
+            return Batcher(name, module, model.device, num_classes, max_batch=s.max_batch, max_wait_ms=s.max_wait_ms,
+                           queue_size=s.queue_size, metrics=self.metrics, forward=forward,
+                           workers=s.inference_workers, threads=s.inference_threads or -1, cores=s.cores)
+
+        if model.config.sampleable or model.config.encoder is not None:
+            model.batcher = batcher(model.name, model.generator, model.config.num_classes, make_forward(model.health))
+            model.batcher.start()
+        for kind, module in sorted(model.image_modules.items()):
+            convert = to_float32 if kind == ENCODE else to_uint8
+            b = batcher(f"{model.name}:{kind}", module, 0, make_forward(model.health, convert))
+            b.start()
+            model.image_batchers[kind] = b
 
     def _retire(self, model: LoadedModel) -> None:
-        if model.batcher is None:
-            return
-        task = asyncio.get_running_loop().create_task(model.batcher.close())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        for b in [model.batcher, *model.image_batchers.values()]:
+            if b is None:
+                continue
+            task = asyncio.get_running_loop().create_task(b.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def refresh(self) -> None:
         """Bring the registry in line with the folder: load new or changed entries, drop removed ones."""

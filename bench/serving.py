@@ -21,6 +21,14 @@ What it measures, in this order:
    the naive server, at 1 and 64 connections. One server runs at a time; repetitions interleave.
    ``--peers-only`` runs just this part.
 
+``--forward-ratio`` runs only the comparison that matters when the forward pass dominates (a 64×64
+colour generator such as ``emoji-cgan``): ganserve's ``/generate`` (``python -m app``) at ``--conns``
+against the raw batched forward pass of the same generator (the fastest of batch 64 on 1 and 2
+threads and the side-by-side passes), the two interleaved in each repetition; its section of
+docs/performance.md is ``serving-<checkpoint name>``:
+
+    python bench/serving.py --forward-ratio --checkpoint checkpoints/emoji-cgan --conns 64
+
 The limit of the machine for this work is 1 / (1/no-op req/s + 1/raw batched images/s), with
 the fastest forward pass measured — whatever its batch size or threads.
 Random seeds (0…2^31−2) make ganserve's cache of seeded images (512 entries) practically
@@ -348,6 +356,7 @@ class Results:
     stats: dict[str, float] = field(default_factory=dict)
     profile: list[tuple[str, float]] | None = None
     peers: Peers | None = None
+    ratio: Ratio | None = None  # --forward-ratio
 
 
 def default_processes(env: dict[str, str]) -> int:
@@ -411,6 +420,9 @@ def run(args: argparse.Namespace) -> Results:
         cfg = read_config(ckpt)
         classes = cfg.num_classes
         print(f"checkpoint: {args.ckpt_note}; load generator: {tool}; device: {device}", flush=True)
+        if args.forward_ratio:
+            res.ratio = run_forward_ratio(args, tmp, ckpt, classes, device)
+            return res
         if not args.peers_only:
             run_own(args, res, tmp, ckpt, classes, device)
         if args.peers:
@@ -499,6 +511,92 @@ def run_own(args: argparse.Namespace, res: Results, tmp: Path, ckpt: Path, class
             s.stop()
     if args.profile:
         res.profile = profile_ganserve(args, tmp, ckpt, classes, device)
+
+
+# --- served against the raw forward pass ----------------------------------------------------------
+
+
+FORWARD_RATIO_TARGET = 0.85
+
+
+@dataclass
+class Ratio:
+    forward: dict[str, list[float]] = field(default_factory=dict)  # variant → images/s per repetition
+    served: dict[int, list[LoadResult]] = field(default_factory=dict)  # connections → load points
+    processes: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+
+
+def forward_variants(ckpt: Path, device: torch.device, seconds: float) -> dict[str, float]:
+    """Images/s of each way of running the raw batched forward pass that ganserve could use."""
+    out = {f"batch 64, {t} torch thread(s)": forward_rate(ckpt, device, 64, t, seconds)
+           for t in ([1, 2] if device.type == "cpu" else [torch.get_num_threads()])}
+    w = usable_cores()
+    if device.type == "cpu" and w > 1:
+        for b in (16, 32, 64):
+            out[f"batch {b}, {w} passes side by side (1 thread each)"] = forward_rate(ckpt, device, b, 1, seconds,
+                                                                                       workers=w)
+    return out
+
+
+def run_forward_ratio(args: argparse.Namespace, tmp: Path, ckpt: Path, classes: int, device: torch.device) -> Ratio:
+    """ganserve's ``/generate`` against the raw forward pass, interleaved: each repetition measures the
+    passes (server idle) and then the server (no pass running), so drift of the machine hits both."""
+    env = {"GANSERVE_CHECKPOINTS": str(tmp), "GANSERVE_DEFAULT_MODEL": ckpt.name, "GANSERVE_DEVICE": str(device),
+           "GANSERVE_LOG_LEVEL": "WARNING"}
+    out = Ratio(processes=default_processes(env))
+    server = Server("ganserve", "app.main:app", env, "/readyz", processes=0)
+    seconds = 0.5 if args.quick else 3.0
+    try:
+        server.start(tmp)
+        server.wait_ready()
+        server.load(args.tool, "/generate", classes, max(args.conns), 1.0 if args.quick else 5.0)  # warm-up
+        for rep in range(args.reps):
+            for name, rate in forward_variants(ckpt, device, seconds).items():
+                out.forward.setdefault(name, []).append(rate)
+            for conns in args.conns:
+                r = server.load(args.tool, "/generate", classes, conns, args.duration)
+                out.served.setdefault(conns, []).append(r)
+                for status, n in r.statuses.items():
+                    out.statuses[str(status)] = out.statuses.get(str(status), 0) + n
+                print(f"rep {rep + 1}/{args.reps} /generate c={conns}: {r.rps:.0f} req/s, p50 {r.p50_ms:.1f} ms, "
+                      f"p99 {r.p99_ms:.1f} ms; raw forward best so far "
+                      f"{max(median(v) for v in out.forward.values()):.0f} images/s", flush=True)
+    finally:
+        server.stop()
+    return out
+
+
+def ratio_report(args: argparse.Namespace, ratio: Ratio) -> str:
+    best_name = max(ratio.forward, key=lambda k: median(ratio.forward[k]))
+    raw = median(ratio.forward[best_name])
+    lines = [
+        f"Command: `{command_line()}` — {args.ckpt_note}; load generator: "
+        + ("`wrk -t1` with `bench/generate.lua`" if args.tool == "wrk" else "the asyncio client in `bench/loadgen.py`")
+        + f", random labels and seeds; {args.duration:g} s per point, {args.reps} repetition(s), each measuring "
+          "the raw forward passes and then the server; values are medians (min–max over repetitions).",
+        "",
+        *args.header,
+        f"- load average after the run: {load_average()}",
+        f"- ganserve: `python -m app` ({ratio.processes} process(es), its default here); model workers: "
+        f"{_workers(str(args.device_used), ratio.processes)}",
+        f"- responses: {', '.join(f'{k}: {v}' for k, v in sorted(ratio.statuses.items()))}",
+        "",
+        markdown_table(["what", "images/s"], [
+            *[[f"raw forward as served, {name}" + (" (the fastest)" if name == best_name else ""), spread(v)]
+              for name, v in ratio.forward.items()],
+            *[[f"`GET /generate`, {c} connections (req/s = images/s)", spread([r.rps for r in rs])]
+              for c, rs in ratio.served.items()],
+        ]),
+        "",
+        markdown_table(["target", "measured", "met"], [
+            [f"`/generate` at {c} connections ≥ {FORWARD_RATIO_TARGET:g} × the raw forward pass",
+             f"{median([r.rps for r in rs]):.0f} / {raw:.0f} = {median([r.rps for r in rs]) / raw:.2f}",
+             _ok(median([r.rps for r in rs]) / raw >= FORWARD_RATIO_TARGET)]
+            for c, rs in ratio.served.items()
+        ]),
+    ]
+    return "\n".join(lines)
 
 
 # --- the peers -------------------------------------------------------------------------------------
@@ -932,6 +1030,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True,
                    help="also run the peers (LitServe, naive) at 1 and 64 connections (default: yes)")
     p.add_argument("--peers-only", action="store_true", help="run the peers part alone (its own section)")
+    p.add_argument("--forward-ratio", action="store_true",
+                   help="only /generate at --conns against the raw forward pass of the same generator, interleaved "
+                        "(its own section, serving-<checkpoint name>)")
     p.add_argument("--write", action=argparse.BooleanOptionalAction, default=None,
                    help="write the tables into docs/performance.md (default: yes, except with --quick)")
     args = p.parse_args(argv)
@@ -945,7 +1046,14 @@ def main(argv: list[str] | None = None) -> int:
     args.peers = args.peers or args.peers_only
     # Stopped from outside (timeout, kill): unwind, so that the servers started are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    args.device_used = device
+    if args.forward_ratio and args.peers_only:
+        p.error("--forward-ratio and --peers-only are two separate runs: choose one")
     res = run(args)
+    if res.ratio is not None:
+        publish(f"serving-{Path(args.checkpoint).resolve().name}", ratio_report(args, res.ratio), args.write,
+                args.quick)
+        return 0
     if not args.peers_only:
         publish("serving", report(args, res, device), args.write, args.quick)
     if res.peers is not None:

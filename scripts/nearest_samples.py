@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         if not cfg.conditional:
             raise CheckpointError(f"{cfg.name} is unconditional: this figure is per class")
         res, ch = cfg.image.height, cfg.image.channels
-        train = load_dataset(cfg.dataset.name, "train", res, ch, cfg.training.options.get("data_dir"))
+        train = load_dataset(cfg.dataset.name, "train", res, ch, cfg.training.options.get("data_dir"),
+                             background=cfg.training.options.get("background", "white"))
     except (CheckpointError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,6 +1,7 @@
-"""The checkpoint contract: ``config.json`` + ``generator.safetensors`` + ``samples.png``.
+"""The checkpoint contract: ``config.json`` + ``generator.safetensors`` + ``samples.png``, and for the
+autoencoders and the VAE ``encoder.safetensors``.
 
-``load_generator`` is the one reader (service, ``python -m training sample``, scripts).
+``load_generator`` (and ``load_encoder``) is the one reader (service, ``python -m training sample``, scripts).
 It reads safetensors only, checks the sha256 recorded in config.json against the very
 bytes it parses, validates config.json, and rebuilds the generator from the config
 alone. Every write is atomic: a temp file in the same folder, fsync, then rename.
@@ -23,12 +24,14 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from training.models import build_generator
+from training.models import build_encoder, build_generator
+from training.models.encoders import LatentEncoder
 from training.pairs import Transform
 
 FORMAT_VERSION: Literal[1] = 1
 CONFIG = "config.json"
 WEIGHTS = "generator.safetensors"
+ENCODER = "encoder.safetensors"
 SAMPLES = "samples.png"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 MAX_CONFIG_BYTES = 1 << 20
@@ -47,6 +50,18 @@ class StrictModel(BaseModel):
 class GeneratorSpec(StrictModel):
     class_name: str = Field(alias="class")
     kwargs: dict[str, Any]
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class EncoderSpec(StrictModel):
+    """The encoder of an autoencoder or VAE (``encoder.safetensors``): how to rebuild it, what it outputs
+    (the code itself, or a VAE's mean and log-variance concatenated) and the sha256 of its weights."""
+
+    class_name: str = Field(alias="class")
+    kwargs: dict[str, Any]
+    output: Literal["code", "mean-logvar"]
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -115,6 +130,7 @@ class CheckpointConfig(StrictModel):
     family: str
     description: str = ""
     generator: GeneratorSpec
+    encoder: EncoderSpec | None = None  # ae, conv-ae and vae: encoder.safetensors
     z_dim: int = Field(ge=0, le=4096)  # 0 for a translator (no latent), else ≥ 1
     num_classes: int = Field(ge=0, le=1000)
     class_names: list[str]
@@ -233,34 +249,51 @@ def canonical_metadata_order(data: bytes) -> bytes:
 
 def save_checkpoint(
     out_dir: str | Path, generator: nn.Module, config: dict[str, Any], samples_png: bytes | None = None,
-    dtype: str = "float32",
+    dtype: str = "float32", encoder: tuple[nn.Module, str] | None = None,
 ) -> CheckpointConfig:
-    """Write a checkpoint folder. ``config`` is everything but the weights' sha256 and dtype.
+    """Write a checkpoint folder. ``config`` is everything but the weights' sha256 and dtype; ``encoder`` is
+    (the encoder, what it outputs: "code" or "mean-logvar"), written as encoder.safetensors, its spec and
+    sha256 into config.json (the encoder records its own class and kwargs in its ``spec``).
 
     Crash-safe at every point: the new weights are first staged under a hidden name that
     carries their sha256, then config.json is replaced (the commit point), then the staged
-    file is renamed to generator.safetensors. A process killed before the commit leaves the
-    old pair; one killed after it leaves the new config beside its staged weights, which
-    ``load_generator`` finds by the sha256 the config names.
+    files are renamed to generator.safetensors (and encoder.safetensors). A process killed before the
+    commit leaves the old files; one killed after it leaves the new config beside its staged weights,
+    which ``load_generator`` and ``load_encoder`` find by the sha256 the config names.
     """
     out = Path(out_dir)
     data = weights_bytes(generator, dtype)
     digest = sha256_bytes(data)
-    cfg = CheckpointConfig.model_validate({**config, "generator_sha256": digest, "weights_dtype": dtype})
-    staged = staged_weights(out, digest)
-    atomic_write_bytes(staged, data)
+    config = {**config, "generator_sha256": digest, "weights_dtype": dtype}
+    renames = [(staged_weights(out, digest), out / WEIGHTS)]
+    if encoder is not None:
+        module, output = encoder
+        enc_data = weights_bytes(module, dtype)
+        enc_digest = sha256_bytes(enc_data)
+        spec = getattr(module, "spec", None)
+        if not isinstance(spec, dict):
+            raise TypeError(f"{type(module).__name__} records no spec (class and kwargs) to rebuild it from")
+        config["encoder"] = {**spec, "output": output, "sha256": enc_digest}
+        renames.append((staged_weights(out, enc_digest, "encoder"), out / ENCODER))
+    cfg = CheckpointConfig.model_validate(config)
+    atomic_write_bytes(renames[0][0], data)
+    if encoder is not None:
+        atomic_write_bytes(renames[1][0], enc_data)
     if samples_png is not None:
         atomic_write_bytes(out / SAMPLES, samples_png)
     atomic_write_json(out / CONFIG, cfg.model_dump(mode="json", by_alias=True))
-    os.replace(staged, out / WEIGHTS)
-    for stale in out.glob(".generator-*.safetensors"):  # left by earlier crashes
+    for staged, final in renames:
+        os.replace(staged, final)
+    if encoder is None:
+        (out / ENCODER).unlink(missing_ok=True)  # a folder re-used for a model without one
+    for stale in [*out.glob(".generator-*.safetensors"), *out.glob(".encoder-*.safetensors")]:  # earlier crashes
         stale.unlink(missing_ok=True)
     return cfg
 
 
-def staged_weights(folder: Path, sha256: str) -> Path:
+def staged_weights(folder: Path, sha256: str, stem: str = "generator") -> Path:
     """Where ``save_checkpoint`` stages weights before config.json names them."""
-    return folder / f".generator-{sha256}.safetensors"
+    return folder / f".{stem}-{sha256}.safetensors"
 
 
 def read_config(path: str | Path) -> CheckpointConfig:
@@ -304,6 +337,43 @@ def update_metrics(path: str | Path, metrics: dict[str, Any], evaluator_sha256: 
     return new
 
 
+def read_weights(folder: Path, name: str, sha256: str, stem: str) -> dict[str, torch.Tensor]:
+    """The tensors of ``folder/name`` (float32), after checking their bytes against ``sha256``."""
+    wpath = folder / name
+    try:
+        data: bytes | None = wpath.read_bytes()
+    except FileNotFoundError:
+        data = None
+    if data is None or sha256_bytes(data) != sha256:
+        # A writer killed between its commit (config.json) and its last rename leaves the
+        # weights config.json names under their staging name.
+        staged = staged_weights(folder, sha256, stem)
+        with contextlib.suppress(FileNotFoundError):
+            data = staged.read_bytes()
+    if data is None:
+        raise CheckpointError(f"{wpath}: missing (only safetensors weights are loaded, never pickles)")
+    digest = sha256_bytes(data)
+    if digest != sha256:
+        raise CheckpointError(
+            f"{wpath}: sha256 {digest[:12]}… does not match config.json's {sha256[:12]}… "
+            "(truncated, corrupt, swapped or still being written)"
+        )
+    try:
+        state = st_load(data)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{wpath}: not a valid safetensors file ({e})") from None
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], wpath: Path) -> None:
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        msg = str(e).splitlines()[0] if str(e) else "mismatch"
+        raise CheckpointError(f"{wpath}: weights do not match config.json's architecture ({msg})") from None
+    module.eval().requires_grad_(False)
+
+
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointConfig]:
     """Load a checkpoint folder → (generator in eval mode on ``device``, validated config).
 
@@ -318,38 +388,30 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tupl
     """
     folder = Path(path)
     cfg = read_config(folder)
-    wpath = folder / WEIGHTS
-    try:
-        data = wpath.read_bytes()
-    except FileNotFoundError:
-        data = None
-    if data is None or sha256_bytes(data) != cfg.generator_sha256:
-        # A writer killed between its commit (config.json) and its last rename leaves the
-        # weights config.json names under their staging name.
-        staged = staged_weights(folder, cfg.generator_sha256)
-        with contextlib.suppress(FileNotFoundError):
-            data = staged.read_bytes()
-    if data is None:
-        raise CheckpointError(f"{wpath}: missing (only safetensors weights are loaded, never pickles)")
-    digest = sha256_bytes(data)
-    if digest != cfg.generator_sha256:
-        raise CheckpointError(
-            f"{wpath}: sha256 {digest[:12]}… does not match config.json's {cfg.generator_sha256[:12]}… "
-            "(truncated, corrupt, swapped or still being written)"
-        )
-    try:
-        state = st_load(data)
-    except (SafetensorError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{wpath}: not a valid safetensors file ({e})") from None
+    state = read_weights(folder, WEIGHTS, cfg.generator_sha256, "generator")
     try:
         generator = build_generator(cfg.generator.class_name, dict(cfg.generator.kwargs))
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{folder / CONFIG}: cannot build {cfg.generator.class_name}: {e}") from None
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    try:
-        generator.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        msg = str(e).splitlines()[0] if str(e) else "mismatch"
-        raise CheckpointError(f"{wpath}: weights do not match config.json's architecture ({msg})") from None
-    generator.eval().requires_grad_(False)
+    load_state(generator, state, folder / WEIGHTS)
     return generator.to(device), cfg
+
+
+def load_encoder(path: str | Path, generator: nn.Module, cfg: CheckpointConfig,
+                 device: str | torch.device = "cpu") -> LatentEncoder:
+    """The encoder of a checkpoint folder whose ``generator`` and ``cfg`` ``load_generator`` returned, as a
+    :class:`LatentEncoder`: images (B, C, H, W) in [-1, 1] → the z (B, cfg.z_dim) that generator takes; in
+    eval mode on ``device``. Checked like the generator (sha256, safetensors only, architecture); a
+    checkpoint without an encoder is a CheckpointError."""
+    folder = Path(path)
+    spec = cfg.encoder
+    if spec is None:
+        raise CheckpointError(f"{folder / CONFIG}: this checkpoint ({cfg.family}) has no encoder")
+    state = read_weights(folder, ENCODER, spec.sha256, "encoder")
+    try:
+        encoder = build_encoder(spec.class_name, dict(spec.kwargs))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{folder / CONFIG}: cannot build encoder {spec.class_name}: {e}") from None
+    load_state(encoder, state, folder / ENCODER)
+    latent = LatentEncoder(encoder, spec.output, generator).eval().requires_grad_(False)
+    return latent.to(device)

@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("experiments", help="re-run the seed articles' experiments and write docs/experiments.md",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     x.add_argument("names", nargs="*", default=["upsampling", "conditioning"],
-                   help="experiments to run: upsampling, conditioning")
+                   help="experiments to run: upsampling, conditioning, upsampling-emoji")
     x.add_argument("--points", type=_int_list, default=(2, 5, 10), help="epochs at which runs are measured")
     x.add_argument("--seeds", type=_int_list, default=(0, 1, 2), help="training seeds per variant")
     x.add_argument("--seeds-for", action="append", default=[], metavar="NAME=SEEDS",

@@ -38,6 +38,11 @@ EMOJI_CATEGORIES = ["smileys-emotion", "people-body", "animals-nature", "food-dr
                     "objects", "symbols", "flags"]
 EMOJI_FETCH = "scripts/fetch_emoji.sh"
 EMOJI_TEST_PERCENT = 15  # share of emoji (code points) held out as the test split
+# Two emoji whose images (64×64 RGB on white, [0, 1]) are at most this far apart (Euclidean, the
+# memorisation metric's distance) are one drawing and stay on one side of the split: shared flags and
+# family emoji drawn alike are 0–0.44 apart; the nearest distinct drawings (a frowning vs a pouting
+# person, a speaker at two volumes) start at 1.78.
+EMOJI_SAME_DRAWING = 1.0
 # What a model trained on a dataset must credit: appended to its model card's description.
 DATASET_CREDITS = {
     "emoji": "Trained on emoji images from Noto Emoji (Copyright Google Inc., Apache License 2.0, "
@@ -304,18 +309,70 @@ def category_slug(category: str) -> str:
     return "-".join(w for w in category.lower().replace("&", " ").split())
 
 
-def emoji_test_set(index: list[tuple[str, str, int]]) -> set[str]:
+def same_drawings(images: np.ndarray, limit: float) -> list[tuple[int, int]]:
+    """Pairs (i, j), i < j, of uint8 images (N, C, H, W) at most ``limit`` apart (Euclidean, pixels
+    scaled to [0, 1]).
+
+    Screened on 4×4 block means (averaging is a contraction: a pair ``limit`` apart is at most
+    ``limit / 4`` apart there), then every candidate is measured exactly, so the screen changes no
+    answer and costs one small matrix product instead of a 64×64 one.
+    """
+    n = len(images)
+    if n < 2:
+        return []
+    full = torch.from_numpy(np.ascontiguousarray(images)).float() / 255  # (N, C, H, W)
+    factor = 4 if full.shape[-1] % 4 == 0 and full.shape[-2] % 4 == 0 else 1
+    small = F.avg_pool2d(full, factor).reshape(n, -1).double()  # (N, C·H/4·W/4)
+    sq = (small * small).sum(1)
+    d2 = sq[:, None] + sq[None] - 2 * small @ small.T  # (N, N)
+    cand = torch.nonzero(torch.triu(d2 <= (limit / factor) ** 2 + 1e-6, diagonal=1))  # (K, 2)
+    flat = full.reshape(n, -1).double()
+    out = []
+    for i, j in cand.tolist():
+        if float(torch.linalg.vector_norm(flat[i] - flat[j])) <= limit:
+            out.append((i, j))
+    return out
+
+
+def emoji_test_set(index: list[tuple[str, str, int]], same: list[tuple[str, str]] | None = None) -> set[str]:
     """The fixed split: the code point sequences (e.g. ``1F600``) of the test emoji.
 
-    In each category the emoji are ordered by the sha256 of their code points and the first
-    EMOJI_TEST_PERCENT % (rounded) are held out: stratified, so the smallest category
-    (activities) still has a dozen test emoji; one split for both vendors, so both images of an
-    emoji are on one side; and an emoji added by a later release moves few others.
+    ``same`` lists pairs of emoji drawn alike (``same_drawings``); each connected group of them is
+    one unit of the split, so no test image is a copy of a training image. In each category the
+    units are ordered by the smallest sha256 of their code points and taken while the test split
+    stays within EMOJI_TEST_PERCENT % (rounded) of the category's emoji; a unit that would overshoot
+    is passed over. Stratified, so the smallest category (activities) still has a dozen test emoji;
+    one split for both vendors, so both images of an emoji are on one side; and an emoji added by a
+    later release moves few others. A unit belongs to the category of its first emoji in that order.
     """
+    def key(u: str) -> bytes:
+        return hashlib.sha256(u.upper().encode()).digest()
+
+    category = {u: k for _, u, k in index}
+    parent = {u: u for u in category}
+
+    def root(u: str) -> str:
+        while parent[u] != u:
+            parent[u] = parent[parent[u]]
+            u = parent[u]
+        return u
+
+    for a, b in same or []:
+        if a in parent and b in parent:
+            ra, rb = root(a), root(b)
+            if ra != rb:
+                parent[max(ra, rb, key=key)] = min(ra, rb, key=key)  # the root is a unit's first emoji
+    units: dict[str, list[str]] = {}
+    for u in category:
+        units.setdefault(root(u), []).append(u)
     test: set[str] = set()
-    for k in sorted({k for _, _, k in index}):
-        codes = sorted((u for _, u, c in index if c == k), key=lambda u: hashlib.sha256(u.upper().encode()).digest())
-        test.update(codes[:round(len(codes) * EMOJI_TEST_PERCENT / 100)])
+    for k in sorted(set(category.values())):
+        target = round(sum(1 for c in category.values() if c == k) * EMOJI_TEST_PERCENT / 100)
+        taken = 0
+        for first in sorted((r for r in units if category[r] == k), key=key):
+            if taken + len(units[first]) <= target:
+                test.update(units[first])
+                taken += len(units[first])
     return test
 
 
@@ -352,12 +409,20 @@ def _emoji(split: str, data_dir: Path | None, resolution: int, channels: int,
            background: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     root = emoji_dir(data_dir)
     full = emoji_index(root)
-    test = emoji_test_set(full)
-    index = [(img, k) for img, unified, k in full if (unified in test) == (split == "test")]
-    files = [root / f"emoji-datasource-{v}" / "img" / v / "64" / img for v in EMOJI_VENDORS for img, _ in index]
-    absent = [f for f in files if not f.is_file()]
+
+    def paths(entries: list[str]) -> list[Path]:  # google's images, then twitter's
+        return [root / f"emoji-datasource-{v}" / "img" / v / "64" / img for v in EMOJI_VENDORS for img in entries]
+
+    every = paths([img for img, _, _ in full])
+    absent = [f for f in every if not f.is_file()]
     if absent:
         raise DatasetError(f"{len(absent)} emoji image(s) missing, e.g. {absent[0]}; run `{EMOJI_FETCH}` again")
+    # The split compares the drawings as the packages ship them (64×64 on white), whatever is asked.
+    codes = [unified for _ in EMOJI_VENDORS for _, unified, _ in full]
+    pairs = same_drawings(decode_images(every, 64, 3, BACKGROUNDS["white"]), EMOJI_SAME_DRAWING)
+    test = emoji_test_set(full, [(codes[i], codes[j]) for i, j in pairs])
+    index = [(img, k) for img, unified, k in full if (unified in test) == (split == "test")]
+    files = paths([img for img, _ in index])
     x = decode_images(files, resolution, channels, background)
     y = np.array([k for _ in EMOJI_VENDORS for _, k in index], np.int64)
     return x, y, list(EMOJI_CATEGORIES)

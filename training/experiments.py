@@ -10,6 +10,10 @@ finished one only re-renders), and regenerates the markdown from those numbers a
   batch-norm before vs after the ReLU (seed article 000), on Fashion-MNIST.
 - ``conditioning``: cGAN vs ACGAN with 10 classes and with a 5-class subset, ACGAN with and
   without D-classifier pretraining + noisy labels (seed article 002).
+- ``upsampling-emoji``: the upsampling comparison at the seed article's own size, 64×64 colour, on
+  ``emoji`` (DiffAugment: the set is small). Its options are its own (EXPERIMENT_OPTIONS), and it is
+  written as its own marked section of the doc, so it is run and re-rendered apart from the others
+  (whose measurements may live in another work folder).
 """
 
 from __future__ import annotations
@@ -41,22 +45,22 @@ TRICKS = {"pretrain_d_epochs": 1, "noisy_labels": 0.05}
 REAL_CLASS = {"acgan_fake_class_weight": 0.0}  # D's class head learns from real images only
 PROJECTION = {"acgan_projection": True}  # D's real/fake logit also judges the label
 FIVE = (0, 1, 2, 3, 4)
+UPSAMPLING_VARIANTS = [
+    Variant("convT-before", "convT, BN before act", {"family": "dcgan", "upsample": "convT", "bn": "before-act"}),
+    Variant("convT-after", "convT, BN after act", {"family": "dcgan", "upsample": "convT", "bn": "after-act"}),
+    Variant("nearest-before", "nearest+conv, BN before act", {"family": "dcgan", "upsample": "nearest-conv",
+                                                              "bn": "before-act"}),
+    Variant("nearest-after", "nearest+conv, BN after act", {"family": "dcgan", "upsample": "nearest-conv",
+                                                            "bn": "after-act"}),
+]
+UPSAMPLING_METRICS = ["fid", "coverage", "checkerboard_ratio", "modes_covered", "kl_to_uniform"]
 
 EXPERIMENTS: dict[str, tuple[str, list[Variant], list[str]]] = {
     "upsampling": (
         "Transposed conv vs nearest-upsample + conv; batch-norm before vs after the activation (DCGAN, "
         "Fashion-MNIST, unconditional)",
-        [
-            Variant("convT-before", "convT, BN before act", {"family": "dcgan", "upsample": "convT",
-                                                             "bn": "before-act"}),
-            Variant("convT-after", "convT, BN after act", {"family": "dcgan", "upsample": "convT",
-                                                           "bn": "after-act"}),
-            Variant("nearest-before", "nearest+conv, BN before act", {"family": "dcgan", "upsample": "nearest-conv",
-                                                                      "bn": "before-act"}),
-            Variant("nearest-after", "nearest+conv, BN after act", {"family": "dcgan", "upsample": "nearest-conv",
-                                                                    "bn": "after-act"}),
-        ],
-        ["fid", "coverage", "checkerboard_ratio", "modes_covered", "kl_to_uniform"],
+        UPSAMPLING_VARIANTS,
+        UPSAMPLING_METRICS,
     ),
     "conditioning": (
         "cGAN vs ACGAN on Fashion-MNIST, 10 classes and a 5-class subset, ACGAN with and without "
@@ -76,6 +80,17 @@ EXPERIMENTS: dict[str, tuple[str, list[Variant], list[str]]] = {
         ],
         ["accuracy", "min_class_accuracy", "coverage", "fid", "modes_covered"],
     ),
+    "upsampling-emoji": (
+        "the same at 64×64 colour (DCGAN, emoji, unconditional, DiffAugment)",
+        UPSAMPLING_VARIANTS,
+        UPSAMPLING_METRICS,
+    ),
+}
+# Experiments with data and options of their own (instead of the plan's dataset and the defaults): each
+# is a marked section of the doc, rendered apart from the rest.
+EXPERIMENT_OPTIONS: dict[str, dict[str, Any]] = {
+    "upsampling-emoji": {"dataset": "emoji", "resolution": 64, "channels": 3, "batch_size": 32,
+                         "diffaugment": "color,translation,cutout", "channels_last": True},
 }
 
 
@@ -123,11 +138,11 @@ def run_plan(plan: Plan, command: str) -> dict[str, Any]:
                     key = _key(exp, v.key, seed, epoch)
                     if key in results:
                         continue
-                    opts = dict(v.options)
+                    opts = {"dataset": plan.dataset, **EXPERIMENT_OPTIONS.get(exp, {}), **v.options}
                     if "classes" in opts:
                         opts["classes"] = tuple(opts["classes"])
                     cfg = TrainOptions(
-                        dataset=plan.dataset, data_dir=plan.data_dir, out=str(base / "checkpoint"),
+                        data_dir=plan.data_dir, out=str(base / "checkpoint"),
                         run_dir=str(base / "run"), name=f"{exp}-{v.key}-s{seed}".lower(), epochs=epoch, seed=seed,
                         threads=plan.threads, progress=False, tensorboard=False, command=command,
                         max_steps=plan.max_steps_per_epoch * epoch, width=plan.width, resume=True,
@@ -173,15 +188,15 @@ def _series(results: dict[str, Any], exp: str, variant: str, seeds: Sequence[int
     return out
 
 
-def _verdict_upsampling(results: dict[str, Any], plan: Plan, last: int) -> list[str]:
-    seeds = plan.seeds_of("upsampling")
+def _verdict_upsampling(results: dict[str, Any], plan: Plan, last: int, exp: str = "upsampling") -> list[str]:
+    seeds = plan.seeds_of(exp)
 
     def values(keys: list[str], metric: str) -> list[float]:
-        return [v for k in keys for v in _series(results, "upsampling", k, seeds, last, metric) if v is not None]
+        return [v for k in keys for v in _series(results, exp, k, seeds, last, metric) if v is not None]
 
     def seed_spread(keys: list[str]) -> float | None:
         """Mean over variants of the standard deviation of FID across seeds (None with one seed)."""
-        sds = [s[1] for k in keys if (s := _stats(_series(results, "upsampling", k, seeds, last, "fid")))
+        sds = [s[1] for k in keys if (s := _stats(_series(results, exp, k, seeds, last, "fid")))
                and s[1] is not None]
         return statistics.fmean(sds) if len(seeds) > 1 and sds else None
 
@@ -402,7 +417,84 @@ def _long_runs(exp: str, plan: Plan) -> list[str]:
     return lines
 
 
-def render(results: dict[str, Any], plan: Plan, command: str) -> str:
+def _experiment_lines(results: dict[str, Any], plan: Plan, exp: str) -> list[str]:
+    """One experiment's table, verdict, long runs and sample grids."""
+    _, variants, metrics = EXPERIMENTS[exp]
+    last = max(plan.points)
+    lines = ["| variant | epoch | " + " | ".join(metrics) + " | train s |",
+             "| --- | ---: | " + " | ".join("---:" for _ in metrics) + " | ---: |"]
+    for v in variants:
+        for epoch in plan.points:
+            cells = [_cell(_stats(_series(results, exp, v.key, plan.seeds_of(exp), epoch, m))) for m in metrics]
+            secs = [results[k]["train_seconds"] for s in plan.seeds_of(exp)
+                    if (k := _key(exp, v.key, s, epoch)) in results]
+            lines.append(f"| {v.label} | {epoch} | " + " | ".join(cells) + f" | {_cell(_stats(secs))} |")
+    lines += ["", "### What the numbers say", ""]
+    if exp.startswith("upsampling"):
+        found = _verdict_upsampling(results, plan, last, exp)
+    else:
+        found = _verdict_conditioning(results, plan, last)
+    lines += found or ["- Not enough finished runs to compare yet."]
+    if long_runs := _long_runs(exp, plan):
+        lines += ["", *long_runs]
+    lines += ["", "Sample grids of seed " + str(plan.seeds_of(exp)[0]) + f" at epoch {last}:", ""]
+    for v in variants:
+        lines.append(f"![{v.label}](experiments/{exp}-{v.key}-epoch{last}.png)")
+    lines.append("")
+    return lines
+
+
+def _marks(exp: str) -> tuple[str, str]:
+    return f"<!-- experiment:{exp}:start -->", f"<!-- experiment:{exp}:end -->"
+
+
+def _own_section(results: dict[str, Any], plan: Plan, exp: str, command: str) -> str:
+    """An experiment with options of its own (EXPERIMENT_OPTIONS), as a marked section with its command."""
+    title = EXPERIMENTS[exp][0]
+    opts = EXPERIMENT_OPTIONS[exp]
+    last = max(plan.points)
+    total = sum(r["train_seconds"] for k, r in results.items() if k.startswith(f"{exp}/") and
+                k.endswith(f"/epoch{last}"))
+    start, end = _marks(exp)
+    lines = [start, f"## {exp}: {title}", "", "Regenerated from measurements by:", "", "```", command, "```", "",
+             f"Dataset `{opts['dataset']}`; training seeds {', '.join(map(str, plan.seeds_of(exp)))}; each run "
+             f"measured at epochs {', '.join(map(str, plan.points))} with the dataset's evaluator on {plan.samples} "
+             "samples (numbers are mean ± standard deviation over seeds). Every run uses the defaults of "
+             "`python -m training train` (Adam 2e-4, β1 0.5, EMA generator) with width (ngf = ndf) "
+             f"{plan.width} and " + ", ".join(f"`{k}` {v}" for k, v in opts.items() if k != "dataset")
+             + ", unless the variant says otherwise.", "",
+             f"All runs together trained for {total / 60:.0f} min of wall-clock time (evaluations excluded), "
+             f"{last} epoch(s) a run on a shared 2-core CPU: early training only.", "",
+             *_experiment_lines(results, plan, exp), end]
+    return "\n".join(lines)
+
+
+def render(results: dict[str, Any], plan: Plan, command: str, existing: str = "") -> str:
+    """The doc: the plan's experiments that share the plan's dataset as one part (its header names the
+    command), then each experiment with options of its own as a marked section. ``existing`` is the doc
+    as it was: its marked sections of experiments not in the plan are kept, and when the plan has only
+    such experiments, its other part is kept too."""
+    shared = [e for e in plan.experiments if e not in EXPERIMENT_OPTIONS]
+    kept: dict[str, str] = {}
+    rest = existing
+    for exp in EXPERIMENT_OPTIONS:
+        start, end = _marks(exp)
+        if start in rest and end in rest:
+            a, b = rest.index(start), rest.index(end) + len(end)
+            kept[exp] = rest[a:b]
+            rest = rest[:a].rstrip() + "\n\n" + rest[b:].lstrip()
+    for exp in plan.experiments:
+        if exp in EXPERIMENT_OPTIONS:
+            kept[exp] = _own_section(results, plan, exp, command)
+    if shared:
+        base = "\n".join(_shared_part(results, dataclasses.replace(plan, experiments=tuple(shared)), command))
+    else:
+        base = rest.strip() or "# Experiments"
+    own = [kept[e] for e in EXPERIMENTS if e in kept]
+    return "\n\n".join([base.rstrip(), *own]) + "\n" if own else base
+
+
+def _shared_part(results: dict[str, Any], plan: Plan, command: str) -> list[str]:
     lines = ["# Experiments", "",
              "Regenerated from measurements by:", "", "```", command, "```", "",
              f"Dataset `{plan.dataset}`; training seeds "
@@ -421,26 +513,8 @@ def render(results: dict[str, Any], plan: Plan, command: str) -> str:
               "each experiment's \"long runs\" part reads the evaluation histories of the shipped models that make "
               "the same comparison).", ""]
     for exp in plan.experiments:
-        title, variants, metrics = EXPERIMENTS[exp]
-        lines += [f"## {exp}: {title}", ""]
-        lines += ["| variant | epoch | " + " | ".join(metrics) + " | train s |",
-                  "| --- | ---: | " + " | ".join("---:" for _ in metrics) + " | ---: |"]
-        for v in variants:
-            for epoch in plan.points:
-                cells = [_cell(_stats(_series(results, exp, v.key, plan.seeds_of(exp), epoch, m))) for m in metrics]
-                secs = [results[k]["train_seconds"] for s in plan.seeds_of(exp)
-                        if (k := _key(exp, v.key, s, epoch)) in results]
-                lines.append(f"| {v.label} | {epoch} | " + " | ".join(cells) + f" | {_cell(_stats(secs))} |")
-        lines += ["", "### What the numbers say", ""]
-        verdict = _verdict_upsampling if exp == "upsampling" else _verdict_conditioning
-        lines += verdict(results, plan, last) or ["- Not enough finished runs to compare yet."]
-        if long_runs := _long_runs(exp, plan):
-            lines += ["", *long_runs]
-        lines += ["", "Sample grids of seed " + str(plan.seeds_of(exp)[0]) + f" at epoch {last}:", ""]
-        for v in variants:
-            lines.append(f"![{v.label}](experiments/{exp}-{v.key}-epoch{last}.png)")
-        lines.append("")
-    return "\n".join(lines)
+        lines += [f"## {exp}: {EXPERIMENTS[exp][0]}", "", *_experiment_lines(results, plan, exp)]
+    return lines
 
 
 def main(plan: Plan, command: str) -> Path:
@@ -448,5 +522,6 @@ def main(plan: Plan, command: str) -> Path:
     atomic_write_json(plan.work / "plan.json", {k: (str(v) if isinstance(v, Path) else v)
                                                 for k, v in dataclasses.asdict(plan).items()})
     results = run_plan(plan, command)
-    atomic_write_bytes(plan.out, render(results, plan, command).encode())
+    existing = plan.out.read_text(encoding="utf-8") if plan.out.exists() else ""
+    atomic_write_bytes(plan.out, render(results, plan, command, existing).encode())
     return plan.out

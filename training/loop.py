@@ -54,9 +54,12 @@ def git_commit(root: Path | None = None) -> str | None:
 
 def arch_options(opts: TrainOptions, num_classes: int) -> ArchOptions:
     """The options that make the networks, as every family's builder takes them."""
+    from training.pairs import input_channels
+
+    in_channels = input_channels(opts.transform) if get_family(opts.family).translator else 0
     return ArchOptions(opts.z_dim, num_classes, opts.channels, opts.resolution, opts.width, opts.upsample, opts.bn,
                        opts.minibatch_std, opts.spectral_norm, opts.acgan_projection or opts.cgan_projection,
-                       opts.latent_categories, opts.self_condition, opts.recluster_every > 0)
+                       opts.latent_categories, opts.self_condition, opts.recluster_every > 0, in_channels)
 
 
 class Trainer:
@@ -75,6 +78,7 @@ class Trainer:
         self.ema = EMA(self.g_raw, opts.ema_decay)
         self.objective = objective_of(fam.name)(opts, self.g_raw, self.d_raw, data, fam.conditional, d.world, device)
         self.g_source: GeneratorSource | None = None  # --init-g-from: the checkpoint G started from
+        self.g_frozen: nn.Module | None = None  # --freeze-generator: that checkpoint's generator, shipped as it is
         self.step_count = 0
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -105,7 +109,7 @@ def batches(sampler: DistributedSampler[int], batch_size: int) -> Iterator[torch
 
 def load_data(opts: TrainOptions, d: Dist) -> ImageData:
     data = load_dataset(opts.dataset, "train", opts.resolution, opts.channels, opts.data_dir, opts.synthetic_size,
-                        list(opts.classes) if opts.classes is not None else None)
+                        list(opts.classes) if opts.classes is not None else None, background=opts.background)
     if len(data) < opts.batch_size * d.world:
         raise ConfigError(f"--batch-size {opts.batch_size} × {d.world} process(es) is larger than the dataset "
                           f"({len(data)} images)")

@@ -34,6 +34,7 @@ GROUPS: dict[str, str] = {
     "codes": "latent codes: InfoGAN and self-conditioning (dcgan, wgan-gp)",
     "wgan-gp": "WGAN-GP (--family wgan-gp)",
     "vae": "VAE (--family vae)",
+    "pix2pix": "pix2pix image-to-image translation (--family pix2pix)",
     "evaluation": "evaluation and checkpoints",
     "machine": "machine and logging",
 }
@@ -83,6 +84,16 @@ def check_dataset(v: str) -> str:
     raise ValueError(f"unknown dataset {v!r}; choose one of {', '.join(DATASETS)}")
 
 
+def check_background(v: str) -> str:
+    from training.data import DatasetError, parse_background
+
+    try:
+        parse_background(v)
+    except DatasetError as e:
+        raise ValueError(str(e)) from None
+    return v
+
+
 def check_diffaugment(v: str) -> str:
     """A DiffAugment policy, normalised (``"cutout, color"`` → ``"cutout,color"``)."""
     from training.augment import parse_policy
@@ -106,6 +117,8 @@ class TrainOptions(BaseModel):
                                      "for emoji: $GANSERVE_DATA/emoji, else ~/.cache/ganserve/emoji)", group="data")
     classes: tuple[int, ...] | None = opt(None, "train on a subset of class indices, e.g. 0,1,2,3,4", group="data")
     synthetic_size: int = opt(3000, group="data", ge=6, le=1_000_000)
+    background: str = opt("white", "what the transparent pixels of emoji and folder: images are composited on: "
+                          "white, black, grey or #rrggbb", group="data", metavar="COLOUR")
     # -- networks
     resolution: Literal[28, 32, 64, 96] = opt(28, group="networks")
     channels: Literal[1, 3] = opt(1, group="networks")
@@ -171,6 +184,9 @@ class TrainOptions(BaseModel):
     init_g_from: str = opt("", "start G from this checkpoint's generator weights (same generator architecture and "
                            "classes), e.g. fine-tune a cGAN's generator with the ACGAN objective; D starts afresh",
                            group="run", metavar="CHECKPOINT")
+    freeze_generator: bool = opt(False, "train only the encoder, against the decoder --init-g-from gives, which the "
+                                 "checkpoint keeps exactly as it was (its weights, batch-norm statistics and a VAE's "
+                                 "ex-post mixture): an encoder for a shipped decoder (ae, conv-ae, vae)", group="vae")
     acgan_projection: bool = opt(False, "ACGAN: D's real/fake logit also gets the inner product of its image "
                                  "features with a learned embedding of the label (projection discriminator), so it "
                                  "judges image and label together; the class head still sees the image alone",
@@ -188,6 +204,12 @@ class TrainOptions(BaseModel):
                           "2020); the latent gets one more entry, which picks the component. Changes no training "
                           "step: a finished run can be resumed with it (0: the prior)", group="vae", ge=0, le=1000,
                           metavar="K")
+    transform: Literal["edges", "grey"] = opt("edges", "the input of each training pair, made from its target image "
+                                              "(training/pairs.py): edges (a Canny edge map, black lines on white) "
+                                              "or grey (greyscale → colour, with --channels 3)", group="pix2pix")
+    l1_weight: float = opt(100.0, "λ: weight of the L1 distance to the true target in G's loss, beside the cGAN "
+                           "loss", group="pix2pix", ge=0, le=1e6)
+    l1_only: bool = opt(False, "the paper's baseline: G trained on λ·L1 alone, no discriminator", group="pix2pix")
     ema_decay: float = opt(0.999, "decay of the generator's moving average (the copy that is saved)",
                            group="optimiser", ge=0, le=1)
     seed: int = opt(0, group="run", ge=0, le=2**32 - 1)
@@ -240,6 +262,11 @@ class TrainOptions(BaseModel):
     @classmethod
     def _diffaugment(cls, v: str) -> str:
         return check_diffaugment(v)
+
+    @field_validator("background")
+    @classmethod
+    def _background(cls, v: str) -> str:
+        return check_background(v)
 
     @field_validator("classes")
     @classmethod
@@ -304,6 +331,9 @@ def check_rules(o: TrainOptions) -> None:
     if o.cgan_projection and fam.name != "cgan":
         raise ConfigError(f"--cgan-projection changes a cGAN's discriminator (--family cgan), not --family {fam.name}"
                           + (" (its own flag: --acgan-projection)" if fam.name == "acgan" else ""))
+    if o.background != defaults["background"] and not (o.dataset == "emoji" or o.dataset.startswith("folder:")):
+        raise ConfigError(f"--background composites the transparent pixels of emoji and folder: images; --dataset "
+                          f"{o.dataset} has none")
     k = o.latent_categories
     if k and (fam.conditional or not fam.conv_discriminator):
         raise ConfigError(f"--latent-categories needs an unconditional family with a convolutional discriminator "
@@ -328,11 +358,27 @@ def check_rules(o: TrainOptions) -> None:
     if o.lr_decay_epochs > o.epochs:
         raise ConfigError(f"--lr-decay-epochs {o.lr_decay_epochs} is more than --epochs {o.epochs}: the decay is "
                           "the run's last N epochs")
+    if o.freeze_generator and not o.init_g_from:
+        raise ConfigError("--freeze-generator trains an encoder for a given decoder: it needs --init-g-from CHECKPOINT")
     if o.keep_best and not o.eval_every:
         raise ConfigError("--keep-best needs --eval-every N: it keeps the best of those evaluations")
     if o.keep_best == "min_class_accuracy" and not fam.conditional:
         raise ConfigError(f"--keep-best min_class_accuracy needs a conditional family (cgan, acgan), not --family "
                           f"{fam.name}: an unconditional model has no per-class accuracy (fid, coverage)")
+    if fam.translator:
+        from training.models.pix2pix import UNET_RESOLUTIONS
+        from training.pairs import check_transform
+
+        if o.resolution not in UNET_RESOLUTIONS:
+            raise ConfigError(f"--resolution {o.resolution}: --family {fam.name}'s U-Net halves the image down to "
+                              f"1×1, so it needs a power of two: 32 or 64 (a 28×28 dataset is resized to 32)")
+        try:
+            check_transform(o.transform, o.channels)
+        except ValueError as e:
+            raise ConfigError(f"--transform {o.transform}: {e}") from None
+        if o.eval_every:
+            raise ConfigError(f"--eval-every: --family {fam.name} is measured on held-out pairs by `python -m "
+                              "training evaluate CHECKPOINT` after training, not during it")
     if o.eval_every and not fam.sampleable:
         raise ConfigError(f"--eval-every: --family {fam.name} reconstructs, it cannot be sampled and evaluated")
 

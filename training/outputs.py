@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("training")
 
+# How an encoded image addresses a decoder behind an ex-post mixture (training/models/expost.py, latents_of).
+EXPOST_ENCODING = ("An encoded image's z is its encoder's mean mapped back through the mixture: z's first entry "
+                   "picks the mean's most likely component, the rest is the mean's whitened offset from that "
+                   "component (L_k⁻¹(μ − μ_k)), so /generate?z=… draws the decoder's image of the mean")
 # Metrics kept per evaluation in training.evaluations (the full set of the last one goes to "metrics").
 EVAL_KEYS = ("fid", "fid_floor", "accuracy", "coverage", "memorization_fraction", "modes_covered",
              "kl_to_uniform", "checkerboard_ratio")
@@ -66,8 +70,16 @@ def checkpoint_config(opts: TrainOptions, trainer: Trainer, data: ImageData, pro
     if opts.expost_gmm:  # the decoder inside the mixture sampler (training/models/expost.py)
         generator = {"class": "ExPostGenerator", "kwargs": {"decoder": generator, "components": opts.expost_gmm}}
         description += (f", sampled through a {opts.expost_gmm}-component Gaussian mixture fitted to its encoder's "
-                        "codes (ex-post density estimation)")
+                        "codes (ex-post density estimation). " + EXPOST_ENCODING)
         z_dim += 1
+    translator: dict[str, Any] = {}
+    if fam.translator:  # generator(x): what it takes, and no latent
+        from training.pairs import input_channels
+
+        z_dim = 0
+        translator["input"] = {"channels": input_channels(opts.transform), "height": opts.resolution,
+                               "width": opts.resolution, "transform": opts.transform}
+        description += f"; input: {opts.transform}" + (" (λ·L1 only: the paper's baseline)" if opts.l1_only else "")
     credit = DATASET_CREDITS.get(opts.dataset)
     if credit:  # the images' licences ask for it (docs/emoji.md)
         description += f". {credit}"
@@ -80,6 +92,7 @@ def checkpoint_config(opts: TrainOptions, trainer: Trainer, data: ImageData, pro
         "num_classes": len(data.class_names) if conditional else 0,
         "class_names": data.class_names if conditional else [],
         "image": {"channels": opts.channels, "height": opts.resolution, "width": opts.resolution},
+        **translator,
         "sampleable": fam.sampleable,
         "dataset": {"name": opts.dataset, "num_images": len(data), "class_names": data.class_names},
         "training": {
@@ -159,7 +172,9 @@ class Outputs:
         """The fixed-latent sample grid of the EMA generator (or of ``generator``, the checkpoint's when it is
         not the EMA decoder itself): into runs/…/grids and TensorBoard."""
         ema = self.trainer.ema.model
-        if generator is None or generator is ema:
+        if self.trainer.fam.translator:  # held-out pairs, input | output
+            grid = self.trainer.objective.render_grid(ema)  # type: ignore[attr-defined]
+        elif generator is None or generator is ema:
             grid = render_grid(ema, self.grid_z, self.grid_y, self.opts.grid_cols, self.device)
         else:  # the same seeds through the served generator's own latent size
             z = latents(list(range(self.grid_z.shape[0])), int(generator.z_dim))  # type: ignore[arg-type]
@@ -172,9 +187,12 @@ class Outputs:
 
     def settle_average(self) -> None:
         """The averaged generator's batch-norm statistics, re-estimated for its own weights: before it is
-        drawn, saved or measured (a sampled model's only; an autoencoder's decoder is fed encodings)."""
+        drawn, saved or measured (a sampled model's, on latents; a translator's, on training inputs; an
+        autoencoder's decoder is fed encodings)."""
         fam, o = self.trainer.fam, self.opts
-        if fam.sampleable:
+        if fam.translator:  # on training inputs
+            self.trainer.objective.standing_stats(self.trainer.ema.model)  # type: ignore[attr-defined]
+        elif fam.sampleable and self.trainer.g_frozen is None:
             self.trainer.ema.standing_stats(o.z_dim, len(self.data.class_names) if fam.conditional else 0,
                                             self.device, o.seed)
 
@@ -183,6 +201,8 @@ class Outputs:
         the mixture fitted to the encoder's codes now (once per step count: a --keep-best candidate and the
         --out copy of the same weights share one fit), with batch-norm statistics for the mixture's codes."""
         t, o = self.trainer, self.opts
+        if t.g_frozen is not None:  # --freeze-generator: the given generator, as it was
+            return t.g_frozen
         if not o.expost_gmm:
             return t.ema.model
         if t.step_count not in self.fitted:
@@ -201,7 +221,10 @@ class Outputs:
         generator = self.served()
         grid = self.grid(epochs_done, generator)
         config = checkpoint_config(self.opts, self.trainer, self.data, progress, epochs_done, self.world, self.commit)
-        return save_checkpoint(folder or self.out_dir, generator, config, grid, self.opts.save_dtype)
+        objective = self.trainer.fam.objective  # an autoencoder's or a VAE's second network is its encoder
+        encoder = ((self.trainer.d_raw, "mean-logvar" if objective == "vae" else "code")
+                   if objective in ("vae", "ae") else None)
+        return save_checkpoint(folder or self.out_dir, generator, config, grid, self.opts.save_dtype, encoder)
 
     def evaluate(self, folder: Path, progress: Progress) -> None:
         evaluate_during_training(self.opts, folder, progress.epoch, progress.seconds, progress.images_seen,

@@ -25,11 +25,12 @@ STATE = "state.pt"
 # refuses to change): a resumed run with other values of these is another recipe.
 RECIPE_KEYS = ("batch_size", "lr_g", "lr_d", "lr_decay_epochs", "beta1", "beta2", "loss", "label_smoothing",
                "noisy_labels", "pretrain_d_epochs", "acgan_fake_class_weight", "acgan_g_class_weight", "n_critic",
-               "gp_weight", "kl_weight", "ema_decay", "diffaugment", "r1_gamma", "info_weight")
+               "gp_weight", "kl_weight", "ema_decay", "diffaugment", "r1_gamma", "info_weight", "l1_weight",
+               "l1_only")
 # The options that make the networks: --resume refuses to change them.
 ARCH_KEYS = ("family", "dataset", "resolution", "channels", "z_dim", "width", "upsample", "bn", "classes",
              "minibatch_std", "spectral_norm", "acgan_projection", "cgan_projection", "latent_categories",
-             "self_condition", "recluster_every")
+             "self_condition", "recluster_every", "transform")
 
 
 @dataclass
@@ -112,13 +113,25 @@ def init_g_from(trainer: Trainer, folder: Path) -> None:
         source, scfg = load_generator(folder)
     except (OSError, ValueError) as e:  # CheckpointError is a ValueError
         raise ConfigError(f"--init-g-from {folder}: {e}") from e
-    if (scfg.generator.class_name, scfg.generator.kwargs) != (trainer.g_class, trainer.g_kwargs):
-        raise ConfigError(f"--init-g-from {folder}: its generator is {scfg.generator.class_name} "
-                          f"{scfg.generator.kwargs}, this run's is {trainer.g_class} {trainer.g_kwargs}")
+    opts = trainer.opts
+    spec: tuple[str, Any] = (scfg.generator.class_name, scfg.generator.kwargs)
+    weights = source
+    if spec[0] == "ExPostGenerator" and opts.expost_gmm:  # a VAE decoder inside its ex-post mixture
+        decoder = scfg.generator.kwargs["decoder"]
+        if opts.freeze_generator and scfg.generator.kwargs["components"] != opts.expost_gmm:
+            raise ConfigError(f"--init-g-from {folder}: its mixture has {scfg.generator.kwargs['components']} "
+                              f"components; --freeze-generator keeps it, so give --expost-gmm "
+                              f"{scfg.generator.kwargs['components']}")
+        spec, weights = (decoder["class"], decoder["kwargs"]), source.decoder  # type: ignore[assignment]
+    if spec != (trainer.g_class, trainer.g_kwargs):
+        raise ConfigError(f"--init-g-from {folder}: its generator is {spec[0]} "
+                          f"{spec[1]}, this run's is {trainer.g_class} {trainer.g_kwargs}")
     if trainer.fam.conditional and scfg.class_names != trainer.class_names:
         raise ConfigError(f"--init-g-from {folder}: its classes {scfg.class_names} are not this dataset's "
                           f"{trainer.class_names}")
-    trainer.g_raw.load_state_dict(source.state_dict())  # copy_ casts float16 weights to this G's dtype
+    trainer.g_raw.load_state_dict(weights.state_dict())  # copy_ casts float16 weights to this G's dtype
+    if opts.freeze_generator:
+        trainer.g_frozen = source.to(next(trainer.g_raw.parameters()).device)
     trainer.ema.model.load_state_dict(trainer.g_raw.state_dict())
     trainer.g_source = GeneratorSource(folder=str(folder), name=scfg.name, generator_sha256=scfg.generator_sha256,
                                        command=scfg.training.command, epochs=scfg.training.epochs,

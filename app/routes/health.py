@@ -41,7 +41,7 @@ async def readyz(service: ServiceDep) -> Response:
         body = Readiness(status="starting", models=0, refused=0, default=None, device=None)
         return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "1"})
     failing = registry.failing()
-    sampleable = [n for n, m in registry.models.items() if m.batcher is not None]
+    sampleable = [n for n, m in registry.models.items() if m.sampleable]
     all_failing = bool(sampleable) and len(failing) == len(sampleable)
     if not registry.ready:
         status = "loading" if not registry.initial_load_done else "no models"

@@ -40,7 +40,7 @@ PNG_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 async def png_job(service: gen.Service, request: Request, v: dict[str, Any]) -> gen.ImageJob:
     """The image (or ``n``-image grid) a ``/generate`` or permalink request names; 4xx / 503 as ApiError."""
-    model = gen.lookup_model(service, request, v["model"])
+    model = gen.lookup_model(service, request, v["model"], explicit=v.get("z") is not None)
     versioned = gen.check_version(model, v["version"])
     cfg = model.config
     label = gen.resolve_label(model, v["label"])

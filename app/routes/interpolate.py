@@ -59,7 +59,8 @@ def parse_seeds(text: str) -> list[int]:
 
 async def interpolate_job(service: gen.Service, request: Request, v: dict[str, Any]) -> gen.ImageJob:
     """The frames an ``/interpolate`` request names; 4xx / 503 as ApiError."""
-    m = gen.lookup_model(service, request, v["model"])
+    explicit = v.get("from_z") is not None and v.get("to_z") is not None
+    m = gen.lookup_model(service, request, v["model"], explicit=explicit)
     versioned = gen.check_version(m, v["version"])
     cfg = m.config
     truncation = cfg.truncation if v["truncation"] is None else v["truncation"]

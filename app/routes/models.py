@@ -10,11 +10,14 @@ from pydantic import BaseModel, Field
 
 from app import params as P
 from app.generation import lookup_model
+from app.imagein import ENCODE, RECONSTRUCT, TRANSLATE
+from app.projection import PROJECTABLE
 from app.registry import LoadedModel, Refusal, UnknownModel
 from app.service import ERROR_RESPONSES, ApiError, Service, ServiceDep
 from training.bars import check as check_bars
 
 router = APIRouter(tags=["models"])
+CAPABILITIES = ("sample", TRANSLATE, RECONSTRUCT, ENCODE)
 
 
 class ImageInfo(BaseModel):
@@ -47,6 +50,12 @@ class ModelCard(BaseModel):
     weights_dtype: str
     truncation: float = Field(description="the truncation ψ images are drawn at when a request gives none; the "
                               "metrics were measured at it")
+    capabilities: list[str] = Field(description="what the model answers: sample (GET /generate from seeds), "
+                                    "translate, reconstruct and encode (POST /models/{model}/…)")
+    takes: dict[str, str] = Field(description="for each capability, what it takes and what it answers")
+    encoder_sha256: str | None = Field(default=None, description="sha256 of encoder.safetensors (ae, conv-ae, vae)")
+    input: dict[str, Any] | None = Field(default=None, description="what a translator takes: channels, height, "
+                                         "width and the transform of the target its inputs are (e.g. edges)")
     device: str
     batch_invariant: bool = Field(description="a seeded image has the same bytes however its request is batched "
                                   "(checked at load); false: this device's kernels depend on the batch size, and "
@@ -76,12 +85,41 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
 
 
+def capabilities(model: LoadedModel) -> dict[str, str]:
+    """What the model answers (sample, translate, reconstruct, encode) → what each takes and answers."""
+    c = model.config
+    size = f"{c.image.channels}×{c.image.height}×{c.image.width}"
+    out: dict[str, str] = {}
+    if model.sampleable:
+        out["sample"] = "a seed (or an explicit latent z) and, on conditional models, a label → image/png"
+    if TRANSLATE in model.image_modules and c.input is not None:
+        out[TRANSLATE] = (f"one image ({c.input.transform} of the target: {c.input.channels}×{c.input.height}×"
+                          f"{c.input.width}, resized to it) → its translation, {size}, image/png")
+    if RECONSTRUCT in model.image_modules:
+        out[RECONSTRUCT] = f"one image, resized to {size} → its reconstruction, image/png"
+    if ENCODE in model.image_modules:
+        how = "its encoder's latent z (JSON)"
+        if c.generator.class_name == "ExPostGenerator":
+            how = ("its encoder's mean mapped back through the ex-post mixture (z's first entry picks the mean's most "
+                   "likely component, the rest is its whitened offset from it): a z (JSON)")
+        out[ENCODE] = (f"one image, resized to {size} → {how}, which GET /generate?z=… draws"
+                       + ("" if model.sampleable else " (this model's decoder draws explicit latents only)"))
+    elif c.family in PROJECTABLE and model.batcher is not None:
+        out[ENCODE] = (f"one image, resized to {size}" + (", and a label" if c.conditional else "")
+                       + " → the latent z a projection finds (JSON)")
+    return out
+
+
 def card(model: LoadedModel, default: str | None) -> ModelCard:
     c = model.config
     links = {"self": f"/models/{model.name}"}
     if c.sampleable:
         links["generate"] = f"/generate?model={model.name}"
         links["seed_0"] = f"/models/{model.name}/seeds/0.png?version={c.version}"
+    can = capabilities(model)
+    for kind in (TRANSLATE, RECONSTRUCT, ENCODE):
+        if kind in can:
+            links[kind] = f"/models/{model.name}/{kind}"
     if model.samples_png is not None:
         links["samples"] = f"/models/{model.name}/samples.png"
     return ModelCard(
@@ -91,7 +129,9 @@ def card(model: LoadedModel, default: str | None) -> ModelCard:
         dataset=c.dataset.model_dump(mode="json"), training=c.training.model_dump(mode="json"),
         metrics=dict(c.metrics), bars=check_bars(c.metrics, c.conditional) if c.sampleable and c.metrics else {},
         evaluator_sha256=c.evaluator_sha256, generator_sha256=c.generator_sha256, version=c.version,
-        weights_dtype=c.weights_dtype, truncation=c.truncation, device=str(model.device),
+        weights_dtype=c.weights_dtype, truncation=c.truncation, capabilities=[k for k in CAPABILITIES if k in can],
+        takes=can, encoder_sha256=None if c.encoder is None else c.encoder.sha256,
+        input=None if c.input is None else c.input.model_dump(mode="json"), device=str(model.device),
         batch_invariant=model.batch_invariant, exact_products=model.exact_products, loaded_at=_iso(model.loaded_at),
         default=model.name == default, links=links,
     )

@@ -20,6 +20,7 @@ from app.main import create_app
 from app.settings import Settings
 from training.checkpoint import save_checkpoint
 from training.models import build_generator
+from training.models.encoders import MLPEncoder
 
 COND = "tiny-cgan"
 UNCOND = "tiny-mlp"
@@ -69,18 +70,26 @@ def _randomise_bn(gen: torch.nn.Module, seed: int) -> None:
             m.running_var.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.75)
 
 
+def _widen(module: torch.nn.Module, factor: float = 25) -> None:
+    # Random init at std 0.02 gives near-flat grey images; widen the weights so that seeds differ visibly.
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.dim() > 1:
+                p.mul_(factor)
+
+
 def write_checkpoint(root: Path, name: str, cls: str, kwargs: dict[str, Any], *, family: str, seed: int = 0,
-                     sampleable: bool = True, class_names: list[str] | None = None) -> Path:
+                     sampleable: bool = True, class_names: list[str] | None = None,
+                     encoder: tuple[torch.nn.Module, str] | None = None) -> Path:
     torch.manual_seed(seed)
     gen = build_generator(cls, kwargs)
     _randomise_bn(gen, seed)
-    # Random init at std 0.02 gives near-flat grey images; widen the weights so that seeds differ visibly.
-    with torch.no_grad():
-        for p in gen.parameters():
-            if p.dim() > 1:
-                p.mul_(25)
+    _widen(gen)
+    if encoder is not None:
+        _randomise_bn(encoder[0], seed)
+        _widen(encoder[0], 10)
     save_checkpoint(root / name, gen, config_dict(name, cls, kwargs, family=family, sampleable=sampleable,
-                                                  class_names=class_names))
+                                                  class_names=class_names), encoder=encoder)
     return root / name
 
 
@@ -93,9 +102,12 @@ def write_mlp(root: Path, name: str = UNCOND, seed: int = 1) -> Path:
     return write_checkpoint(root, name, "MLPGenerator", mlp_kwargs(), family="mlp-gan", seed=seed)
 
 
-def write_ae(root: Path, name: str = AE) -> Path:
+def write_ae(root: Path, name: str = AE, encoder: bool = True) -> Path:
+    """An unsampleable fully connected autoencoder (with its encoder unless ``encoder`` is false)."""
     kw = {"z_dim": 4, "num_classes": 0, "channels": 1, "resolution": 28, "hidden": [8]}
-    return write_checkpoint(root, name, "MLPGenerator", kw, family="ae", sampleable=False)
+    torch.manual_seed(7)
+    enc = (MLPEncoder(1, 28, [8], 4), "code") if encoder else None
+    return write_checkpoint(root, name, "MLPGenerator", kw, family="ae", sampleable=False, encoder=enc)
 
 
 @pytest.fixture(scope="session")

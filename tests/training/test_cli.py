@@ -48,6 +48,9 @@ BASE = ["train", "--family", "cgan", "--dataset", "synthetic", "--out", "OUT"]
         (["train", "--family", "wgan-gp", "--dataset", "synthetic", "--out", "x", "--loss", "hinge"], "--loss"),
         ([*BASE, "--device", "cuda:7"], "--device"),
         ([*BASE, "--diffaugment", "colour"], "--diffaugment"),
+        (["train", "--family", "cgan", "--dataset", "folder:x", "--out", "x", "--background", "pink"],
+         "--background: background 'pink': use one of white, black, grey or #rrggbb"),
+        ([*BASE, "--background", "black"], "--background composites the transparent pixels of emoji and folder"),
         ([*BASE, "--r1-gamma", "-1"], "--r1-gamma"),
         (["train", "--family", "wgan-gp", "--dataset", "synthetic", "--out", "x", "--r1-gamma", "1"], "--r1-gamma"),
         ([*BASE, "--diffaugment", "cutout,cutout"], "--diffaugment"),
@@ -93,6 +96,29 @@ def test_dry_run_prints_the_resolved_config(capsys, tmp_path):
     assert cfg["name"] == "my-model" and cfg["epochs"] == 3 and cfg["run_dir"].endswith("runs/my-model")
     assert cfg["lr_g"] == 2e-4 and cfg["beta1"] == 0.5 and cfg["command"].startswith("python -m training train")
     assert not (tmp_path / "my-model").exists()
+
+
+def test_background_composites_a_folders_transparency(tmp_path, capsys):
+    from training.distributed import Dist
+    from training.loop import load_data
+    from training.options import TrainOptions
+
+    for label in ("a", "b"):
+        (tmp_path / "set" / label).mkdir(parents=True)
+        for i in range(3):
+            im = Image.new("RGBA", (16, 16), (0, 0, 0, 0))  # transparent, with an opaque square
+            im.paste((255, 0, 0, 255), (4, 4, 12, 12))
+            im.save(tmp_path / "set" / label / f"{i}.png")
+    args = ["train", "--family", "dcgan", "--dataset", f"folder:{tmp_path / 'set'}", "--out", str(tmp_path / "o"),
+            "--resolution", "28", "--channels", "3", "--batch-size", "2"]
+    assert main([*args, "--dry-run", "--background", "#102030"]) == 0
+    opts = TrainOptions(**{k: v for k, v in json.loads(capsys.readouterr().out).items() if k != "command"})
+    assert opts.background == "#102030"
+    images = load_data(opts, Dist()).images  # (6, 3, 28, 28)
+    assert images[:, :, 0, 0].tolist() == [[16, 32, 48]] * 6  # the transparent corner, on the given colour
+    assert (images[:, 0, 14, 14] == 255).all() and (images[:, 1:, 14, 14] == 0).all()  # the square stays red
+    default = load_data(opts.replace(background="white"), Dist()).images
+    assert (default[:, :, 0, 0] == 255).all()  # white is the default
 
 
 def test_missing_dataset_is_a_clear_error_not_a_traceback(cli, tmp_path):

@@ -269,6 +269,81 @@ def test_emoji_split_is_fixed_and_stratified():
     assert len(a ^ grown) <= 2  # a new emoji moves at most one other
 
 
+def test_emoji_drawn_alike_stay_on_one_side_of_the_split(tmp_path):
+    root = make_emoji_dir(tmp_path / "emoji")
+    index = data.emoji_index(root)
+    held = sorted(data.emoji_test_set(index))
+    people = [u for u, c, _ in EMOJI_FIXTURE if c == "People & Body"]
+    copied = next(u for u in people if u in held)  # a test emoji ...
+    original = next(u for u in people if u not in held)  # ... redrawn as a copy of a training emoji
+    for v in data.EMOJI_VENDORS:
+        folder = root / f"emoji-datasource-{v}" / "img" / v / "64"
+        im = Image.open(folder / f"{original.lower()}.png")
+        if v == "google":  # one vendor's copy is exact, the other's differs by one step of one pixel
+            im.save(folder / f"{copied.lower()}.png")
+        else:
+            im = im.copy()
+            r, g, b, a = im.getpixel((20, 20))
+            im.putpixel((20, 20), (r + 1, g, b, a))
+            im.save(folder / f"{copied.lower()}.png")
+    train = load_dataset("emoji", "train", 64, 3, root)
+    test = load_dataset("emoji", "test", 64, 3, root)
+    flat_train = train.images.reshape(len(train), -1)
+    for image in test.images.reshape(len(test), -1):  # no test image equals a training image
+        assert (flat_train != image).any(1).all()
+    assert len(train) + len(test) == 2 * 31
+    # Without the pair the copy was a test emoji and its original a training one; with it they are one unit.
+    grouped = data.emoji_test_set(index, [(copied, original)])
+    assert (copied in grouped) == (original in grouped)
+    assert sorted(test.labels.tolist()) == sorted(2 * [k for _, u, k in index if u in grouped])
+    assert len(test.labels[test.labels == 1]) == 2 * 2  # people keeps its 15 % (2 of 10 emoji)
+
+
+def test_emoji_split_units():
+    index = [(f"{i:05X}.png", f"{i:05X}", i % 2) for i in range(0x1F300, 0x1F300 + 40)]  # 20 a category
+    alone = data.emoji_test_set(index)
+    assert len(alone) == 6  # 15 % of 20 is 3 a category
+    first = sorted(alone)[0]
+    k = int(first, 16) % 2
+    same_class = [u for _, u, c in index if c == k and u not in alone]
+    pairs = [(first, same_class[0]), (same_class[0], same_class[1])]  # one unit of three, transitively
+    grouped = data.emoji_test_set(index, pairs)
+    unit = {first, *same_class[:2]}
+    assert unit <= grouped or not unit & grouped
+    assert sum(1 for _, u, c in index if c == k and u in grouped) <= 3  # never over the category's share
+    assert data.emoji_test_set(index, [("nothing", first)]) == alone  # unknown code points are ignored
+    assert data.emoji_test_set(list(reversed(index)), list(reversed(pairs))) == grouped
+
+
+def test_same_drawings_screen_changes_no_answer():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 3, 16, 16), dtype=np.uint8)
+    images[5] = images[2]  # an exact copy
+    images[7] = images[3]
+    images[7, 0, 4, 4] ^= 1  # a copy one step off in one value
+    images[9] = images[1] // 2  # far
+    limit = 0.5
+    flat = images.reshape(12, -1).astype(np.float64) / 255
+    brute = [(i, j) for i in range(12) for j in range(i + 1, 12) if np.linalg.norm(flat[i] - flat[j]) <= limit]
+    assert brute == [(2, 5), (3, 7)]
+    assert data.same_drawings(images, limit) == brute
+    assert data.same_drawings(images, 0.0) == [(2, 5)]
+    assert data.same_drawings(images[:1], limit) == []
+
+
+@pytest.mark.skipif(not (data.emoji_dir() / "emoji-datasource-google" / "emoji.json").is_file(),
+                    reason="the emoji set is not fetched (scripts/fetch_emoji.sh)")
+def test_real_emoji_split_has_no_test_copy_of_a_training_image():
+    from training.evaluation.metrics import nearest_distances
+
+    train = load_dataset("emoji", "train", 64, 3)
+    test = load_dataset("emoji", "test", 64, 3)
+    nearest = nearest_distances(test.images, train.images)  # (574,)
+    assert nearest.min() > 1.0  # the nearest distinct drawings are 1.78 apart
+    share = len(test) / (len(train) + len(test))
+    assert 0.13 < share < 0.17
+
+
 def test_missing_emoji_names_the_fetch_command(tmp_path, monkeypatch):
     monkeypatch.setenv("GANSERVE_DATA", str(tmp_path / "data"))
     assert data.emoji_dir() == tmp_path / "data" / "emoji"

@@ -190,3 +190,44 @@ def test_a_fine_tune_is_no_long_run(tmp_path: Path):
                                       "command": "c", "epochs": 40, "seconds": 6000.0}
     cfg_path.write_text(json.dumps(cfg))
     assert "The long runs" not in render({}, plan, "cmd")
+
+
+def test_experiment_options_are_valid_training_options():
+    from training.experiments import EXPERIMENT_OPTIONS
+    from training.options import TrainOptions
+
+    for exp, opts in EXPERIMENT_OPTIONS.items():
+        for v in EXPERIMENTS[exp][1]:
+            TrainOptions(out="/nonexistent/x", **{**opts, **v.options})
+
+
+def test_upsampling_emoji_trains_on_its_own_data_in_its_own_section(tmp_path: Path):
+    import json
+
+    from tests.emoji_fixture import make_emoji_dir
+    from training.checkpoint import read_config
+    from training.experiments import main
+
+    root = make_emoji_dir(tmp_path / "emoji")
+    out = tmp_path / "experiments.md"
+    out.write_text("# Experiments\n\nThe Fashion-MNIST part, measured elsewhere.\n")
+    plan = Plan(("upsampling-emoji",), (1,), (0,), 100, tmp_path / "w", out, data_dir=str(root),
+                max_steps_per_epoch=1, threads=1, width=8, checkpoints=tmp_path / "no-checkpoints")
+    main(plan, "python -m training experiments upsampling-emoji")
+    results = json.loads((tmp_path / "w" / "results.json").read_text())
+    assert sorted(results) == sorted(_key("upsampling-emoji", v.key, 0, 1) for v in EXPERIMENTS["upsampling-emoji"][1])
+    assert all(r["metrics"]["checkerboard_ratio"] > 0 for r in results.values())  # measured, not made up
+    cfg = read_config(tmp_path / "w" / "upsampling-emoji" / "nearest-after" / "seed0" / "checkpoint")
+    assert (cfg.image.height, cfg.image.channels, cfg.dataset.name) == (64, 3, "emoji")
+    assert cfg.generator.kwargs["upsample"] == "nearest-conv" and cfg.generator.kwargs["bn"] == "after-act"
+    assert cfg.training.options["diffaugment"] == "color,translation,cutout"
+    md = out.read_text()
+    assert md.startswith("# Experiments\n\nThe Fashion-MNIST part, measured elsewhere.")  # kept
+    assert "## upsampling-emoji:" in md and "Dataset `emoji`" in md and "| nearest+conv, BN after act | 1 |" in md
+    assert (tmp_path / "experiments" / "upsampling-emoji-convT-before-epoch1.png").is_file()
+    # Re-rendering the shared experiments keeps the emoji section; re-rendering it replaces it in place.
+    shared = render({}, PLAN, "cmd", md)
+    assert shared.startswith("# Experiments") and shared.count("## upsampling-emoji:") == 1
+    assert "measured elsewhere" not in shared
+    again = render(results, plan, "cmd2", shared)
+    assert again.count("## upsampling-emoji:") == 1 and "cmd2" in again and "## upsampling:" in again

@@ -60,6 +60,8 @@ def table(folder: str | Path) -> str:
         bars = check(m, cfg.conditional) if cfg.sampleable else {}
         if not m:
             verdict = "not evaluated"
+        elif cfg.translator:
+            verdict = "translator: held-out pairs" + (f", L1 {_num(m, 'l1')}" if m.get("l1") is not None else "")
         elif not bars:
             verdict = "reconstruction only"
         else:

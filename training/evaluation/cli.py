@@ -2,8 +2,9 @@
 
 ``train-evaluator`` trains and ships the evaluator CNN of a dataset;
 ``evaluate`` measures a generator checkpoint with it and writes the numbers into the
-checkpoint's config.json. Problems with a dataset, checkpoint or evaluator are one-line
-errors (exit 2), never tracebacks.
+checkpoint's config.json; ``evaluate-encoding`` measures the image-in side (reconstruction by an
+encoder, or projection) on held-out test images (``training/evaluation/reconstruction.py``).
+Problems with a dataset, checkpoint or evaluator are one-line errors (exit 2), never tracebacks.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from training.argtypes import int_range
 from training.devices import device_available
 
-COMMANDS: tuple[str, ...] = ("bars", "train-evaluator", "evaluate")
+COMMANDS: tuple[str, ...] = ("bars", "train-evaluator", "evaluate", "evaluate-encoding")
 EVALUATOR_DATASETS = ("fashion-mnist", "mnist", "emoji", "synthetic")
 # Defaults per dataset: the 4.5k-image MNIST subset needs more epochs and stronger augmentation.
 EPOCHS = {"fashion-mnist": 15, "mnist": 40, "emoji": 40, "synthetic": 10}
@@ -66,7 +67,8 @@ def add_commands(sub: Any) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     e.add_argument("checkpoint", help="checkpoint folder")
     e.add_argument("--samples", type=int_range(10, 1_000_000), default=10_000,
-                   help="generated images (seeds SEED..SEED+N-1; labels cycled over the classes)")
+                   help="generated images (seeds SEED..SEED+N-1; labels cycled over the classes); translators: "
+                        "held-out pairs (the whole test split when it has no more)")
     e.add_argument("--batch-size", type=int_range(1, 65_536), default=500,
                    help="images per generator / evaluator forward pass")
     e.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, help="first seed of the samples")
@@ -79,8 +81,27 @@ def add_commands(sub: Any) -> None:
                    help="sample with z scaled by PSI in (0, 1] (default: the checkpoint's own `truncation`, 1 unless "
                         "set); written with the metrics, PSI becomes the checkpoint's default, what the service and "
                         "`sample` use when a request names none, so its metrics always describe what it serves")
+    e.add_argument("--baseline", default=None, metavar="CHECKPOINT",
+                   help="translators: also measure this translator of the same input and dataset (e.g. the L1-only "
+                        "baseline) on the same held-out pairs; its numbers go into the metrics as `baseline`")
     e.add_argument("--no-write", action="store_true", help="print the metrics without touching config.json")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
+
+    r = sub.add_parser("evaluate-encoding", help="measure reconstruction (encoder) or projection on held-out test "
+                       "images; writes config.json metrics", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    r.add_argument("checkpoint", help="checkpoint folder (with an encoder, or a GAN generator to project into)")
+    r.add_argument("--images", type=int_range(1, 1_000_000), default=200,
+                   help="test images encoded and judged by the evaluator (a seeded pick)")
+    r.add_argument("--steps", type=int_range(0, 10_000), default=100,
+                   help="Adam steps of each projection (GAN generators; the service's GANSERVE_PROJECTION_STEPS)")
+    r.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, help="seed of the pick of test images")
+    r.add_argument("--batch-size", type=int_range(1, 65_536), default=500)
+    r.add_argument("--evaluators", default=None,
+                   help="folder of evaluators (default: $GANSERVE_EVALUATORS, else checkpoints/evaluators)")
+    r.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps")
+    r.add_argument("--threads", type=int_range(0, 1024), default=1,
+                   help="torch CPU threads (0: torch's default; 1 makes projection deterministic)")
+    r.add_argument("--no-write", action="store_true", help="print the metrics without touching config.json")
 
     b = sub.add_parser("bars", help="markdown table: each checkpoint's training time, key metrics and quality bars")
     b.add_argument("folder", nargs="?", default="checkpoints", help="folder of checkpoint folders")
@@ -93,6 +114,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return cmd_train_evaluator(args)
     if args.command == "evaluate":
         return cmd_evaluate(args)
+    if args.command == "evaluate-encoding":
+        return cmd_evaluate_encoding(args)
     if args.command == "bars":
         from training.evaluation.bars import table
 
@@ -173,7 +196,7 @@ def cmd_train_evaluator(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from training.checkpoint import CheckpointError, update_metrics
+    from training.checkpoint import CheckpointError, read_config, update_metrics
     from training.data import DatasetError
     from training.evaluation.evaluate import EvaluationError, evaluate_checkpoint, format_table
     from training.evaluation.evaluator import EvaluatorError
@@ -181,6 +204,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     if not device_available(args.device):
         print(f"error: --device {args.device!r} is not available here (cpu, cuda[:N], mps)", file=sys.stderr)
+        return 2
+    try:
+        translator = read_config(args.checkpoint).translator
+    except CheckpointError as e:
+        print(f"error: checkpoint: {e}", file=sys.stderr)
+        return 2
+    if translator:
+        return _evaluate_translator(args)
+    if args.baseline is not None:
+        print(f"error: --baseline: {args.checkpoint} is not a translator; --baseline measures translators only",
+              file=sys.stderr)
         return 2
     try:
         metrics, evaluator_sha = evaluate_checkpoint(
@@ -197,6 +231,74 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
+    if not args.no_write:
+        try:
+            update_metrics(args.checkpoint, metrics, evaluator_sha)
+        except (CheckpointError, OSError) as e:
+            print(f"error: writing metrics: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote metrics into {Path(args.checkpoint) / 'config.json'}")
+    return 0
+
+
+def _evaluate_translator(args: argparse.Namespace) -> int:
+    """``evaluate`` of a translator: held-out pairs (training/evaluation/translation.py)."""
+    from training.checkpoint import CheckpointError, update_metrics
+    from training.data import DatasetError
+    from training.evaluation.evaluator import EvaluatorError
+    from training.evaluation.translation import TranslationError, evaluate_translator, format_table
+
+    if args.truncation is not None:
+        print(f"error: --truncation: {args.checkpoint} is a translator: it has no latent to truncate", file=sys.stderr)
+        return 2
+    try:
+        metrics, evaluator_sha = evaluate_translator(
+            args.checkpoint, num_pairs=args.samples, batch_size=args.batch_size, seed=args.seed,
+            evaluator_root=args.evaluators, device=args.device, log=log, baseline=args.baseline)
+    except CheckpointError as e:
+        print(f"error: {'--baseline' if args.baseline and str(args.baseline) in str(e) else 'checkpoint'}: {e}",
+              file=sys.stderr)
+        return 2
+    except EvaluatorError as e:
+        print(f"error: evaluator: {e}", file=sys.stderr)
+        return 2
+    except (TranslationError, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
+    if not args.no_write:
+        try:
+            update_metrics(args.checkpoint, metrics, evaluator_sha)
+        except (CheckpointError, OSError) as e:
+            print(f"error: writing metrics: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote metrics into {Path(args.checkpoint) / 'config.json'}")
+    return 0
+
+
+def cmd_evaluate_encoding(args: argparse.Namespace) -> int:
+    from training.checkpoint import CheckpointError, update_metrics
+    from training.data import DatasetError
+    from training.evaluation.evaluator import EvaluatorError
+    from training.evaluation.reconstruction import EncodingError, evaluate_encoding
+
+    _set_threads(args.threads)
+    if not device_available(args.device):
+        print(f"error: --device {args.device!r} is not available here (cpu, cuda[:N], mps)", file=sys.stderr)
+        return 2
+    try:
+        metrics, evaluator_sha = evaluate_encoding(args.checkpoint, args.images, args.steps, args.batch_size,
+                                                   args.seed, args.evaluators, args.device, log)
+    except CheckpointError as e:
+        print(f"error: checkpoint: {e}", file=sys.stderr)
+        return 2
+    except EvaluatorError as e:
+        print(f"error: evaluator: {e}", file=sys.stderr)
+        return 2
+    except (EncodingError, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(metrics, indent=2))
     if not args.no_write:
         try:
             update_metrics(args.checkpoint, metrics, evaluator_sha)

@@ -119,15 +119,17 @@ _REAL_CACHE_SIZE = 2
 
 
 def _real_side(dataset: str, data_args: tuple[Any, ...], net: EvaluatorNet, evaluator_sha: str, num_samples: int,
-               seed: int, batch_size: int, device: str | torch.device, kid_subsets: int) -> RealSide:
+               seed: int, batch_size: int, device: str | torch.device, kid_subsets: int,
+               background: str = "white") -> RealSide:
     classes = data_args[-1]
-    key = (dataset, *data_args[:-1], None if classes is None else tuple(classes), evaluator_sha, num_samples, seed,
-           str(device), kid_subsets)
+    key = (dataset, *data_args[:-1], None if classes is None else tuple(classes), background, evaluator_sha,
+           num_samples, seed, str(device), kid_subsets)
     if key in _REAL_CACHE:
         _REAL_CACHE.move_to_end(key)
         return _REAL_CACHE[key]
-    test = load_dataset(dataset, "test", *data_args)
-    train = load_dataset(dataset, "train", *data_args)
+    res, ch, data_dir, synthetic_size, _ = data_args
+    test = load_dataset(dataset, "test", res, ch, data_dir, synthetic_size, classes, background=background)
+    train = load_dataset(dataset, "train", res, ch, data_dir, synthetic_size, classes, background=background)
     rng = np.random.RandomState(seed)
     floor_idx = np.sort(rng.choice(len(train), min(num_samples, len(train)), replace=False))
     f_test, l_test = features_and_logits(net, test.images, batch_size, device)
@@ -164,6 +166,9 @@ def evaluate_checkpoint(
             log.info("[%5.1f s] " + msg, time.perf_counter() - t_start, *a)
 
     generator, cfg = load_generator(path, device)
+    if cfg.translator:
+        raise EvaluationError(f"{cfg.name} is a translator: it is measured on held-out pairs "
+                              "(training.evaluation.translation.evaluate_translator)")
     if not cfg.sampleable:
         raise EvaluationError(f"{cfg.name} is a {cfg.family} (reconstruction only): it cannot be sampled, so there "
                               "is nothing to evaluate")
@@ -182,7 +187,7 @@ def evaluate_checkpoint(
     res, ch = cfg.image.height, cfg.image.channels
     data_args = (res, ch, opts.get("data_dir"), opts.get("synthetic_size", 1000), opts.get("classes"))
     real = _real_side(cfg.dataset.name, data_args, net, ecfg.weights_sha256, num_samples, seed, batch_size, device,
-                      kid_subsets)
+                      kid_subsets, opts.get("background", "white"))
     test, train = real.test, real.train
     if test.class_names != names:
         raise EvaluationError(f"{cfg.name}: the {cfg.dataset.name} test split has classes {test.class_names}, "

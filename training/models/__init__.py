@@ -4,13 +4,16 @@
 """
 
 from training.models.registry import (
+    ENCODERS,
     FAMILIES,
     GENERATORS,
     ArchOptions,
     Family,
+    build_encoder,
     build_generator,
     family_names,
     get_family,
 )
 
-__all__ = ["FAMILIES", "GENERATORS", "ArchOptions", "Family", "build_generator", "family_names", "get_family"]
+__all__ = ["ENCODERS", "FAMILIES", "GENERATORS", "ArchOptions", "Family", "build_encoder", "build_generator",
+           "family_names", "get_family"]

@@ -94,6 +94,26 @@ class ExPostGenerator(nn.Module):
         code = self.means.to(wide)[k] + (tril @ z[:, 1:].to(wide).unsqueeze(-1)).squeeze(-1)
         return code.to(z.dtype)
 
+    def latents_of(self, codes: torch.Tensor) -> torch.Tensor:
+        """(B, latent_dim) decoder inputs → (B, z_dim) latents that ``codes`` maps back onto them: the inverse
+        of :meth:`codes`, used for an encoded image. Each code goes to its most likely component k (the
+        highest posterior responsibility), z₀ to the centre of k's interval of the cumulative weights, and
+        z[1:] to L_k⁻¹ (code − μ_k)."""
+        if codes.ndim != 2 or codes.shape[1] != self.latent_dim:
+            raise ValueError(f"codes must have shape (B, {self.latent_dim}), got {tuple(codes.shape)}")
+        wide = self._wide(codes)
+        tril = self.scale_tril.to(wide)  # (K, d, d)
+        diff = (codes.to(wide)[:, None, :] - self.means.to(wide)[None]).unsqueeze(-1)  # (B, K, d, 1)
+        white = torch.linalg.solve_triangular(tril[None], diff, upper=False).squeeze(-1)  # (B, K, d)
+        log_det = torch.log(torch.diagonal(tril, dim1=-2, dim2=-1)).sum(-1)  # (K,)
+        log_post = torch.log(self.weights.to(wide)) - 0.5 * (white**2).sum(-1) - log_det  # (B, K)
+        k = log_post.argmax(1)  # (B,)
+        edges = torch.cumsum(self.weights.to(wide), 0)
+        lower = torch.cat([edges.new_zeros(1), edges[:-1]])
+        z0 = torch.special.ndtri(((lower + edges) / 2)[k])  # (B,)
+        rest = white[torch.arange(codes.shape[0], device=codes.device), k]  # (B, d)
+        return torch.cat([z0[:, None], rest], 1).to(codes.dtype)
+
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if labels is not None:
             raise ValueError("this generator is unconditional: it takes no labels")

@@ -9,12 +9,13 @@ input always gives the same output. The discriminator judges (input, image) pair
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
 
 from training.models.common import dcgan_init
-from training.models.registry import register_generator
+from training.models.registry import ArchOptions, Family, register_family, register_generator
 
 # The U-Net halves the image down to 1×1, so its side must be a power of two.
 UNET_RESOLUTIONS = (32, 64, 128, 256)
@@ -128,3 +129,17 @@ class PatchDiscriminator(nn.Module):
 
     def forward(self, inp: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([inp, image], 1)).squeeze(1)  # (B, P, P)
+
+
+def _build(o: ArchOptions) -> tuple[str, dict[str, Any], nn.Module]:
+    if o.input_channels < 1:
+        raise ValueError("pix2pix needs the input's channels (the transform's)")
+    kwargs = {"in_channels": o.input_channels, "channels": o.channels, "resolution": o.resolution, "ngf": o.width}
+    unet_depth(o.resolution)  # a clear error for 28 or 96
+    d = PatchDiscriminator(o.input_channels, o.channels, o.width, patch_layers(o.resolution))
+    return "UNetGenerator", kwargs, d
+
+
+register_family(Family("pix2pix", "pix2pix", False, False, _build,
+                       "pix2pix image-to-image translator: U-Net generator, PatchGAN discriminator, cGAN + L1 loss",
+                       translator=True))

@@ -15,6 +15,7 @@ from torch import nn
 Objective = Literal["gan", "acgan", "wgan-gp", "vae", "ae", "pix2pix"]
 
 GENERATORS: dict[str, type[nn.Module]] = {}
+ENCODERS: dict[str, type[nn.Module]] = {}
 FAMILIES: dict[str, Family] = {}
 
 T = TypeVar("T", bound=type[nn.Module])
@@ -25,6 +26,14 @@ def register_generator(cls: T) -> T:
     if cls.__name__ in GENERATORS:
         raise ValueError(f"generator class {cls.__name__} registered twice")
     GENERATORS[cls.__name__] = cls
+    return cls
+
+
+def register_encoder(cls: T) -> T:
+    """Make the encoder ``cls`` rebuildable from ``{"class": cls.__name__, "kwargs": {...}}`` (encoder.safetensors)."""
+    if cls.__name__ in ENCODERS:
+        raise ValueError(f"encoder class {cls.__name__} registered twice")
+    ENCODERS[cls.__name__] = cls
     return cls
 
 
@@ -86,6 +95,16 @@ def build_generator(class_name: str, kwargs: dict[str, Any]) -> nn.Module:
     return cls(**kwargs)
 
 
+def build_encoder(class_name: str, kwargs: dict[str, Any]) -> nn.Module:
+    """Rebuild an encoder from its registered class name and JSON kwargs."""
+    _load_all()
+    try:
+        cls = ENCODERS[class_name]
+    except KeyError:
+        raise ValueError(f"unknown encoder class {class_name!r}; known: {sorted(ENCODERS)}") from None
+    return cls(**kwargs)
+
+
 def get_family(name: str) -> Family:
     _load_all()
     try:
@@ -102,4 +121,4 @@ def family_names() -> list[str]:
 
 def _load_all() -> None:
     # Importing the family modules runs their decorators.
-    from training.models import ae, dcgan, expost, mlp, pix2pix, vae  # noqa: F401
+    from training.models import ae, dcgan, encoders, expost, mlp, pix2pix, vae  # noqa: F401

@@ -21,7 +21,7 @@ def objective_of(family: str) -> type[Objective]:
 
 def _load_all() -> None:
     # Importing the objective modules runs their decorators.
-    from training.objectives import autoencoder, gan, wgan  # noqa: F401
+    from training.objectives import autoencoder, gan, pix2pix, wgan  # noqa: F401
 
 
 _load_all()

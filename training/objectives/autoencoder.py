@@ -40,13 +40,19 @@ class Reconstruction(Objective):
     def __init__(self, opts: TrainOptions, g: nn.Module, d: nn.Module, data: ImageData, conditional: bool,
                  world: int, device: torch.device) -> None:
         super().__init__(opts, g, d, data, conditional, world, device)
-        self.opt = self.adam("g", list(g.parameters()) + list(d.parameters()), opts.lr_g)
+        self.frozen = opts.freeze_generator  # only the encoder learns; the decoder runs in eval mode
+        if self.frozen:
+            g.requires_grad_(False)
+        self.opt = self.adam("g", list(d.parameters()) if self.frozen else [*g.parameters(), *d.parameters()],
+                             opts.lr_g)
         self.pair = wrap(AutoEncoder(d, g), world, device)
 
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        if self.frozen:
+            self.g_raw.eval()  # its batch-norm statistics are the decoder's own, not this batch's
         self.opt.zero_grad(set_to_none=True)
         out = self.loss(x)
         out["loss"].backward()
@@ -56,7 +62,7 @@ class Reconstruction(Objective):
 
 @register_objective("vae")
 class VaeObjective(Reconstruction):
-    options = ("kl_weight", "expost_gmm")
+    options = ("kl_weight", "expost_gmm", "freeze_generator")
 
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         recon, mu, logvar = self.pair(x)
@@ -66,6 +72,8 @@ class VaeObjective(Reconstruction):
 
 @register_objective("ae")
 class AeObjective(Reconstruction):
+    options = ("freeze_generator",)
+
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         recon, _, _ = self.pair(x)
         return {"loss": losses.reconstruction(recon, x)}
