@@ -1,8 +1,9 @@
 """Regenerate the front end's screenshots in docs/screenshots/ (desktop 1280×900 and phone 390×844).
 
 Starts the real service (``uvicorn app.main:app``) on a checkpoints folder, opens ``/`` in headless
-Debian Chromium, makes an image grid, an interpolation and a morph of two uploaded images (two of
-the model's own drawings), and saves full-page screenshots:
+Debian Chromium, makes an image grid, an interpolation, a morph of two uploaded images (two of
+the model's own drawings) and, when a translator is loaded, a drawing and its translation, and saves
+full-page screenshots:
 
     python scripts/screenshots.py                      # the shipped ./checkpoints
     python scripts/screenshots.py --checkpoints DIR    # any checkpoints folder
@@ -24,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
+from tests.e2e.pages import stroke  # noqa: E402
 from tests.e2e.server import DESKTOP, PHONE, launch_chromium, running_service, write_test_checkpoints  # noqa: E402
 
 log = logging.getLogger("screenshots")
@@ -62,6 +64,14 @@ def shoot(page: Any, base: str, model: str, label: str | None, path: Path) -> No
         page.wait_for_selector(f"#morph-rec-{slot}:not([hidden])", timeout=120_000)
     page.wait_for_selector("#morph-download:not([hidden])", timeout=60_000)
     page.wait_for_function("document.getElementById('status').textContent === 'Ready'")
+    # Draw, when a translator is loaded: a T-shirt's outline, and its translation.
+    if page.is_visible("#draw-canvas"):
+        side = page.eval_on_selector("#draw-canvas", "c => c.width")
+        outline = [(0.3, 0.15), (0.1, 0.3), (0.2, 0.45), (0.3, 0.38), (0.3, 0.9), (0.7, 0.9), (0.7, 0.38),
+                   (0.8, 0.45), (0.9, 0.3), (0.7, 0.15), (0.6, 0.22), (0.4, 0.22), (0.3, 0.15)]
+        stroke(page, [(round(x * (side - 1)), round(y * (side - 1))) for x, y in outline])
+        page.wait_for_function("!document.querySelector('#draw-result').parentElement.hasAttribute('aria-busy')")
+        page.wait_for_selector("#draw-result:not([hidden])")
     # Reduced motion: the players do not start, so the screenshot shows their first frames every time.
     assert page.get_attribute("#player", "data-frame") == "0"
     assert page.get_attribute("#morph-player", "data-frame") == "0"

@@ -1364,7 +1364,8 @@ async function sendDrawing() {
   draw.controller = controller;
   const token = ++draw.token;
   const upload = draw.layers.length === 1 && draw.layers[0].bitmap ? draw.layers[0].name : null;
-  const png = await new Promise((resolve) => draw.canvas.toBlob(resolve, "image/png"));
+  const drawn = await new Promise((resolve) => draw.canvas.toBlob(resolve, "image/png"));
+  const png = new Uint8Array(await drawn.arrayBuffer());  // bytes, not a Blob: the same upload, inspectable
   if (token !== draw.token) return;  // a newer drawing is on its way
   const started = performance.now();
   try {

@@ -36,18 +36,18 @@ def upload(page: Any, selector: str, name: str, mime: str, data: bytes) -> None:
     page.set_input_files(selector, files=[{"name": name, "mimeType": mime, "buffer": data}])
 
 
-def canvas_xy(page: Any, selector: str, x: float, y: float) -> tuple[float, float]:
-    """Where on the screen the centre of a canvas's own pixel (x, y) is."""
+def stroke(page: Any, points: list[tuple[int, int]], selector: str = "#draw-canvas") -> None:
+    """Draw with the mouse through ``points`` (the canvas's own pixels): press, move, release. The canvas
+    is scrolled into view first, and stays put while the mouse moves."""
     page.locator(selector).scroll_into_view_if_needed()
     box = page.locator(selector).bounding_box()
     k = box["width"] / page.eval_on_selector(selector, "c => c.width")
-    return box["x"] + (x + 0.5) * k, box["y"] + (y + 0.5) * k
 
+    def at(p: tuple[int, int]) -> tuple[float, float]:  # the screen position of a pixel's centre
+        return box["x"] + (p[0] + 0.5) * k, box["y"] + (p[1] + 0.5) * k
 
-def stroke(page: Any, points: list[tuple[int, int]], selector: str = "#draw-canvas") -> None:
-    """Draw with the mouse through ``points`` (the canvas's own pixels): press, move, release."""
-    page.mouse.move(*canvas_xy(page, selector, *points[0]))
+    page.mouse.move(*at(points[0]))
     page.mouse.down()
     for p in points[1:]:
-        page.mouse.move(*canvas_xy(page, selector, *p), steps=4)
+        page.mouse.move(*at(p), steps=4)
     page.mouse.up()

@@ -33,10 +33,12 @@ PHONE = {"width": 390, "height": 844}
 
 def write_test_checkpoints(root: Path) -> Path:
     """A conditional DCGenerator (3 named classes), an unconditional MLP measured on 10k samples at
-    truncation 0.7 (it misses the coverage bar) and trained in two parts, and an unsampleable AE."""
+    truncation 0.7 (it misses the coverage bar) and trained in two parts, an unsampleable AE and a
+    tiny pix2pix translator (edges → 32×32 RGB)."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from tests.app.conftest import MEASURED_UNCOND, write_ae, write_cgan, write_mlp
+    from tests.translator_fixture import write_translator
     from training.checkpoint import CONFIG, CommandPart, atomic_write_json, update_metrics
 
     write_cgan(root)
@@ -51,6 +53,7 @@ def write_test_checkpoints(root: Path) -> Path:
     atomic_write_json(root / mlp.name / CONFIG,
                       mlp.model_copy(update={"training": training}).model_dump(mode="json", by_alias=True))
     write_ae(root)
+    write_translator(root)  # tiny-edges2shapes: edges → 32×32 RGB, for the Draw panel
     return root
 
 

@@ -24,8 +24,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.e2e.pages import TIMEOUT_MS, open_ready, set_range, shown_bytes, upload
+from tests.e2e.pages import TIMEOUT_MS, open_ready, set_range, shown_bytes, stroke, upload
 from tests.e2e.server import PHONE
+from tests.translator_fixture import TRANSLATOR
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -45,7 +46,7 @@ def wait_new_image(page: Any, before: str) -> str:
 def test_model_class_seed_show_the_apis_bytes(page: Any, base_url: str) -> None:
     open_ready(page, base_url)
     options = page.eval_on_selector_all("#model option", "os => os.map(o => [o.value, o.disabled])")
-    assert options == [[AE, True], [COND, False], [UNCOND, False]]
+    assert options == [[AE, True], [COND, False], [TRANSLATOR, True], [UNCOND, False]]
 
     # An unconditional model: its card says so and the class picker goes away.
     src = page.get_attribute("#image", "src")
@@ -388,7 +389,8 @@ def test_shared_link_keeps_the_interpolation(browser: Any, page: Any, base_url: 
 
 def test_no_serious_accessibility_violations(browser: Any, base_url: str) -> None:
     """axe-core (the copy axe-playwright-python ships), on the page with an image, an animation,
-    two reconstructions with their morph and an error shown, in the light and the dark colour scheme."""
+    two reconstructions with their morph, a drawing with its translation and an error shown, in the
+    light and the dark colour scheme."""
     axe_module = pytest.importorskip("axe_playwright_python.sync_playwright", reason="needs axe-playwright-python")
     for scheme in ("light", "dark"):
         context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme=scheme)
@@ -409,6 +411,10 @@ def test_no_serious_accessibility_violations(browser: Any, base_url: str) -> Non
             page.wait_for_selector("#morph-download:not([hidden])")
             page.click("#morph-play")
             assert page.get_attribute("#morph-play", "aria-pressed") == "false"
+            # The Draw panel with a drawing and its translation.
+            stroke(page, [(4, 4), (27, 27), (27, 4)])
+            page.wait_for_function("!document.querySelector('#draw-result').parentElement.hasAttribute('aria-busy')")
+            page.wait_for_selector("#draw-result:not([hidden])")
             page.fill("#seed", "4294967295")
             page.click("#generate")
             page.wait_for_selector("#error:not([hidden])")
