@@ -152,3 +152,12 @@ def test_grid_pairs_are_held_out_test_images(tmp_path):
     assert [where[bytes(t.numpy())] for t in targets] == [k for k in range(6) for _ in range(2)]  # 2 per class
     train_rows = {bytes(u.numpy()) for u in data.images}
     assert not any(bytes(t.numpy()) in train_rows for t in targets)
+
+
+def test_sample_refuses_a_translator_with_a_clear_error(tmp_path, capsys):
+    from tests.translator_fixture import write_translator
+
+    folder = write_translator(tmp_path)
+    assert main(["sample", str(folder), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "is a translator (pix2pix): it turns edges images into images" in err and "Traceback" not in err
