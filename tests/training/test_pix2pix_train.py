@@ -108,7 +108,9 @@ def test_resume_continues_and_refuses_another_transform(tmp_path, capsys):
 def test_l1_only_baseline_run_records_itself(tmp_path):
     train(tmp_path, "--l1-only", epochs=1, name="base")
     cfg = read_config(tmp_path / "base")
-    assert cfg.training.options["l1_only"] is True and "baseline" in cfg.description
+    assert cfg.training.options["l1_only"] is True
+    assert "trained on 100·L1 alone (the paper's baseline, no discriminator); input: edges" in cfg.description
+    assert "PatchGAN" not in cfg.description
 
 
 def refused(capsys, *args: str) -> str:
