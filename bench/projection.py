@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 from app.projection import PROJECTABLE
-from bench.common import ROOT, command_line, machine_lines, markdown_table, publish
+from bench.common import ROOT, command_line, load_average, machine_lines, markdown_table, publish
 from bench.serving import Server
 from training.checkpoint import load_generator
 from training.data import load_dataset
@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                "GANSERVE_DEFAULT_MODEL": args.models[0]}
         if args.steps:
             env["GANSERVE_PROJECTION_STEPS"] = str(args.steps)
+        header = machine_lines()  # the load before the run
         server = Server("ganserve", "app.main:app", env, "/readyz")
         server.start(Path(tmp))
         try:
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         "projection worker (single-threaded), held-out test images, with their true class as `label` on the "
         "conditional models (an unconditional model is projected without one, so its class agreement is what the "
         "latent alone recovers):",
-        "", table, "", *machine_lines(), ""])
+        "", table, "", *header, f"- load average after the run: {load_average()}", ""])
     publish("projection", text, args.write, args.quick)
     return 0 if all(math.isfinite(float(str(r["psnr"]))) for r in rows) else 1
 

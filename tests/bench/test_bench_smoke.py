@@ -61,3 +61,21 @@ def test_conditioning_bench_quick() -> None:
     text = run_bench("conditioning.py")
     assert "| D conditioned on | concatenated input images/s | factored first conv images/s | speed-up |" in text
     assert "| cgan, 10 classes |" in text and "| self-conditioned dcgan, K = 50 |" in text
+
+
+@pytest.mark.slow
+def test_translate_bench_quick() -> None:
+    text = run_bench("translate.py")
+    assert "| conns | server | req/s | p50 ms | p99 ms | server CPU µs/req | errors and 503s |" in text
+    for conns in (1, 16):
+        assert f"| {conns} | ganserve |" in text and f"| {conns} | naive |" in text
+    assert "| 16 conns: ganserve ≥ 2.5× the naive server's req/s |" in text
+    assert "answers to the same 8 inputs differ by at most" in text
+
+
+@pytest.mark.slow
+def test_projection_bench_quick() -> None:
+    text = run_bench("projection.py", "--models", "mnist-gan", "fashion-cgan", "--images", "3", "--steps", "5")
+    assert "| model | family | image | images | p50 ms | p99 ms |" in text
+    assert "| mnist-gan | mlp-gan (no label) | 28×28×1 | 3 |" in text
+    assert "| fashion-cgan | cgan | 28×28×1 | 3 |" in text
