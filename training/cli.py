@@ -259,6 +259,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     except CheckpointError as e:
         print(f"error: checkpoint: {e}", file=sys.stderr)
         return 2
+    if cfg.input is not None:
+        print(f"error: {cfg.name} is a translator ({cfg.family}): it turns {cfg.input.transform} images into images "
+              "(the service's POST /models/{model}/translate), it cannot be sampled", file=sys.stderr)
+        return 2
     if not cfg.sampleable:
         print(f"error: {cfg.name} is a {cfg.family} (reconstruction only): it cannot be sampled", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import shutil
 import statistics
 from collections.abc import Sequence
@@ -477,6 +478,12 @@ def render(results: dict[str, Any], plan: Plan, command: str, existing: str = ""
     shared = [e for e in plan.experiments if e not in EXPERIMENT_OPTIONS]
     kept: dict[str, str] = {}
     rest = existing
+    # Sections written from other measurements (e.g. a translator against its baseline, by `evaluate`),
+    # between <!-- measured:NAME:start --> and <!-- measured:NAME:end -->: kept as they are, at the end.
+    measured = []
+    for m in re.finditer(r"<!-- measured:([a-z0-9-]+):start -->.*?<!-- measured:\1:end -->", existing, re.S):
+        measured.append(m.group(0))
+        rest = rest.replace(m.group(0), "")
     for exp in EXPERIMENT_OPTIONS:
         start, end = _marks(exp)
         if start in rest and end in rest:
@@ -490,7 +497,7 @@ def render(results: dict[str, Any], plan: Plan, command: str, existing: str = ""
         base = "\n".join(_shared_part(results, dataclasses.replace(plan, experiments=tuple(shared)), command))
     else:
         base = rest.strip() or "# Experiments"
-    own = [kept[e] for e in EXPERIMENTS if e in kept]
+    own = [kept[e] for e in EXPERIMENTS if e in kept] + measured
     return "\n\n".join([base.rstrip(), *own]) + "\n" if own else base
 
 

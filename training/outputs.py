@@ -79,7 +79,10 @@ def checkpoint_config(opts: TrainOptions, trainer: Trainer, data: ImageData, pro
         z_dim = 0
         translator["input"] = {"channels": input_channels(opts.transform), "height": opts.resolution,
                                "width": opts.resolution, "transform": opts.transform}
-        description += f"; input: {opts.transform}" + (" (λ·L1 only: the paper's baseline)" if opts.l1_only else "")
+        if opts.l1_only:  # no discriminator was trained
+            description = (f"pix2pix image-to-image translator: U-Net generator trained on {opts.l1_weight:g}·L1 "
+                           "alone (the paper's baseline, no discriminator)")
+        description += f"; input: {opts.transform}"
     credit = DATASET_CREDITS.get(opts.dataset)
     if credit:  # the images' licences ask for it (docs/emoji.md)
         description += f". {credit}"

@@ -231,3 +231,14 @@ def test_upsampling_emoji_trains_on_its_own_data_in_its_own_section(tmp_path: Pa
     assert "measured elsewhere" not in shared
     again = render(results, plan, "cmd2", shared)
     assert again.count("## upsampling-emoji:") == 1 and "cmd2" in again and "## upsampling:" in again
+
+
+def test_sections_measured_elsewhere_survive_a_regeneration():
+    """A section written from other measurements (the pix2pix baseline comparison) between measured markers
+    is kept, word for word, when the experiments are written again."""
+    section = ("<!-- measured:pix2pix-baseline:start -->\n## pix2pix\n\n| a | b |\n"
+               "<!-- measured:pix2pix-baseline:end -->")
+    first = render({}, PLAN, "cmd")
+    md = render({}, PLAN, "cmd", existing=first + "\n\n" + section + "\n")
+    assert md.count(section) == 1 and md.index("Not enough finished runs") < md.index(section)
+    assert render({}, PLAN, "cmd", existing=md) == md

@@ -108,7 +108,9 @@ def test_resume_continues_and_refuses_another_transform(tmp_path, capsys):
 def test_l1_only_baseline_run_records_itself(tmp_path):
     train(tmp_path, "--l1-only", epochs=1, name="base")
     cfg = read_config(tmp_path / "base")
-    assert cfg.training.options["l1_only"] is True and "baseline" in cfg.description
+    assert cfg.training.options["l1_only"] is True
+    assert "trained on 100·L1 alone (the paper's baseline, no discriminator); input: edges" in cfg.description
+    assert "PatchGAN" not in cfg.description
 
 
 def refused(capsys, *args: str) -> str:
@@ -152,3 +154,12 @@ def test_grid_pairs_are_held_out_test_images(tmp_path):
     assert [where[bytes(t.numpy())] for t in targets] == [k for k in range(6) for _ in range(2)]  # 2 per class
     train_rows = {bytes(u.numpy()) for u in data.images}
     assert not any(bytes(t.numpy()) in train_rows for t in targets)
+
+
+def test_sample_refuses_a_translator_with_a_clear_error(tmp_path, capsys):
+    from tests.translator_fixture import write_translator
+
+    folder = write_translator(tmp_path)
+    assert main(["sample", str(folder), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "is a translator (pix2pix): it turns edges images into images" in err and "Traceback" not in err

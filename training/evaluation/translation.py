@@ -151,7 +151,7 @@ def evaluate_translator(path: str | Path, num_pairs: int = 10_000, batch_size: i
         bgen, bcfg = base
         measured = measure(bgen, inputs, targets, labels, net, cols, names, f_targets, batch_size, device)
         out["baseline"] = {
-            "name": bcfg.name, "description": bcfg.description, "generator_sha256": bcfg.generator_sha256,
+            "name": bcfg.name, "generator_sha256": bcfg.generator_sha256,
             "l1_only": bool(bcfg.training.options.get("l1_only", False)),
             "training": {"command": bcfg.training.command, "epochs": bcfg.training.epochs,
                          "seconds": bcfg.training.seconds},
