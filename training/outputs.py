@@ -16,7 +16,7 @@ from PIL import Image
 from torch import nn
 
 from training.checkpoint import CheckpointConfig, atomic_write_bytes, read_config, save_checkpoint, update_metrics
-from training.data import DATASET_CREDITS
+from training.data import DATASET_CREDITS, to_float
 from training.ema import standing_stats
 from training.images import make_grid, png_bytes, to_uint8
 from training.latent import latents
@@ -56,6 +56,21 @@ def render_grid(g: nn.Module, z: torch.Tensor, labels: torch.Tensor | None, cols
     imgs = g(z.to(device), None if labels is None else labels.to(device))
     g.train(was_training)
     return png_bytes(make_grid(to_uint8(imgs), cols))
+
+
+@torch.no_grad()
+def reconstruction_grid(generator: nn.Module, encoder: nn.Module, images: torch.Tensor, cols: int,
+                        device: torch.device | str) -> bytes:
+    """An autoencoder's sample grid: rows of ``cols`` uint8 images (N, C, H, W), each followed by the row of
+    their reconstructions generator(encoder(x)) (both networks in eval mode) → PNG bytes."""
+    was_training = generator.training
+    generator.eval()
+    recon = generator(encoder(to_float(images).to(device)), None)  # (N, C, H, W)
+    generator.train(was_training)
+    originals = images.permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
+    out = to_uint8(recon)
+    rows = [block for i in range(0, len(originals), cols) for block in (originals[i:i + cols], out[i:i + cols])]
+    return png_bytes(make_grid(np.concatenate(rows), cols))
 
 
 def checkpoint_config(opts: TrainOptions, trainer: Trainer, data: ImageData, progress: Progress, epochs_done: int,
@@ -175,8 +190,16 @@ class Outputs:
         """The fixed-latent sample grid of the EMA generator (or of ``generator``, the checkpoint's when it is
         not the EMA decoder itself): into runs/…/grids and TensorBoard."""
         ema = self.trainer.ema.model
-        if self.trainer.fam.translator:  # held-out pairs, input | output
+        fam = self.trainer.fam
+        if fam.translator:  # held-out pairs, input | output
             grid = self.trainer.objective.render_grid(ema)  # type: ignore[attr-defined]
+        elif not fam.sampleable:  # an autoencoder: training images and their reconstructions
+            encoder = self.trainer.d_raw
+            was_training = encoder.training
+            encoder.eval()
+            grid = reconstruction_grid(ema, encoder, self.data.images[: 5 * self.opts.grid_cols], self.opts.grid_cols,
+                                       self.device)
+            encoder.train(was_training)
         elif generator is None or generator is ema:
             grid = render_grid(ema, self.grid_z, self.grid_y, self.opts.grid_cols, self.device)
         else:  # the same seeds through the served generator's own latent size

@@ -64,6 +64,7 @@ PNG_OUT: dict[int | str, dict[str, Any]] = {
     **UPLOAD_ERRORS,
 }
 
+
 class Encoded(BaseModel):
     model: str
     version: str = Field(description="the model version the latent belongs to")

@@ -1,7 +1,7 @@
 """The service imports from training/ only what serving needs (DESIGN.md): the checkpoint reader,
 the networks, the seed rule, the projection algorithm, image helpers, and the small shared rules for
-labels, quality bars, devices and argument types — never the training loop, datasets, losses or
-evaluation code."""
+labels, translators' input transforms (names only), quality bars, devices and argument types — never
+the training loop, datasets, losses or evaluation code."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from tests.app.conftest import write_cgan
 
 ALLOWED = {"training", "training.checkpoint", "training.latent", "training.images", "training.labels",
-           "training.projection", "training.bars", "training.devices", "training.argtypes"}
+           "training.projection", "training.pairs", "training.bars", "training.devices", "training.argtypes"}
 
 
 def test_serving_imports_only_what_it_needs(tmp_path: Path) -> None:

@@ -352,7 +352,7 @@ def test_generator_faults_are_a_clean_503_and_the_model_recovers(
 
 def test_every_model_failing_makes_readyz_503(faulty: Any) -> None:
     client, registry = faulty
-    saved = {n: m.batcher.generator for n, m in registry.models.items() if m.batcher is not None}
+    saved = {n: m.batcher.generator for n, m in registry.models.items() if m.sampleable and m.batcher is not None}
     try:
         for name in saved:
             registry.models[name].batcher.generator = _raising("CUDA error: an illegal memory access")

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from training.checkpoint import CONFIG, ENCODER, CheckpointError, load_encoder, load_generator, read_config
 from training.cli import main
@@ -40,6 +42,11 @@ def test_reconstruction_families_ship_their_encoder(tmp_path, tiny_args, family,
     assert z.shape == (6, cfg.z_dim) and torch.isfinite(z).all()
     assert torch.allclose(z[:1], again, atol=1e-5)  # deterministic and independent of the batch
     assert recon.shape == x.shape
+    if family != "vae":  # an autoencoder's samples.png: rows of training images, each above its reconstructions
+        grid = np.asarray(Image.open(out / "samples.png"))
+        assert grid.shape[:2] == (10 * 30 + 2, 10 * 30 + 2)
+        first = load_dataset("synthetic", synthetic_size=96).images[0, 0].numpy()  # (28, 28)
+        assert np.array_equal(grid[2:30, 2:30] if grid.ndim == 2 else grid[2:30, 2:30, 0], first)
     # The shipped encoder is the one the run trained (its resume state's second network), weight for weight.
     trained = torch.load(tmp_path / f"run-{family}" / "state.pt", weights_only=True)["D"]
     shipped = enc.encoder.state_dict()

@@ -131,3 +131,25 @@ def test_translator_config_must_describe_the_weights(tmp_path: Path):
     save_checkpoint(tmp_path / "t", g, cfg)
     with pytest.raises(CheckpointError, match="do not match"):
         load_generator(tmp_path / "t")
+
+
+@pytest.mark.parametrize(("resolution", "channels"), [(32, 1), (64, 3)])
+def test_nearest_conv_decoder_has_no_transposed_convs(resolution, channels):
+    g = UNetGenerator(1, channels, resolution, ngf=4, upsample="nearest-conv")
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in g.modules())
+    assert sum(isinstance(m, nn.Upsample) for m in g.modules()) == unet_depth(resolution)
+    y = g(torch.rand(2, 1, resolution, resolution) * 2 - 1)
+    assert y.shape == (2, channels, resolution, resolution) and y.abs().max() <= 1
+    with pytest.raises(ValueError, match="upsample"):
+        UNetGenerator(1, 1, 32, ngf=4, upsample="bilinear")
+
+
+def test_the_family_passes_upsample_only_when_it_is_not_the_default():
+    from training.models import ArchOptions, get_family
+
+    def kwargs(upsample: str) -> dict:
+        o = ArchOptions(z_dim=8, num_classes=0, channels=3, resolution=64, width=4, upsample=upsample,
+                        bn="before-act", input_channels=1)
+        return get_family("pix2pix").build(o)[1]
+
+    assert "upsample" not in kwargs("convT") and kwargs("nearest-conv")["upsample"] == "nearest-conv"

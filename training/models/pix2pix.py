@@ -48,14 +48,17 @@ class UNetGenerator(nn.Module):
 
     Encoder: log2(R) convs 4×4 stride 2 (LeakyReLU 0.2; batch-norm but on the first and the innermost),
     widths ngf, 2ngf, 4ngf, 8ngf, 8ngf, … down to 1×1. Decoder: transposed convs 4×4 stride 2 (ReLU,
-    batch-norm), each fed the previous decoder output joined with the encoder map of the same size (the
-    skip connections); dropout ``dropout`` in the first ``dropout_layers`` decoder layers; tanh at the end.
+    batch-norm; ``upsample="nearest-conv"``: nearest-neighbour doubling + 3×3 conv instead), each fed the
+    previous decoder output joined with the encoder map of the same size (the skip connections); dropout
+    ``dropout`` in the first ``dropout_layers`` decoder layers; tanh at the end.
     """
 
     def __init__(self, in_channels: int = 1, channels: int = 1, resolution: int = 32, ngf: int = 64,
-                 dropout: float = 0.5, dropout_layers: int = 3) -> None:
+                 dropout: float = 0.5, dropout_layers: int = 3, upsample: str = "convT") -> None:
         super().__init__()
         depth = unet_depth(resolution)
+        if upsample not in ("convT", "nearest-conv"):
+            raise ValueError(f"upsample must be 'convT' or 'nearest-conv', got {upsample!r}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if not 0 <= dropout_layers < depth:
@@ -79,7 +82,11 @@ class UNetGenerator(nn.Module):
             ch_in = widths[i] if j == 0 else 2 * widths[i]  # the bottleneck alone, then [decoder, skip]
             last = i == 0
             out = channels if last else widths[i - 1]
-            layers = [nn.ReLU(True), nn.ConvTranspose2d(ch_in, out, 4, 2, 1, bias=last)]
+            layers = [nn.ReLU(True)]
+            if upsample == "convT":
+                layers.append(nn.ConvTranspose2d(ch_in, out, 4, 2, 1, bias=last))
+            else:  # nearest-neighbour doubling, then a 3×3 conv: no uneven overlap, no checkerboard (Odena et al.)
+                layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch_in, out, 3, 1, 1, bias=last)]
             if last:
                 layers.append(nn.Tanh())
             else:
@@ -134,7 +141,10 @@ class PatchDiscriminator(nn.Module):
 def _build(o: ArchOptions) -> tuple[str, dict[str, Any], nn.Module]:
     if o.input_channels < 1:
         raise ValueError("pix2pix needs the input's channels (the transform's)")
-    kwargs = {"in_channels": o.input_channels, "channels": o.channels, "resolution": o.resolution, "ngf": o.width}
+    kwargs: dict[str, Any] = {"in_channels": o.input_channels, "channels": o.channels, "resolution": o.resolution,
+                              "ngf": o.width}
+    if o.upsample != "convT":  # (only then: the kwargs of convT checkpoints stay what they were)
+        kwargs["upsample"] = o.upsample
     unet_depth(o.resolution)  # a clear error for 28 or 96
     d = PatchDiscriminator(o.input_channels, o.channels, o.width, patch_layers(o.resolution))
     return "UNetGenerator", kwargs, d
