@@ -2,8 +2,8 @@
 
 Starts the real service (``uvicorn app.main:app``) on a checkpoints folder, opens ``/`` in headless
 Debian Chromium, makes an image grid, an interpolation, a morph of two uploaded images (two of
-the model's own drawings) and, when a translator is loaded, a drawing and its translation, and saves
-full-page screenshots:
+the model's own drawings) and, when a translator is loaded, a drawing (a face for an emoji translator,
+a T-shirt's outline otherwise) and its translation, and saves full-page screenshots:
 
     python scripts/screenshots.py                      # the shipped ./checkpoints
     python scripts/screenshots.py --checkpoints DIR    # any checkpoints folder
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -44,6 +45,17 @@ def pick_view(base: str, model: str | None) -> tuple[str, str | None]:
     return name, (classes[0] if classes else None)
 
 
+def drawing(face: bool) -> list[list[tuple[float, float]]]:
+    """Strokes in [0, 1]²: a smiling face (a circle, two eyes, a mouth) or a T-shirt's outline."""
+    if not face:
+        return [[(0.3, 0.15), (0.1, 0.3), (0.2, 0.45), (0.3, 0.38), (0.3, 0.9), (0.7, 0.9), (0.7, 0.38),
+                 (0.8, 0.45), (0.9, 0.3), (0.7, 0.15), (0.6, 0.22), (0.4, 0.22), (0.3, 0.15)]]
+    circle = [(0.5 + 0.4 * math.cos(2 * math.pi * i / 32), 0.5 + 0.4 * math.sin(2 * math.pi * i / 32))
+              for i in range(33)]
+    mouth = [(0.5 + 0.22 * math.cos(math.pi * i / 12), 0.55 + 0.18 * math.sin(math.pi * i / 12)) for i in range(13)]
+    return [circle, [(0.37, 0.35), (0.37, 0.45)], [(0.63, 0.35), (0.63, 0.45)], mouth]
+
+
 def shoot(page: Any, base: str, model: str, label: str | None, path: Path) -> None:
     fragment = f"#model={model}&seed=0&n=16" + (f"&label={label}" if label else "")
     page.goto(f"{base}/{fragment}")
@@ -64,12 +76,11 @@ def shoot(page: Any, base: str, model: str, label: str | None, path: Path) -> No
         page.wait_for_selector(f"#morph-rec-{slot}:not([hidden])", timeout=120_000)
     page.wait_for_selector("#morph-download:not([hidden])", timeout=60_000)
     page.wait_for_function("document.getElementById('status').textContent === 'Ready'")
-    # Draw, when a translator is loaded: a T-shirt's outline, and its translation.
+    # Draw, when a translator is loaded: a face for an emoji translator, else a T-shirt's outline.
     if page.is_visible("#draw-canvas"):
         side = page.eval_on_selector("#draw-canvas", "c => c.width")
-        outline = [(0.3, 0.15), (0.1, 0.3), (0.2, 0.45), (0.3, 0.38), (0.3, 0.9), (0.7, 0.9), (0.7, 0.38),
-                   (0.8, 0.45), (0.9, 0.3), (0.7, 0.15), (0.6, 0.22), (0.4, 0.22), (0.3, 0.15)]
-        stroke(page, [(round(x * (side - 1)), round(y * (side - 1))) for x, y in outline])
+        for drawn in drawing("emoji" in page.input_value("#draw-model")):
+            stroke(page, [(round(x * (side - 1)), round(y * (side - 1))) for x, y in drawn])
         page.wait_for_function("!document.querySelector('#draw-result').parentElement.hasAttribute('aria-busy')")
         page.wait_for_selector("#draw-result:not([hidden])")
     # Reduced motion: the players do not start, so the screenshot shows their first frames every time.
