@@ -464,7 +464,10 @@ def _own_section(results: dict[str, Any], plan: Plan, exp: str, command: str) ->
              f"{plan.width} and " + ", ".join(f"`{k}` {v}" for k, v in opts.items() if k != "dataset")
              + ", unless the variant says otherwise.", "",
              f"All runs together trained for {total / 60:.0f} min of wall-clock time (evaluations excluded), "
-             f"{last} epoch(s) a run on a shared 2-core CPU: early training only.", "",
+             f"{last} epoch(s) a run on a shared 2-core CPU. **The budget is the caveat**: the seed article "
+             "trained its 64×64 runs for about 60 epochs at width 64 and judged them late; these runs are early "
+             f"training at width {plan.width} — what they can show is how each variant starts and whether the "
+             "transposed convolution's crosses appear in colour images, not where the variants end.", "",
              *_experiment_lines(results, plan, exp), end]
     return "\n".join(lines)
 
