@@ -26,7 +26,6 @@ from torch import nn
 
 from training.models import build_encoder, build_generator
 from training.models.encoders import LatentEncoder
-from training.pairs import Transform
 
 FORMAT_VERSION: Literal[1] = 1
 CONFIG = "config.json"
@@ -70,6 +69,11 @@ class ImageSpec(StrictModel):
     channels: Literal[1, 3]
     height: int = Field(ge=1, le=1024)
     width: int = Field(ge=1, le=1024)
+
+
+# The named transforms that make a translator's input from an image (their code: training/pairs.py, which
+# the service does not import).
+Transform = Literal["edges", "grey"]
 
 
 class TranslatorInput(StrictModel):

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from training.checkpoint import Transform
+
 # The metrics ``--keep-best`` can select on, and whether a higher value is better.
 KEEP_BEST: dict[str, bool] = {"fid": False, "coverage": True, "min_class_accuracy": True}
 
@@ -204,9 +206,9 @@ class TrainOptions(BaseModel):
                           "2020); the latent gets one more entry, which picks the component. Changes no training "
                           "step: a finished run can be resumed with it (0: the prior)", group="vae", ge=0, le=1000,
                           metavar="K")
-    transform: Literal["edges", "grey"] = opt("edges", "the input of each training pair, made from its target image "
-                                              "(training/pairs.py): edges (a Canny edge map, black lines on white) "
-                                              "or grey (greyscale → colour, with --channels 3)", group="pix2pix")
+    transform: Transform = opt("edges", "the input of each training pair, made from its target image "
+                               "(training/pairs.py): edges (a Canny edge map, black lines on white) or grey "
+                               "(greyscale → colour, with --channels 3)", group="pix2pix")
     l1_weight: float = opt(100.0, "λ: weight of the L1 distance to the true target in G's loss, beside the cGAN "
                            "loss", group="pix2pix", ge=0, le=1e6)
     l1_only: bool = opt(False, "the paper's baseline: G trained on λ·L1 alone, no discriminator", group="pix2pix")

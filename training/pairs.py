@@ -19,12 +19,13 @@ start (``make_inputs``), not per batch.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
 import torch
 
-Transform = Literal["edges", "grey"]
+from training.checkpoint import Transform
+
 TRANSFORMS: tuple[str, ...] = get_args(Transform)
 EDGE_SIGMA = 1.0
 LUMA = (0.299, 0.587, 0.114)

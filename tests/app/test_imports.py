@@ -13,7 +13,7 @@ from pathlib import Path
 from tests.app.conftest import write_cgan
 
 ALLOWED = {"training", "training.checkpoint", "training.latent", "training.images", "training.labels",
-           "training.projection", "training.pairs", "training.bars", "training.devices", "training.argtypes"}
+           "training.projection", "training.bars", "training.devices", "training.argtypes"}
 
 
 def test_serving_imports_only_what_it_needs(tmp_path: Path) -> None:
