@@ -15,6 +15,7 @@ import logging
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -196,10 +197,9 @@ def cmd_train_evaluator(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from training.checkpoint import CheckpointError, read_config, update_metrics
+    from training.checkpoint import CheckpointError, read_config
     from training.data import DatasetError
     from training.evaluation.evaluate import EvaluationError, evaluate_checkpoint, format_table
-    from training.evaluation.evaluator import EvaluatorError
 
     _set_threads(args.threads)
     if not device_available(args.device):
@@ -216,89 +216,66 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"error: --baseline: {args.checkpoint} is not a translator; --baseline measures translators only",
               file=sys.stderr)
         return 2
-    try:
-        metrics, evaluator_sha = evaluate_checkpoint(
+    return _measure_and_write(
+        args, lambda: evaluate_checkpoint(
             args.checkpoint, num_samples=args.samples, batch_size=args.batch_size, seed=args.seed,
             evaluator_root=args.evaluators, device=args.device, log=log,
-            kid_subsets=args.kid_subsets, truncation=args.truncation)
-    except CheckpointError as e:
-        print(f"error: checkpoint: {e}", file=sys.stderr)
-        return 2
-    except EvaluatorError as e:
-        print(f"error: evaluator: {e}", file=sys.stderr)
-        return 2
-    except (EvaluationError, DatasetError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
-    if not args.no_write:
-        try:
-            update_metrics(args.checkpoint, metrics, evaluator_sha)
-        except (CheckpointError, OSError) as e:
-            print(f"error: writing metrics: {e}", file=sys.stderr)
-            return 2
-        print(f"wrote metrics into {Path(args.checkpoint) / 'config.json'}")
-    return 0
+            kid_subsets=args.kid_subsets, truncation=args.truncation),
+        (EvaluationError, DatasetError), format_table)
 
 
 def _evaluate_translator(args: argparse.Namespace) -> int:
     """``evaluate`` of a translator: held-out pairs (training/evaluation/translation.py)."""
-    from training.checkpoint import CheckpointError, update_metrics
     from training.data import DatasetError
-    from training.evaluation.evaluator import EvaluatorError
     from training.evaluation.translation import TranslationError, evaluate_translator, format_table
 
     if args.truncation is not None:
         print(f"error: --truncation: {args.checkpoint} is a translator: it has no latent to truncate", file=sys.stderr)
         return 2
-    try:
-        metrics, evaluator_sha = evaluate_translator(
+    return _measure_and_write(
+        args, lambda: evaluate_translator(
             args.checkpoint, num_pairs=args.samples, batch_size=args.batch_size, seed=args.seed,
-            evaluator_root=args.evaluators, device=args.device, log=log, baseline=args.baseline)
-    except CheckpointError as e:
-        print(f"error: {'--baseline' if args.baseline and str(args.baseline) in str(e) else 'checkpoint'}: {e}",
-              file=sys.stderr)
-        return 2
-    except EvaluatorError as e:
-        print(f"error: evaluator: {e}", file=sys.stderr)
-        return 2
-    except (TranslationError, DatasetError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
-    if not args.no_write:
-        try:
-            update_metrics(args.checkpoint, metrics, evaluator_sha)
-        except (CheckpointError, OSError) as e:
-            print(f"error: writing metrics: {e}", file=sys.stderr)
-            return 2
-        print(f"wrote metrics into {Path(args.checkpoint) / 'config.json'}")
-    return 0
+            evaluator_root=args.evaluators, device=args.device, log=log, baseline=args.baseline),
+        (TranslationError, DatasetError), format_table,
+        checkpoint_label=lambda e: "--baseline" if args.baseline and str(args.baseline) in str(e) else "checkpoint")
 
 
 def cmd_evaluate_encoding(args: argparse.Namespace) -> int:
-    from training.checkpoint import CheckpointError, update_metrics
     from training.data import DatasetError
-    from training.evaluation.evaluator import EvaluatorError
     from training.evaluation.reconstruction import EncodingError, evaluate_encoding
 
     _set_threads(args.threads)
     if not device_available(args.device):
         print(f"error: --device {args.device!r} is not available here (cpu, cuda[:N], mps)", file=sys.stderr)
         return 2
+    return _measure_and_write(
+        args, lambda: evaluate_encoding(args.checkpoint, args.images, args.steps, args.batch_size,
+                                        args.seed, args.evaluators, args.device, log),
+        (EncodingError, DatasetError), lambda m: json.dumps(m, indent=2))
+
+
+def _measure_and_write(args: argparse.Namespace,
+                       measure: Callable[[], tuple[dict[str, Any], str]],
+                       errors: tuple[type[Exception], ...],
+                       format_table: Callable[[dict[str, Any]], str],
+                       checkpoint_label: Callable[[Exception], str] = lambda e: "checkpoint") -> int:
+    """Run one of evaluate's measurements, print it (``--json`` or a table) and, unless ``--no-write``,
+    write it into the checkpoint's config.json; every failure is one ``error: …`` line and exit 2."""
+    from training.checkpoint import CheckpointError, update_metrics
+    from training.evaluation.evaluator import EvaluatorError
+
     try:
-        metrics, evaluator_sha = evaluate_encoding(args.checkpoint, args.images, args.steps, args.batch_size,
-                                                   args.seed, args.evaluators, args.device, log)
+        metrics, evaluator_sha = measure()
     except CheckpointError as e:
-        print(f"error: checkpoint: {e}", file=sys.stderr)
+        print(f"error: {checkpoint_label(e)}: {e}", file=sys.stderr)
         return 2
     except EvaluatorError as e:
         print(f"error: evaluator: {e}", file=sys.stderr)
         return 2
-    except (EncodingError, DatasetError) as e:
+    except errors as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(metrics, indent=2))
+    print(json.dumps(metrics, indent=2) if getattr(args, "json", False) else format_table(metrics))
     if not args.no_write:
         try:
             update_metrics(args.checkpoint, metrics, evaluator_sha)
