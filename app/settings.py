@@ -197,6 +197,7 @@ class Settings(BaseSettings):
 OTHER_VARIABLES = frozenset({
     "GANSERVE_EVALUATORS",  # the trainer's evaluator folder (training/evaluation)
     "GANSERVE_PORT",  # the published port in docker-compose.yml
+    "GANSERVE_POD_PROCESSES", "GANSERVE_POD_READY_DIR",  # set by python -m app for its processes (app/podready.py)
     "GANSERVE_CHROMIUM", "GANSERVE_SOAK_REQUESTS", "GANSERVE_KILL_SEED",  # the test suite's knobs
 })
 
