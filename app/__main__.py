@@ -9,7 +9,8 @@ each plans its model workers for its share of the cores (``GANSERVE_CORES``). Th
 process when it runs on a GPU — there, run one process per GPU instead
 (``GANSERVE_DEVICE=cuda:N``, one container each, as docker-compose.yml does). With several processes the
 Prometheus metrics are kept in ``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary folder unless
-set) and ``/metrics`` adds up all the processes.
+set) and ``/metrics`` adds up all the processes, and ``/readyz`` says ready only when every process
+is: each marks itself ready in a shared temporary folder (``app.podready``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from app.podready import FOLDER_ENV, PROCESSES_ENV
 from training.argtypes import int_range
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -75,6 +77,19 @@ def prepare_metrics_dir(processes: int) -> tuple[Path | None, bool]:
     return folder, not given
 
 
+def prepare_ready_dir(processes: int) -> Path | None:
+    """With several processes: a fresh folder where each marks itself ready, and the count, exported
+    to the processes (``app.podready``) → the folder, removed at exit. One process: neither (its own
+    readiness is the pod's)."""
+    for name in (FOLDER_ENV, PROCESSES_ENV):
+        os.environ.pop(name, None)
+    if processes == 1:
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="ganserve-ready-"))
+    os.environ[FOLDER_ENV], os.environ[PROCESSES_ENV] = str(folder), str(processes)
+    return folder
+
+
 def share_cores(processes: int) -> None:
     """Each of N processes plans its model workers for 1/N of the cores it may run on
     (``GANSERVE_CORES``, unless set): on 2 cores, 2 processes of 1 single-threaded worker each —
@@ -96,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems = "; ".join(f"GANSERVE_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors())
         build_parser().error(f"invalid setting in the environment: {problems}")
     folder, ours = prepare_metrics_dir(processes)
+    ready_dir = prepare_ready_dir(processes)
     share_cores(processes)
     try:
         uvicorn.run("app.main:app", host=args.host, port=args.port, workers=processes,
@@ -103,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if folder is not None and ours:
             shutil.rmtree(folder, ignore_errors=True)
+        if ready_dir is not None:
+            shutil.rmtree(ready_dir, ignore_errors=True)
     return 0
 
 

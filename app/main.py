@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.fastpath import FastPath
 from app.metrics import Metrics, MetricsMiddleware, process_exiting
+from app.podready import PodReadiness
 from app.projection import ProjectionPool
 from app.registry import Registry
 from app.routes import frontend, health, images, imagesin, interpolate, models
@@ -65,13 +66,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.reload_interval_s > 0:
             await registry.watch()
 
-    task = asyncio.create_task(load_then_watch(), name="registry")
+    tasks = [asyncio.create_task(load_then_watch(), name="registry")]
+    service.pod = PodReadiness.from_env()
+    if service.pod is not None:  # one of several processes: /readyz waits for all of them
+        tasks.append(asyncio.create_task(service.pod.keep_marked(lambda: registry.ready), name="pod-readiness"))
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await registry.close()
         service.registry = None
         service.projection.close()

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from app.metrics import Metrics
+from app.podready import PodReadiness
 from app.projection import ProjectionPool
 from app.registry import Registry
 from app.settings import Settings
@@ -78,6 +79,7 @@ class Service:
     registry: Registry | None = None
     cache: ImageCache | None = None
     projection: ProjectionPool | None = None  # POST /models/{model}/encode on GAN generators
+    pod: PodReadiness | None = None  # the other processes of python -m app --processes N (N > 1)
 
     def require_registry(self) -> Registry:
         if self.registry is None:

@@ -196,7 +196,9 @@ class Settings(BaseSettings):
 # GANSERVE_* variables that are not service settings but are read elsewhere, so never reported.
 OTHER_VARIABLES = frozenset({
     "GANSERVE_EVALUATORS",  # the trainer's evaluator folder (training/evaluation)
+    "GANSERVE_CACHE",  # the datasets' download and decode cache (training/data.py), not GANSERVE_CACHE_SIZE
     "GANSERVE_PORT",  # the published port in docker-compose.yml
+    "GANSERVE_POD_PROCESSES", "GANSERVE_POD_READY_DIR",  # set by python -m app for its processes (app/podready.py)
     "GANSERVE_CHROMIUM", "GANSERVE_SOAK_REQUESTS", "GANSERVE_KILL_SEED",  # the test suite's knobs
 })
 

@@ -25,6 +25,9 @@ class Readiness(BaseModel):
     default: str | None
     device: str | None
     failing: list[str] = []  # models whose recent forward passes all failed (NaN output, device errors)
+    # python -m app --processes N (N > 1): how many of the N processes are ready (each loads the checkpoints)
+    processes: int | None = None
+    processes_ready: int | None = None
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness")
@@ -33,24 +36,32 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Readiness, summary="Readiness: every checkpoint loaded and warmed up",
-            responses={503: {"model": Readiness, "description": "still loading, or no model to serve",
+            responses={503: {"model": Readiness, "description": "still loading (this process, or another of "
+                                                                 "python -m app --processes N), or no model to serve",
                              "headers": ERROR_RESPONSES[503]["headers"]}})
 async def readyz(service: ServiceDep) -> Response:
-    registry = service.registry
+    registry, pod = service.registry, service.pod
+    processes, processes_ready = (None, None) if pod is None else (pod.processes, pod.ready_count())
+    pod_ready = processes is None or (processes_ready or 0) >= processes  # every process of the pod, not only this
+    unlisted = {"processes", "processes_ready"} if pod is None else set()  # one process: not in the body
     if registry is None:
-        body = Readiness(status="starting", models=0, refused=0, default=None, device=None)
-        return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "1"})
+        body = Readiness(status="starting", models=0, refused=0, default=None, device=None,
+                         processes=processes, processes_ready=processes_ready)
+        return JSONResponse(body.model_dump(exclude=unlisted), status_code=503, headers={"Retry-After": "1"})
     failing = registry.failing()
     sampleable = [n for n, m in registry.models.items() if m.sampleable]
     all_failing = bool(sampleable) and len(failing) == len(sampleable)
     if not registry.ready:
         status = "loading" if not registry.initial_load_done else "no models"
+    elif not pod_ready:
+        status = "loading"  # this process is ready, another one is still loading
     else:
         status = "failing" if all_failing else ("degraded" if failing else "ready")
     body = Readiness(status=status, models=len(registry.models), refused=len(registry.refused),
-                     default=registry.default_name, device=str(registry.device), failing=failing)
-    content = body.model_dump(exclude=None if failing else {"failing"})  # listed only when there is one
-    if not registry.ready or all_failing:
+                     default=registry.default_name, device=str(registry.device), failing=failing,
+                     processes=processes, processes_ready=processes_ready)
+    content = body.model_dump(exclude=unlisted | (set() if failing else {"failing"}))  # failing: when there is one
+    if not registry.ready or not pod_ready or all_failing:
         return JSONResponse(content, status_code=503, headers={"Retry-After": "1"})
     return JSONResponse(content)
 

@@ -20,7 +20,8 @@ from training.checkpoint import read_config
 
 def test_unknown_variables_are_named_with_the_likely_setting() -> None:
     env = {"GANSERVE_MAX_BATCHES": "8", "GANSERVE_DEVCE": "cpu", "ganserve_max_wait": "1", "GANSERVE_FOO": "1",
-           "GANSERVE_MAX_BATCH": "8", "GANSERVE_device": "cpu", "GANSERVE_EVALUATORS": "x", "PATH": "/bin"}
+           "GANSERVE_MAX_BATCH": "8", "GANSERVE_device": "cpu", "GANSERVE_EVALUATORS": "x", "PATH": "/bin",
+           "GANSERVE_CACHE": "/tmp/c"}  # the trainer's cache folder: not a typo of GANSERVE_CACHE_SIZE
     assert unknown_variables(env) == [("GANSERVE_DEVCE", "GANSERVE_DEVICE"), ("GANSERVE_FOO", None),
                                       ("GANSERVE_MAX_BATCHES", "GANSERVE_MAX_BATCH"),
                                       ("ganserve_max_wait", "GANSERVE_MAX_WAIT_MS")]

@@ -116,6 +116,89 @@ def test_several_processes_share_the_socket_and_add_up_their_metrics(tiny_checkp
     assert metrics_dir.exists()  # given by the caller: left in place
 
 
+HOLD_BACK = """\
+# Test hook (tests/app/test_uvicorn.py): the first process of the pod whose registry is ready does not mark
+# itself ready while the file $READYZ_TEST_HOLD exists.
+import os
+from pathlib import Path
+
+from app import podready
+
+_hold = Path(os.environ["READYZ_TEST_HOLD"])
+_mark = podready.PodReadiness.mark
+_claimed = None
+
+
+def _held():
+    global _claimed
+    if _claimed is None:  # the first process to ask is the one held back
+        try:
+            os.close(os.open(_hold.with_suffix(".claimed"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            _claimed = True
+        except FileExistsError:
+            _claimed = False
+    return _claimed and _hold.exists()
+
+
+def mark(self, ready):
+    _mark(self, ready and not _held())
+
+
+podready.PodReadiness.mark = mark
+"""
+
+
+def test_readyz_waits_for_every_process(tiny_checkpoints: Path, tmp_path: Path) -> None:
+    """``python -m app --processes 2`` with one process held back from marking itself ready (a hook loaded
+    through sitecustomize in each process): /readyz says 503, 1 of 2 ready, from both processes — until it
+    is released, then 200."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HOLD_BACK)
+    hold = tmp_path / "hold"
+    hold.touch()
+    port = _free_port()
+    env = {**os.environ, "GANSERVE_CHECKPOINTS": str(tiny_checkpoints), "GANSERVE_DEFAULT_MODEL": COND,
+           "GANSERVE_RELOAD_INTERVAL_S": "0", "READYZ_TEST_HOLD": str(hold),
+           "PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)])}
+    proc = subprocess.Popen([sys.executable, "-m", "app", "--port", str(port), "--processes", "2"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def readyz() -> httpx.Response | None:
+        try:  # a new connection each time: the kernel spreads them over both processes
+            return httpx.get(f"{base}/readyz", timeout=2)
+        except httpx.TransportError:
+            return None
+
+    try:
+        until = time.monotonic() + 90
+        # Both registries ready: the held process has claimed the hold, the other has marked itself.
+        while time.monotonic() < until and proc.poll() is None:
+            r = readyz()
+            if r is not None and r.json().get("processes_ready") == 1 and hold.with_suffix(".claimed").exists():
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the processes never loaded")
+        for _ in range(20):
+            r = readyz()
+            assert r is not None and r.status_code == 503, r and r.text
+            assert r.json()["status"] == "loading" and (r.json()["processes"], r.json()["processes_ready"]) == (2, 1)
+        hold.unlink()  # released: it marks itself ready within a moment
+        ready = 0
+        while time.monotonic() < until and proc.poll() is None and ready < 10:
+            r = readyz()
+            ready = ready + 1 if r is not None and r.status_code == 200 else 0
+            time.sleep(0.05)
+        assert ready >= 10, "not ready after the release"
+        assert r is not None and r.json()["status"] == "ready" and r.json()["processes_ready"] == 2
+    finally:
+        out = _stop(proc, 30)
+    assert "Traceback" not in out, out[-3000:]
+    assert not re.search(r"GANSERVE_POD_\w+ is not a ganserve setting", out), out[-3000:]  # the launcher's own
+
+
 def test_bad_launcher_options_name_the_flag(capsys: pytest.CaptureFixture[str],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     for argv, flag in ((["--processes", "0"], "--processes"), (["--processes", "x"], "--processes"),
