@@ -7,8 +7,9 @@ exercise every code path of loading and serving in milliseconds.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,33 @@ def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.02) -> N
             return
         time.sleep(interval)
     raise AssertionError("condition not met in time")
+
+
+def hold_first_pass(batcher: Any, send: Callable[[int], None], n: int) -> list[int]:
+    """Send request 0, hold ``batcher``'s worker inside that first forward pass while requests 1…n−1
+    queue, then let it go; returns the rows of each forward pass (one shared pass: ``[1, n - 1]``)."""
+    gate, entered, sizes = threading.Event(), threading.Event(), []
+    real = batcher._forward
+
+    def held(*args: Any) -> Any:
+        sizes.append(int(args[1].shape[0]))  # (rows, C, H, W) images
+        entered.set()
+        assert gate.wait(30)
+        return real(*args)
+
+    batcher._forward = held
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(n)]
+    threads[0].start()
+    assert entered.wait(30)
+    for t in threads[1:]:
+        t.start()
+    try:
+        wait_for(lambda: batcher._queue.qsize() == n - 1)
+    finally:
+        gate.set()
+    for t in threads:
+        t.join(60)
+    return sizes
 
 
 @pytest.fixture(scope="module")

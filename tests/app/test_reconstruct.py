@@ -5,7 +5,6 @@ z draws the reconstruction, and a VAE served through an ex-post mixture decodes 
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ from tests.app.conftest import (
     _randomise_bn,
     _widen,
     config_dict,
+    hold_first_pass,
     make_settings,
-    wait_for,
     wait_ready,
     write_ae,
     write_cgan,
@@ -150,36 +149,14 @@ def test_concurrent_uploads_share_a_forward_pass_and_get_their_own_answers(c: Te
     rows, and each gets the bytes it gets alone."""
     alone = {i: post(c, f"/models/{AE}/reconstruct", png(10 + i)).content for i in range(8)}
     app = create_app(make_settings(root, inference_workers=1, max_batch=32))
-    gate, entered, sizes = threading.Event(), threading.Event(), []
     with TestClient(app) as client:
         wait_ready(client)
-        batcher = app.state.service.registry.models[AE].image_batchers["reconstruct"]
-        real = batcher._forward
-
-        def held(*args: Any) -> Any:
-            sizes.append(int(args[1].shape[0]))  # (rows, C, H, W) images
-            entered.set()
-            assert gate.wait(30)
-            return real(*args)
-
-        batcher._forward = held
         results: dict[int, bytes] = {}
 
         def send(i: int) -> None:
             results[i] = post(client, f"/models/{AE}/reconstruct", png(10 + i)).content
 
-        first = threading.Thread(target=send, args=(0,))
-        first.start()
-        assert entered.wait(30)
-        rest = [threading.Thread(target=send, args=(i,)) for i in range(1, 8)]
-        for t in rest:
-            t.start()
-        try:
-            wait_for(lambda: batcher._queue.qsize() == 7)
-        finally:
-            gate.set()
-        for t in [first, *rest]:
-            t.join(60)
+        sizes = hold_first_pass(app.state.service.registry.models[AE].image_batchers["reconstruct"], send, 8)
     assert sizes == [1, 7]
     assert results == alone  # the same bytes, batched or alone
 

@@ -5,7 +5,6 @@ other image-in routes name the models that can."""
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.main import create_app
-from tests.app.conftest import AE, make_settings, wait_for, wait_ready, write_ae, write_cgan
+from tests.app.conftest import AE, hold_first_pass, make_settings, wait_ready, write_ae, write_cgan
 from tests.translator_fixture import TRANSLATOR, write_translator
 from training.checkpoint import load_generator
 from training.images import to_uint8
@@ -109,34 +108,14 @@ def test_a_service_of_translators_only_is_ready(tmp_path: Path) -> None:
 
 def test_concurrent_translations_share_a_forward_pass(root: Path) -> None:
     app = create_app(make_settings(root, inference_workers=1))
-    gate, entered, sizes = threading.Event(), threading.Event(), []
     with TestClient(app) as client:
         wait_ready(client)
         alone = {i: post(client, f"/models/{TRANSLATOR}/translate", drawing(20 + i)).content for i in range(6)}
-        batcher = app.state.service.registry.models[TRANSLATOR].image_batchers["translate"]
-        real = batcher._forward
-
-        def held(*args: Any) -> Any:
-            sizes.append(int(args[1].shape[0]))
-            entered.set()
-            assert gate.wait(30)
-            return real(*args)
-
-        batcher._forward = held
         results: dict[int, bytes] = {}
 
         def send(i: int) -> None:
             results[i] = post(client, f"/models/{TRANSLATOR}/translate", drawing(20 + i)).content
 
-        threads = [threading.Thread(target=send, args=(i,)) for i in range(6)]
-        threads[0].start()
-        assert entered.wait(30)
-        for t in threads[1:]:
-            t.start()
-        try:
-            wait_for(lambda: batcher._queue.qsize() == 5)
-        finally:
-            gate.set()
-        for t in threads:
-            t.join(60)
+        batcher = app.state.service.registry.models[TRANSLATOR].image_batchers["translate"]
+        sizes = hold_first_pass(batcher, send, 6)
     assert sizes == [1, 5] and results == alone
