@@ -315,6 +315,39 @@ function renderBars(bars) {
   return box;
 }
 
+/** The card's image-in numbers (`evaluate-encoding`): reconstruction PSNR on the test split, and how well
+ * `encode` (an encoder, or projection) keeps 200 held-out images; null when neither was measured. */
+function renderImagesIn(metrics) {
+  const rec = metrics.reconstruction && typeof metrics.reconstruction === "object" ? metrics.reconstruction : null;
+  const enc = metrics.encoding && typeof metrics.encoding === "object" ? metrics.encoding : null;
+  const num = (v) => typeof v === "number";
+  if (!(rec && num(rec.psnr)) && !(enc && num(enc.class_accuracy))) return null;
+  const box = document.createElement("div");
+  box.className = "images-in";
+  const h = document.createElement("h4");
+  h.textContent = "Images in";
+  const dl = document.createElement("dl");
+  dl.className = "metrics";
+  if (rec && num(rec.psnr)) {
+    pair(dl, "Reconstruction PSNR", `${rec.psnr.toFixed(2)} dB${num(rec.images) ? ` (${fmtNumber(rec.images)} test images)` : ""}`);
+  }
+  if (enc && num(enc.class_accuracy)) {
+    const how = enc.method === "projection"
+      ? `projection, ${enc.steps} steps${enc.label_given ? ", label given" : ""}` : "its encoder";
+    pair(dl, "Encode by", how);
+    const real = num(enc.evaluator_on_originals) ? ` (originals: ${enc.evaluator_on_originals.toFixed(3)})` : "";
+    pair(dl, "Class kept", `${enc.class_accuracy.toFixed(3)}${real}`);
+    if (num(enc.psnr)) pair(dl, "Encode PSNR", `${enc.psnr.toFixed(1)} dB`);
+  }
+  const p = document.createElement("p");
+  p.className = "muted small";
+  p.textContent = enc && num(enc.images)
+    ? `Class kept: how often the evaluator gives the image an encoded latent draws the original's class, on ${fmtNumber(enc.images)} held-out test images.`
+    : "Measured on the test split.";
+  box.append(h, dl, p);
+  return box;
+}
+
 function renderCard(card) {
   const frag = document.createDocumentFragment();
   const title = document.createElement("h3");
@@ -392,6 +425,8 @@ function renderCard(card) {
   }
   const bars = renderBars(card.bars);
   if (bars) frag.append(bars);
+  const imagesIn = renderImagesIn(metrics);
+  if (imagesIn) frag.append(imagesIn);
   if (card.links && card.links.samples) {
     const fig = document.createElement("figure");
     fig.className = "samples";
@@ -1167,7 +1202,7 @@ const draw = {
   clear: $("draw-clear"), download: $("draw-download"), canvas: $("draw-canvas"),
   placeholder: $("draw-placeholder"), result: $("draw-result"), resultPlaceholder: $("draw-result-placeholder"),
   caption: $("draw-caption"), inputCaption: $("draw-input-caption"), state: $("draw-state"),
-  trained: $("draw-trained"),
+  trained: $("draw-trained"), measured: $("draw-measured"),
   translators: [],  // cards of the loaded translators (from /models)
   card: null,       // the chosen one
   layers: [],       // what is drawn, oldest first: {points: [[x, y, width], …]} or {bitmap, name}
@@ -1216,6 +1251,26 @@ function setupDraw(models) {
   selectTranslator(draw.translators[0].name);
 }
 
+/** What `evaluate` measured of a translator on held-out pairs (its card's metrics), in one line; "" when
+ * it was not measured. */
+function translatorMeasured(card) {
+  const m = (card.metrics && typeof card.metrics === "object") ? card.metrics : {};
+  const num = (v) => typeof v === "number";
+  if (!num(m.fid)) return "";
+  const parts = [`FID ${m.fid.toFixed(1)}${num(m.fid_floor) ? ` (real: ${m.fid_floor.toFixed(2)})` : ""}`];
+  if (num(m.l1)) parts.push(`L1 ${m.l1.toFixed(3)}`);
+  if (num(m.accuracy)) {
+    parts.push(`class accuracy ${m.accuracy.toFixed(3)}${num(m.sample_accuracy_real) ? ` (targets: ${m.sample_accuracy_real.toFixed(3)})` : ""}`);
+  }
+  const pairs = num(m.num_pairs) ? ` on ${fmtNumber(m.num_pairs)} held-out pairs` : "";
+  let text = `Measured${pairs}: ${parts.join(", ")}.`;
+  const b = m.baseline;
+  if (b && typeof b === "object" && num(b.fid)) {
+    text += ` The L1-only baseline, trained as long: FID ${b.fid.toFixed(1)}${num(b.l1) ? `, L1 ${b.l1.toFixed(3)}` : ""}.`;
+  }
+  return text;
+}
+
 function selectTranslator(name) {
   const card = draw.translators.find((m) => m.name === name);
   if (!card) return;
@@ -1226,6 +1281,7 @@ function selectTranslator(name) {
   const ds = card.dataset && (typeof card.dataset === "string" ? card.dataset : card.dataset.name);
   const transform = input.transform ? ` (${input.transform} of ${ds || "its dataset"})` : "";
   draw.trained.textContent = transform;
+  draw.measured.textContent = translatorMeasured(card);
   draw.inputCaption.textContent = `Input: ${input.width} × ${input.height}${transform ? `, ${input.transform}` : ""}`;
   draw.placeholder.hidden = true;
   draw.canvas.hidden = false;

@@ -39,9 +39,14 @@ def write_test_checkpoints(root: Path) -> Path:
         sys.path.insert(0, str(ROOT))
     from tests.app.conftest import MEASURED_UNCOND, write_ae, write_cgan, write_mlp
     from tests.translator_fixture import write_translator
-    from training.checkpoint import CONFIG, CommandPart, atomic_write_json, update_metrics
+    from training.checkpoint import CONFIG, CommandPart, atomic_write_json, read_config, update_metrics
 
-    write_cgan(root)
+    cgan = write_cgan(root)
+    # Shaped as `evaluate-encoding` writes it: projection on 200 held-out images with the label given.
+    update_metrics(cgan, {"encoding": {"method": "projection", "images": 200, "split": "test", "seed": 0,
+                                       "steps": 100, "label_given": True, "class_accuracy": 0.945,
+                                       "agrees_with_original": 0.925, "evaluator_on_originals": 0.945,
+                                       "psnr": 21.689}}, read_config(cgan).evaluator_sha256)
     # Judged against the bars (it misses coverage), measured — and so served — at truncation ψ 0.7.
     # Its KID is noise at this sample size (the spread is larger than the value), as mnist-cgan's is.
     mlp = update_metrics(write_mlp(root), {**MEASURED_UNCOND, "kid": -3.35354, "kid_std": 5.423737,
@@ -53,7 +58,11 @@ def write_test_checkpoints(root: Path) -> Path:
     atomic_write_json(root / mlp.name / CONFIG,
                       mlp.model_copy(update={"training": training}).model_dump(mode="json", by_alias=True))
     write_ae(root)
-    write_translator(root)  # tiny-edges2shapes: edges → 32×32 RGB, for the Draw panel
+    translator = write_translator(root)  # tiny-edges2shapes: edges → 32×32 RGB, for the Draw panel
+    # Shaped as `evaluate --baseline` writes a translator's metrics.
+    update_metrics(translator, {"l1": 0.07393, "fid": 61.4305, "fid_floor": 0.3767, "accuracy": 0.7657,
+                                "sample_accuracy_real": 0.929, "num_pairs": 10000,
+                                "baseline": {"l1_only": True, "l1": 0.074585, "fid": 70.4605}}, None)
     return root
 
 

@@ -88,6 +88,9 @@ def test_strokes_show_the_apis_translation_undo_and_clear(page: Any, base_url: s
     assert (canvas_grey(page) == 255).all()  # white paper
     assert page.is_disabled("#draw-undo") and page.is_disabled("#draw-clear")
     assert page.text_content("#draw-input-caption").startswith("Input: 32 × 32")
+    assert page.text_content("#draw-measured") == (
+        "Measured on 10,000 held-out pairs: FID 61.4 (real: 0.38), L1 0.074, class accuracy 0.766 (targets: 0.929)."
+        " The L1-only baseline, trained as long: FID 70.5, L1 0.075.")
 
     # A horizontal stroke: the canvas's PNG goes to translate; the image shown is the API's answer to it.
     stroke(page, [(4, 8), (27, 8)])

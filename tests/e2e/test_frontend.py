@@ -86,6 +86,9 @@ def test_model_class_seed_show_the_apis_bytes(page: Any, base_url: str) -> None:
     assert fid == "1.50"
     assert page.locator("#card dl.metrics dt:text-is('Class accuracy') + dd").text_content() == "not measured"
     assert page.text_content("#card .bars .verdict").startswith("Not judged against the quality bars")
+    # Its `evaluate-encoding` numbers: how encode (here by projection) keeps held-out images.
+    images_in = page.eval_on_selector_all("#card .images-in dl dd", "ds => ds.map(d => d.textContent)")
+    assert images_in == ["projection, 100 steps, label given", "0.945 (originals: 0.945)", "21.7 dB"]
     src = wait_new_image(page, src)
 
     # Class by name, one image, then a new seed (by keyboard): the image changes and is the API's.
