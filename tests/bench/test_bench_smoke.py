@@ -65,7 +65,7 @@ def test_conditioning_bench_quick() -> None:
 
 @pytest.mark.slow
 def test_translate_bench_quick() -> None:
-    text = run_bench("translate.py")
+    text = run_bench("translate.py", "--checkpoint", "checkpoints/fashion-edges2fashion")  # one is enough here
     assert "| conns | server | req/s | p50 ms | p99 ms | server CPU µs/req | errors and 503s |" in text
     for conns in (1, 16):
         assert f"| {conns} | ganserve |" in text and f"| {conns} | naive |" in text
